@@ -1,0 +1,341 @@
+//! The device registry: which keys the utility provisioned for which devices.
+//!
+//! File form (JSON Lines, one key a line; see shared/protocol.md):
+//! `{"device_id":..,"key_id":..,"alg":"ed25519"|"hmac-sha256","public_key"|"secret":<hex>,
+//!   "kind":"meter"|"vehicle","status":"active"|"revoked","labels":{..}}`
+//!
+//! Loading collects **every** malformed line with its 1-based number; a registry with any
+//! bad line is refused as a whole, so the caller keeps the last good one in force.
+//!
+//! Revocation: a line with `"status":"revoked"` revokes that key (frames signed with it
+//! get code 16). A device all of whose keys are revoked is a revoked device (code 7).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::device_id::validate_device_id;
+use crate::error::{Error, Result};
+use crate::signing::{Alg, ED25519_KEY_LEN, HMAC_MAX_SECRET, HMAC_MIN_SECRET, VerifyingKey};
+
+pub const MAX_KEY_ID_LEN: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Meter,
+    Vehicle,
+}
+
+impl DeviceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Meter => "meter",
+            DeviceKind::Vehicle => "vehicle",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+}
+
+/// One line of the registry file.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct RegistryLine {
+    pub device_id: String,
+    pub key_id: String,
+    pub alg: Alg,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub kind: DeviceKind,
+    pub status: KeyStatus,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A registered key of a device.
+#[derive(Debug, Clone)]
+pub struct RegistryKey {
+    pub key_id: Box<str>,
+    pub key: VerifyingKey,
+    pub status: KeyStatus,
+}
+
+/// A device and its keys.
+#[derive(Debug, Clone)]
+pub struct RegistryEntry {
+    pub kind: DeviceKind,
+    /// Labels, shared between devices with identical label sets to keep big registries small.
+    pub labels: Arc<BTreeMap<String, String>>,
+    pub keys: Vec<RegistryKey>,
+}
+
+impl RegistryEntry {
+    pub fn key(&self, key_id: &str) -> Option<&RegistryKey> {
+        self.keys.iter().find(|k| &*k.key_id == key_id)
+    }
+
+    /// A device is revoked when none of its keys is active.
+    pub fn is_revoked(&self) -> bool {
+        self.keys.iter().all(|k| k.status == KeyStatus::Revoked)
+    }
+}
+
+/// An immutable, loaded registry. Lookups are O(1) by device id.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    devices: HashMap<Box<str>, RegistryEntry>,
+    keys: usize,
+}
+
+impl Registry {
+    pub fn device(&self, device_id: &str) -> Option<&RegistryEntry> {
+        self.devices.get(device_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RegistryEntry)> {
+        self.devices.iter().map(|(k, v)| (&**k, v))
+    }
+
+    /// Loads a registry file; `Error::Invalid` lists every malformed line.
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            file: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses registry text; `file` names it in error messages.
+    pub fn parse(file: &str, text: &str) -> Result<Self> {
+        let mut reg = Registry::default();
+        let mut errors = Vec::new();
+        let mut label_sets: HashMap<BTreeMap<String, String>, Arc<BTreeMap<String, String>>> =
+            HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match parse_line(line).and_then(|l| reg.insert(l, &mut label_sets)) {
+                Ok(()) => {}
+                Err(reason) => errors.push((n, reason)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(reg)
+        } else {
+            Err(Error::Invalid {
+                file: file.to_string(),
+                lines: errors,
+            })
+        }
+    }
+
+    fn insert(
+        &mut self,
+        line: RegistryLine,
+        label_sets: &mut HashMap<BTreeMap<String, String>, Arc<BTreeMap<String, String>>>,
+    ) -> std::result::Result<(), String> {
+        let key = verifying_key(&line)?;
+        let labels = label_sets
+            .entry(line.labels.clone())
+            .or_insert_with(|| Arc::new(line.labels))
+            .clone();
+        let entry = self
+            .devices
+            .entry(line.device_id.clone().into_boxed_str())
+            .or_insert_with(|| RegistryEntry {
+                kind: line.kind,
+                labels: labels.clone(),
+                keys: Vec::with_capacity(1),
+            });
+        if entry.kind != line.kind {
+            return Err(format!(
+                "device {} is a {} on an earlier line",
+                line.device_id,
+                entry.kind.as_str()
+            ));
+        }
+        if entry.labels != labels {
+            return Err(format!(
+                "device {} has different labels on an earlier line",
+                line.device_id
+            ));
+        }
+        if entry.key(&line.key_id).is_some() {
+            return Err(format!(
+                "duplicate key_id {:?} for device {}",
+                line.key_id, line.device_id
+            ));
+        }
+        entry.keys.push(RegistryKey {
+            key_id: line.key_id.into_boxed_str(),
+            key,
+            status: line.status,
+        });
+        self.keys += 1;
+        Ok(())
+    }
+}
+
+fn parse_line(line: &str) -> std::result::Result<RegistryLine, String> {
+    let l: RegistryLine = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    validate_device_id(&l.device_id).map_err(|e| e.to_string())?;
+    validate_key_id(&l.key_id)?;
+    Ok(l)
+}
+
+pub(crate) fn validate_key_id(key_id: &str) -> std::result::Result<(), String> {
+    if key_id.is_empty() || key_id.len() > MAX_KEY_ID_LEN {
+        return Err(format!("key_id must be 1..{MAX_KEY_ID_LEN} bytes"));
+    }
+    Ok(())
+}
+
+/// Decodes lower-case hex key material.
+pub(crate) fn decode_key_hex(field: &str, s: &str) -> std::result::Result<Vec<u8>, String> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!("{field} must be lower-case hex"));
+    }
+    hex::decode(s).map_err(|_| format!("{field} is not valid hex"))
+}
+
+pub(crate) fn check_hmac_secret_len(len: usize) -> std::result::Result<(), String> {
+    if !(HMAC_MIN_SECRET..=HMAC_MAX_SECRET).contains(&len) {
+        return Err(format!(
+            "secret must be {HMAC_MIN_SECRET} to {HMAC_MAX_SECRET} bytes, got {len}"
+        ));
+    }
+    Ok(())
+}
+
+fn verifying_key(l: &RegistryLine) -> std::result::Result<VerifyingKey, String> {
+    match l.alg {
+        Alg::Ed25519 => {
+            if l.secret.is_some() {
+                return Err("an ed25519 key takes public_key, not secret".into());
+            }
+            let hex = l.public_key.as_deref().ok_or("ed25519 key without public_key")?;
+            let bytes = decode_key_hex("public_key", hex)?;
+            let pk: [u8; ED25519_KEY_LEN] = bytes.try_into().map_err(|b: Vec<u8>| {
+                format!("public_key must be {ED25519_KEY_LEN} bytes, got {}", b.len())
+            })?;
+            Ok(VerifyingKey::ed25519(pk))
+        }
+        Alg::HmacSha256 => {
+            if l.public_key.is_some() {
+                return Err("an hmac-sha256 key takes secret, not public_key".into());
+            }
+            let hex = l.secret.as_deref().ok_or("hmac-sha256 key without secret")?;
+            let bytes = decode_key_hex("secret", hex)?;
+            check_hmac_secret_len(bytes.len())?;
+            Ok(VerifyingKey::hmac(&bytes))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ED: &str = r#"{"device_id":"mtr-000001","key_id":"k1","alg":"ed25519","public_key":"03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8","kind":"meter","status":"active","labels":{"region":"north","module":"bg95","firmware":"4.2.1"}}"#;
+    const HM: &str = r#"{"device_id":"veh-000042","key_id":"k1","alg":"hmac-sha256","secret":"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f","kind":"vehicle","status":"active","labels":{}}"#;
+
+    #[test]
+    fn loads_contract_examples() {
+        let reg = Registry::parse("r", &format!("{ED}\n\n{HM}\n")).unwrap();
+        assert_eq!(reg.len(), 2);
+        let m = reg.device("mtr-000001").unwrap();
+        assert_eq!(m.kind, DeviceKind::Meter);
+        assert_eq!(m.labels.get("module").map(String::as_str), Some("bg95"));
+        assert_eq!(m.key("k1").unwrap().key.alg(), Alg::Ed25519);
+        assert!(m.key("k2").is_none());
+        assert_eq!(
+            reg.device("veh-000042").unwrap().keys[0].key.alg(),
+            Alg::HmacSha256
+        );
+        assert!(reg.device("nope").is_none());
+    }
+
+    #[test]
+    fn rotation_and_revocation() {
+        let k2 = ED.replace("\"k1\"", "\"k2\"");
+        let k1_revoked = ED.replace("\"active\"", "\"revoked\"");
+        let reg = Registry::parse("r", &format!("{k1_revoked}\n{k2}")).unwrap();
+        let d = reg.device("mtr-000001").unwrap();
+        assert_eq!(d.key("k1").unwrap().status, KeyStatus::Revoked);
+        assert_eq!(d.key("k2").unwrap().status, KeyStatus::Active);
+        assert!(!d.is_revoked());
+        let reg = Registry::parse("r", &k1_revoked).unwrap();
+        assert!(reg.device("mtr-000001").unwrap().is_revoked());
+    }
+
+    #[test]
+    fn reports_every_bad_line_with_its_number() {
+        let cases: Vec<(String, &str)> = vec![
+            ("not json".into(), "invalid JSON"),
+            (ED.replace("mtr-000001", "mtr 1"), "character outside"),
+            (ED.replace("\"k1\"", "\"\""), "key_id must be"),
+            (ED.replace("ed25519\"", "rsa\""), "invalid JSON"),
+            (ED.replace("03a107", "03A107"), "lower-case hex"),
+            (ED.replace("03a107", "zz"), "not valid hex"),
+            (ED.replace("03a107", ""), "must be 32 bytes"),
+            (ED.replace("\"public_key\"", "\"secret\""), "takes public_key, not secret"),
+            (ED.replace(",\"public_key\"", ",\"pk\""), "without public_key"),
+            (HM.replace("000102030405060708090a0b0c0d0e0f", ""), "16 to 64 bytes"),
+            (HM.replace("\"secret\"", "\"public_key\""), "takes secret, not public_key"),
+            (ED.replace("\"meter\"", "\"toaster\""), "invalid JSON"),
+            (ED.replace("\"active\"", "\"paused\""), "invalid JSON"),
+            (ED.replace(",\"kind\":\"meter\"", ""), "missing field `kind`"),
+        ];
+        for (bad, want) in &cases {
+            let other = HM.replace("veh-000042", "veh-000043");
+            let text = format!("{ED}\n{bad}\n{other}");
+            let err = Registry::parse("reg.jsonl", &text).unwrap_err();
+            match &err {
+                Error::Invalid { lines, .. } => {
+                    assert_eq!(lines.len(), 1, "{bad}");
+                    assert_eq!(lines[0].0, 2, "{bad}");
+                    assert!(lines[0].1.contains(want), "{bad}: {}", lines[0].1);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            assert!(err.to_string().contains("reg.jsonl: line 2:"), "{err}");
+        }
+        // several bad lines are all reported
+        let err = Registry::parse("r", &format!("x\n{ED}\n{ED}\ny")).unwrap_err();
+        let Error::Invalid { lines, .. } = err else {
+            panic!()
+        };
+        let numbers: Vec<usize> = lines.iter().map(|l| l.0).collect();
+        assert_eq!(numbers, vec![1, 3, 4]);
+        assert!(lines[1].1.contains("duplicate key_id"));
+    }
+
+    #[test]
+    fn inconsistent_device_lines_are_errors() {
+        let k2_vehicle = ED.replace("\"k1\"", "\"k2\"").replace("\"meter\"", "\"vehicle\"");
+        let err = Registry::parse("r", &format!("{ED}\n{k2_vehicle}")).unwrap_err();
+        assert!(err.to_string().contains("line 2: device mtr-000001 is a meter"));
+    }
+}
