@@ -302,7 +302,7 @@ mod tests {
             (ED.replace("03a107", ""), "must be 32 bytes"),
             (ED.replace("\"public_key\"", "\"secret\""), "takes public_key, not secret"),
             (ED.replace(",\"public_key\"", ",\"pk\""), "without public_key"),
-            (HM.replace("000102030405060708090a0b0c0d0e0f", ""), "16 to 64 bytes"),
+            (HM.replace("000102030405060708090a0b0c0d0e0f1011121314151617", ""), "16 to 64 bytes"),
             (HM.replace("\"secret\"", "\"public_key\""), "takes secret, not public_key"),
             (ED.replace("\"meter\"", "\"toaster\""), "invalid JSON"),
             (ED.replace("\"active\"", "\"paused\""), "invalid JSON"),
