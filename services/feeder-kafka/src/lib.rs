@@ -1,1 +1,19 @@
-//! placeholder
+//! Kafka plumbing shared by Feeder's stages.
+//!
+//! - [`KafkaConfig`]: bootstrap servers plus pass-through librdkafka properties (TLS, SASL,
+//!   tuning), so production clusters need no code change.
+//! - [`Topics`]: the pipeline's topic names and partitioning. The stream stage writes a
+//!   record read from raw partition *p* to partition *p* of its output topics, so all
+//!   data topics share one partition count (checked by [`topics::ensure_topics`]).
+//! - [`EmbeddedBroker`]: librdkafka's in-process mock cluster, for the demo and fast tests
+//!   only: memory only, evicts old data past ~5 MiB per partition, no transaction isolation.
+
+pub mod config;
+pub mod embedded;
+pub mod error;
+pub mod topics;
+
+pub use config::KafkaConfig;
+pub use embedded::EmbeddedBroker;
+pub use error::{Error, Result};
+pub use topics::{Topics, ensure_topics};

@@ -1,0 +1,80 @@
+//! The embedded evaluation broker: librdkafka's in-process mock cluster.
+//!
+//! NOT DURABLE. It keeps data in memory, evicts old data past ~5 MiB per partition, and
+//! does not isolate aborted transactions. It exists so `feeder demo` and fast tests run
+//! with no external service; production and the durability tests use a real broker.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rdkafka::mocking::MockCluster;
+
+use crate::{Error, Result};
+
+/// A running mock cluster. The cluster handle is not `Send`, so it lives on its own thread
+/// until [`EmbeddedBroker::stop`] (or drop).
+pub struct EmbeddedBroker {
+    bootstrap: String,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Starts `brokers` mock brokers on 127.0.0.1 holding `topics`, each with `partitions`
+    /// partitions. (The mock cluster does not serve the admin CreateTopics API, so topics
+    /// are made here, through the mock API.)
+    pub fn start(brokers: i32, topics: &[&str], partitions: i32) -> Result<Self> {
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String>>();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("embedded-broker".into())
+            .spawn(move || match MockCluster::new(brokers) {
+                Ok(cluster) => {
+                    for t in &topics {
+                        if let Err(e) = cluster.create_topic(t, partitions, 1) {
+                            let _ = ready_tx.send(Err(Error::Embedded(format!("{t}: {e}"))));
+                            return;
+                        }
+                    }
+                    let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                    // Hold the cluster until asked to stop (or the sender is dropped).
+                    let _ = stop_rx.recv();
+                    drop(cluster);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(Error::Embedded(e.to_string())));
+                }
+            })
+            .map_err(|e| Error::Embedded(e.to_string()))?;
+        let bootstrap = ready_rx
+            .recv()
+            .map_err(|e| Error::Embedded(e.to_string()))??;
+        Ok(Self {
+            bootstrap,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

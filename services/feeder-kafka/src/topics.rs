@@ -1,0 +1,145 @@
+//! Topic names, partitioning, and creating topics that are missing.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{Error, KafkaConfig, Result};
+
+/// The pipeline's topics. Names derive from a prefix so tests and tenants never share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Edge -> stream: one `RawFrame` per accepted frame, key = device_id.
+    pub raw: String,
+    /// Stream -> writer: one `CheckedFrame` per new frame.
+    pub checked: String,
+    /// Stream -> writer: one `QuarantinedFrame` per frame refused downstream.
+    pub quarantine: String,
+    pub partitions: i32,
+    pub replication: i32,
+}
+
+impl Topics {
+    pub fn with_prefix(prefix: &str, partitions: i32, replication: i32) -> Self {
+        Self {
+            raw: format!("{prefix}.raw"),
+            checked: format!("{prefix}.checked"),
+            quarantine: format!("{prefix}.quarantine"),
+            partitions,
+            replication,
+        }
+    }
+
+    pub fn data_topics(&self) -> [&str; 3] {
+        [&self.raw, &self.checked, &self.quarantine]
+    }
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self::with_prefix("feeder", 6, 3)
+    }
+}
+
+/// Creates each topic that is missing, then checks every one has `partitions` partitions.
+pub async fn ensure_topics(
+    cfg: &KafkaConfig,
+    names: &[&str],
+    partitions: i32,
+    replication: i32,
+) -> Result<()> {
+    let existing = existing_partition_counts(cfg, names).await?;
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !existing.iter().any(|(e, _)| e == n))
+        .collect();
+    if !missing.is_empty() {
+        create_topics(cfg, &missing, partitions, replication).await?;
+    }
+    for name in names {
+        let got = wait_partition_count(cfg, name, Duration::from_secs(30)).await?;
+        if got != partitions {
+            return Err(Error::Topic {
+                topic: name.to_string(),
+                reason: format!(
+                    "has {got} partitions, expected {partitions}: the stream stage maps raw \
+                     partition p to partition p of its outputs, so data topics must match"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Topics among `names` that exist, with their partition counts (one metadata request).
+async fn existing_partition_counts(cfg: &KafkaConfig, names: &[&str]) -> Result<Vec<(String, i32)>> {
+    let cfg = cfg.clone();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = cfg.client().create()?;
+        let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+        Ok(md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && names.iter().any(|n| n == t.name()))
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+            .collect())
+    })
+    .await
+    .map_err(|e| Error::Embedded(e.to_string()))?
+}
+
+async fn create_topics(cfg: &KafkaConfig, names: &[&str], partitions: i32, replication: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = cfg.client().create()?;
+    let new: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for res in admin.create_topics(new.iter(), &opts).await? {
+        match res {
+            Ok(_) => tracing::info!(topic = ?res, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(Error::Topic {
+                    topic,
+                    reason: format!("create failed: {code}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The partition count of a topic, waiting until metadata shows it (new topics take a moment).
+pub async fn wait_partition_count(cfg: &KafkaConfig, topic: &str, timeout: Duration) -> Result<i32> {
+    let cfg = cfg.clone();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = cfg.client().create()?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5));
+            if let Ok(md) = &md {
+                if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
+                    if t.error().is_none() && !t.partitions().is_empty() {
+                        return Ok(t.partitions().len() as i32);
+                    }
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Topic {
+                    topic: topic.clone(),
+                    reason: "not visible in metadata".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .map_err(|e| Error::Embedded(e.to_string()))?
+}
