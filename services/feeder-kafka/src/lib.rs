@@ -11,6 +11,7 @@
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod lag;
 pub mod topics;
 
 pub use config::KafkaConfig;

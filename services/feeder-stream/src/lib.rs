@@ -1,1 +1,27 @@
-//! placeholder
+//! The stream stage: a Kafka consumer group on the raw topic that decides, per device,
+//! whether each frame is new, and forwards it to the checked topic (with flags) or to the
+//! quarantine topic (with a reason).
+//!
+//! # Exactly once without broker transactions
+//! A raw record from partition *p* produces its output in partition *p* of the checked or
+//! quarantine topic, tagged with its source offset. The per-device replay windows are a
+//! pure function of what the checked topic holds, so on (re)assignment the stage rebuilds
+//! them by reading its own output ([`recovery`]), and skips raw offsets whose output is
+//! already in the log. A crash between producing and committing therefore neither loses
+//! nor duplicates a frame, and a replay is still refused after a restart.
+//!
+//! The rebuild reads the whole output partition; with long retention this is slow, and
+//! with a broker that evicts old data (the embedded mock cluster) windows older than the
+//! retained data are lost. A compacted changelog of snapshots replaces the full read in a
+//! later version.
+
+pub mod checks;
+pub mod config;
+pub mod error;
+pub mod recovery;
+pub mod run;
+pub mod window;
+
+pub use config::StreamConfig;
+pub use error::{Error, Result};
+pub use run::{StreamStats, run};

@@ -1,0 +1,192 @@
+//! The consumer loop: batch, recover partitions on first sight, decide, produce, wait for
+//! every output ack, then commit. Offsets are committed only after what they cover is
+//! durable in the output topics.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use feeder_kafka::{KafkaConfig, Topics, ensure_topics};
+use prost::Message as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::checks::{Outcome, PartitionState};
+use crate::recovery::recover;
+use crate::{Error, Result, StreamConfig};
+
+/// Counters the demo and tests read; Prometheus metrics carry the same numbers.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub records_in: AtomicU64,
+    pub checked: AtomicU64,
+    pub quarantined: AtomicU64,
+    pub gaps: AtomicU64,
+}
+
+struct Partition {
+    state: PartitionState,
+    already_output: HashSet<i64>,
+}
+
+pub async fn run(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    cfg: StreamConfig,
+    stats: Arc<StreamStats>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    ensure_topics(kafka, &topics.data_topics(), topics.partitions, topics.replication).await?;
+    let consumer: StreamConsumer = kafka.consumer(&cfg.group_id, &cfg.client_id).create()?;
+    consumer.subscribe(&[&topics.raw])?;
+    let producer: FutureProducer = kafka
+        .producer(&cfg.client_id, 200_000, 30_000)
+        .create()?;
+    let mut parts: HashMap<i32, Partition> = HashMap::new();
+    tracing::info!(topic = %topics.raw, group = %cfg.group_id, "stream stage consuming");
+
+    loop {
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            b = next_batch(&consumer, &cfg) => b?,
+        };
+        process_batch(kafka, topics, &cfg, &consumer, &producer, &mut parts, &stats, batch).await?;
+    }
+    tracing::info!("stream stage stopped");
+    Ok(())
+}
+
+/// Waits for one record, then collects more until the batch is full or lingered enough.
+async fn next_batch(consumer: &StreamConsumer, cfg: &StreamConfig) -> Result<Vec<OwnedMessage>> {
+    let first = consumer.recv().await?.detach();
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + cfg.batch_linger;
+    while batch.len() < cfg.batch_max_records {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(m) => batch.push(m?.detach()),
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn process_batch(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    cfg: &StreamConfig,
+    consumer: &StreamConsumer,
+    producer: &FutureProducer,
+    parts: &mut HashMap<i32, Partition>,
+    stats: &StreamStats,
+    batch: Vec<OwnedMessage>,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut pending = Vec::with_capacity(batch.len());
+    let (mut checked, mut quarantined, mut gaps) = (0u64, 0u64, 0u64);
+    for m in &batch {
+        let p = m.partition();
+        if !parts.contains_key(&p) {
+            let r = recover(kafka, topics, p, m.offset(), cfg.replay_window).await?;
+            parts.insert(
+                p,
+                Partition {
+                    state: r.state,
+                    already_output: r.already_output,
+                },
+            );
+        }
+        let Some(part) = parts.get_mut(&p) else {
+            continue; // inserted just above
+        };
+        next_offsets.insert(p, m.offset() + 1);
+        if part.already_output.remove(&m.offset()) {
+            continue; // output written by a run that crashed before committing
+        }
+        let outcome = part.state.process(m.offset(), m.payload().unwrap_or_default());
+        let (topic, bytes) = match &outcome {
+            Outcome::Checked(c) => {
+                checked += 1;
+                gaps += u64::from(c.frame_flags.iter().any(|f| f == "gap_before"));
+                (&topics.checked, c.encode_to_vec())
+            }
+            Outcome::Quarantined(q) => {
+                quarantined += 1;
+                metrics::counter!("feeder_stream_quarantined_total", "reason" => reason_label(&q.reason)).increment(1);
+                (&topics.quarantine, q.encode_to_vec())
+            }
+        };
+        let mut rec = FutureRecord::to(topic)
+            .partition(p)
+            .key(outcome.device_id())
+            .payload(&bytes);
+        // A full local queue means the broker is slow: wait for room (the queue is
+        // bounded), never drop.
+        let fut = loop {
+            match producer.send_result(rec) {
+                Ok(f) => break f,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => {
+                    return Err(Error::Delivery {
+                        offset: m.offset(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        };
+        pending.push((m.offset(), fut));
+    }
+    for (offset, fut) in pending {
+        match fut.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => {
+                return Err(Error::Delivery {
+                    offset,
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(Error::Delivery {
+                    offset,
+                    reason: "producer dropped".into(),
+                });
+            }
+        }
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, next) in &next_offsets {
+        tpl.add_partition_offset(&topics.raw, *p, Offset::Offset(*next))?;
+    }
+    consumer.commit(&tpl, CommitMode::Sync)?;
+
+    stats.records_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    stats.checked.fetch_add(checked, Ordering::Relaxed);
+    stats.quarantined.fetch_add(quarantined, Ordering::Relaxed);
+    stats.gaps.fetch_add(gaps, Ordering::Relaxed);
+    metrics::counter!("feeder_stream_records_total").increment(batch.len() as u64);
+    metrics::counter!("feeder_stream_checked_total").increment(checked);
+    metrics::counter!("feeder_stream_gap_flags_total").increment(gaps);
+    metrics::histogram!("feeder_stream_batch_seconds").record(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Quarantine reasons are a closed set; anything else is folded into "other".
+fn reason_label(reason: &str) -> &'static str {
+    match reason {
+        "duplicate" => "duplicate",
+        "too_old" => "too_old",
+        "malformed_payload" => "malformed_payload",
+        "malformed_frame" => "malformed_frame",
+        "undecodable_record" => "undecodable_record",
+        _ => "other",
+    }
+}

@@ -1,0 +1,72 @@
+//! Writing one complete offset range: convert its records, encode one Parquet file per
+//! (dataset, date), and store each under the range's name. Blocking (CPU and I/O); the
+//! consumer loop runs it on a blocking thread. Committing the range is the caller's
+//! job, and only after this returns `Ok`: then every file of the range is durable.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::Result;
+use crate::convert::records_to_batches;
+use crate::naming;
+use crate::parquet_file::{self, FileProvenance};
+use crate::record::{SourceRecord, TopicKind};
+use crate::schema::Dataset;
+use crate::storage::Storage;
+
+/// Which range of which topic-partition, written by whom.
+#[derive(Debug, Clone, Copy)]
+pub struct RangeSpec<'a> {
+    pub kind: TopicKind,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub first: i64,
+    pub last: i64,
+    pub writer_id: &'a str,
+}
+
+/// What a range write produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Relative paths of the files written, `<dataset>/date=.../<name>`.
+    pub files: Vec<String>,
+    /// Files written per dataset.
+    pub files_by_dataset: BTreeMap<Dataset, u64>,
+    /// Rows written per dataset.
+    pub rows: BTreeMap<Dataset, u64>,
+    /// Encoded bytes written per dataset.
+    pub bytes: BTreeMap<Dataset, u64>,
+    pub undecodable_records: u64,
+    pub undecodable_payloads: u64,
+    pub duration: Duration,
+}
+
+/// Writes the files of range `spec` holding `records` (offsets `first..=last`).
+pub fn write_range(storage: &dyn Storage, spec: RangeSpec<'_>, records: &[SourceRecord]) -> Result<FlushReport> {
+    let started = Instant::now();
+    let converted = records_to_batches(spec.kind, records)?;
+    let name = naming::file_name(spec.topic, spec.partition, spec.first, spec.last);
+    let prov = FileProvenance {
+        topic: spec.topic,
+        partition: spec.partition,
+        first_offset: spec.first,
+        last_offset: spec.last,
+        writer_id: spec.writer_id,
+    };
+    let mut report = FlushReport {
+        undecodable_records: converted.undecodable_records,
+        undecodable_payloads: converted.undecodable_payloads,
+        ..Default::default()
+    };
+    for part in &converted.batches {
+        let bytes = parquet_file::encode(part.dataset, &part.batch, &prov)?;
+        let dir = naming::date_dir(part.dataset, part.date);
+        storage.put(&dir, &name, &bytes)?;
+        report.files.push(format!("{dir}/{name}"));
+        *report.files_by_dataset.entry(part.dataset).or_default() += 1;
+        *report.rows.entry(part.dataset).or_default() += part.batch.num_rows() as u64;
+        *report.bytes.entry(part.dataset).or_default() += bytes.len() as u64;
+    }
+    report.duration = started.elapsed();
+    Ok(report)
+}

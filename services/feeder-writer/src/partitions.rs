@@ -1,0 +1,293 @@
+//! The assigned topic-partitions' state, shared by the consumer loop and the rebalance
+//! callback, and the write-then-commit step both of them use.
+//!
+//! The callback runs inside `recv()` on the loop's own task (librdkafka serves rebalance
+//! events from the consumer queue), and the loop never holds the lock across an await,
+//! so the two never interleave: a revoked partition is flushed and committed (or its
+//! partial replay dropped) before the rebalance proceeds and another writer gets it.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{error, info, warn};
+
+use crate::buffer::{Batch, FlushReason, Limits, Offered, PartitionBuffer};
+use crate::flush::{FlushReport, RangeSpec, write_range};
+use crate::observe;
+use crate::record::{SourceRecord, TopicKind};
+use crate::recovery::RecoveryPlan;
+use crate::storage::Storage;
+use crate::{Result, WriterConfig, WriterStats};
+
+/// `(topic, partition)`.
+pub(crate) type TpKey = (String, i32);
+
+struct PartitionState {
+    kind: TopicKind,
+    buffer: PartitionBuffer,
+    /// Records written to files whose offsets are not yet committed.
+    uncommitted: u64,
+    /// `last` of the most recent range written.
+    last_written: Option<i64>,
+}
+
+pub(crate) struct Shared {
+    pub storage: Arc<dyn Storage>,
+    pub cfg: WriterConfig,
+    pub stats: Arc<WriterStats>,
+    limits: Limits,
+    kinds: HashMap<String, TopicKind>,
+    partitions: Mutex<HashMap<TpKey, PartitionState>>,
+    fatal: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind, still consistent enough to
+    // flush or drop: nothing is committed that is not durable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        cfg: WriterConfig,
+        stats: Arc<WriterStats>,
+        kinds: HashMap<String, TopicKind>,
+    ) -> Self {
+        Self {
+            storage,
+            limits: Limits::from(&cfg),
+            cfg,
+            stats,
+            kinds,
+            partitions: Mutex::new(HashMap::new()),
+            fatal: Mutex::new(None),
+        }
+    }
+
+    pub fn kind_of(&self, topic: &str) -> Option<TopicKind> {
+        self.kinds.get(topic).copied()
+    }
+
+    /// True when `key` must be (re)planned from storage before `offset` is offered: it
+    /// is new since the last assignment, or the consumer went back.
+    pub fn needs_plan(&self, key: &TpKey, offset: i64) -> bool {
+        lock(&self.partitions)
+            .get(key)
+            .is_none_or(|st| st.buffer.is_rewind(offset))
+    }
+
+    /// Starts (or restarts, discarding any buffer) `key` with a recovery plan.
+    pub fn install(&self, key: TpKey, kind: TopicKind, plan: &RecoveryPlan) {
+        let st = PartitionState {
+            kind,
+            buffer: PartitionBuffer::new(self.limits, plan),
+            uncommitted: 0,
+            last_written: None,
+        };
+        lock(&self.partitions).insert(key, st);
+    }
+
+    pub fn offer(&self, key: &TpKey, rec: SourceRecord, now: Instant) -> Offered {
+        let offered = lock(&self.partitions)
+            .get_mut(key)
+            .map(|st| st.buffer.offer(rec, now))
+            .unwrap_or_default();
+        observe::skipped(offered.skipped);
+        offered
+    }
+
+    /// Buffers old enough to flush.
+    pub fn due(&self, now: Instant) -> Vec<(TpKey, Batch)> {
+        lock(&self.partitions)
+            .iter_mut()
+            .filter_map(|(k, st)| st.buffer.take_if_due(now).map(|b| (k.clone(), b)))
+            .collect()
+    }
+
+    /// Empties every buffer for shutdown; partial replays are dropped.
+    pub fn close_all(&self, reason: FlushReason) -> Vec<(TpKey, Batch)> {
+        let mut out = Vec::new();
+        for (k, st) in lock(&self.partitions).iter_mut() {
+            let (batch, dropped) = st.buffer.take_for_close(reason);
+            observe::dropped(dropped);
+            out.extend(batch.map(|b| (k.clone(), b)));
+        }
+        out
+    }
+
+    /// Writes the files of `batch` (blocking).
+    pub fn write(&self, key: &TpKey, kind: TopicKind, batch: &Batch) -> Result<FlushReport> {
+        let spec = RangeSpec {
+            kind,
+            topic: &key.0,
+            partition: key.1,
+            first: batch.first,
+            last: batch.last,
+            writer_id: &self.cfg.writer_id,
+        };
+        write_range(self.storage.as_ref(), spec, &batch.records)
+    }
+
+    /// Counts a durable range in stats and metrics.
+    pub fn account_write(&self, key: &TpKey, batch: &Batch, report: &FlushReport) {
+        let files: u64 = report.files_by_dataset.values().sum();
+        self.stats.files_written.fetch_add(files, Ordering::Relaxed);
+        for (dataset, rows) in &report.rows {
+            self.stats.add_rows(*dataset, *rows);
+        }
+        observe::flushed(report, batch.reason, batch.records.len(), batch.bytes);
+        info!(
+            topic = %key.0,
+            partition = key.1,
+            first = batch.first,
+            last = batch.last,
+            records = batch.records.len(),
+            files = files,
+            reason = batch.reason.name(),
+            took_ms = report.duration.as_millis() as u64,
+            "range written"
+        );
+    }
+
+    /// Records that `batch` is durable and whether its commit succeeded.
+    pub fn mark_written(&self, key: &TpKey, batch: &Batch, committed: bool) {
+        if let Some(st) = lock(&self.partitions).get_mut(key) {
+            st.written(&self.stats, batch, committed);
+        }
+    }
+
+    /// Re-commits partitions whose last commit failed (shutdown).
+    pub fn retry_commits<C: Consumer<WriterContext>>(&self, consumer: &C) {
+        for (key, st) in lock(&self.partitions).iter_mut() {
+            st.retry_commit(consumer, &self.stats, key);
+        }
+    }
+
+    /// Revocation: flush (or drop a partial replay) and commit, before the partition moves.
+    fn close_on_revoke<C: Consumer<WriterContext>>(&self, consumer: &C, key: TpKey) {
+        let Some(mut st) = lock(&self.partitions).remove(&key) else {
+            return;
+        };
+        let (batch, dropped) = st.buffer.take_for_close(FlushReason::Revoke);
+        observe::dropped(dropped);
+        let Some(batch) = batch else {
+            st.retry_commit(consumer, &self.stats, &key);
+            return;
+        };
+        match in_place(|| self.write(&key, st.kind, &batch)) {
+            Ok(report) => {
+                self.account_write(&key, &batch, &report);
+                let committed = commit(consumer, &key, batch.last);
+                st.written(&self.stats, &batch, committed);
+            }
+            Err(e) => {
+                // Nothing was committed, so the next owner rewrites this range.
+                error!(topic = %key.0, partition = key.1, error = %e, "flush on revocation failed");
+                self.set_fatal(format!("flush of {}/{} on revocation: {e}", key.0, key.1));
+            }
+        }
+    }
+
+    fn set_fatal(&self, msg: String) {
+        lock(&self.fatal).get_or_insert(msg);
+    }
+
+    pub fn take_fatal(&self) -> Option<String> {
+        lock(&self.fatal).take()
+    }
+}
+
+impl PartitionState {
+    fn written(&mut self, stats: &WriterStats, batch: &Batch, committed: bool) {
+        self.uncommitted += batch.records.len() as u64;
+        self.last_written = Some(batch.last);
+        if committed {
+            self.committed(stats);
+        }
+    }
+
+    fn committed(&mut self, stats: &WriterStats) {
+        stats
+            .records_committed
+            .fetch_add(self.uncommitted, Ordering::Relaxed);
+        observe::committed(self.uncommitted);
+        self.uncommitted = 0;
+    }
+
+    fn retry_commit<C: Consumer<WriterContext>>(&mut self, consumer: &C, stats: &WriterStats, key: &TpKey) {
+        if let (true, Some(last)) = (self.uncommitted > 0, self.last_written) {
+            if commit(consumer, key, last) {
+                self.committed(stats);
+            }
+        }
+    }
+}
+
+/// Commits `last + 1` for `key`, synchronously. A failure is logged, not fatal: the files
+/// are durable, and a later commit (or the next owner's replay) covers them.
+pub(crate) fn commit<C: Consumer<WriterContext>>(consumer: &C, key: &TpKey, last: i64) -> bool {
+    let mut tpl = TopicPartitionList::new();
+    let result = tpl
+        .add_partition_offset(&key.0, key.1, Offset::Offset(last + 1))
+        .and_then(|()| in_place(|| consumer.commit(&tpl, CommitMode::Sync)));
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            observe::commit_failed();
+            warn!(topic = %key.0, partition = key.1, offset = last + 1, error = %e, "offset commit failed");
+            false
+        }
+    }
+}
+
+/// Runs blocking work from async context: off the worker on a multi-threaded runtime,
+/// inline otherwise (the work is short: one commit, or one range on revocation).
+fn in_place<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The consumer's context: routes revocations to [`Shared`].
+pub(crate) struct WriterContext {
+    shared: Arc<Shared>,
+}
+
+impl WriterContext {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> Vec<String> {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for WriterContext {}
+
+impl ConsumerContext for WriterContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                info!(partitions = ?describe(tpl), "partitions revoked");
+                for e in tpl.elements() {
+                    self.shared
+                        .close_on_revoke(consumer, (e.topic().to_string(), e.partition()));
+                }
+            }
+            Rebalance::Assign(tpl) => info!(partitions = ?describe(tpl), "partitions assigned"),
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The consumer loop: subscribe, feed records to their partition's buffer, write
+//! completed ranges on a blocking thread, commit each after its files are durable, flush
+//! aged buffers on a timer, and on shutdown flush everything and commit before returning.
+//!
+//! Shutdown order: stop polling (no new records), write every buffer (a partially
+//! replayed range is dropped instead, see `buffer.rs`), commit, close the consumer
+//! (leaving the group, so partitions move at once).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use feeder_kafka::{KafkaConfig, Topics};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::buffer::{Batch, FlushReason};
+use crate::partitions::{Shared, TpKey, WriterContext, commit};
+use crate::record::{SourceRecord, TopicKind};
+use crate::storage::{LocalFs, Storage};
+use crate::{Error, Result, WriterConfig, WriterStats, observe, recovery};
+
+/// Pause after a consumer error, so a persistent one does not spin.
+const ERROR_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Runs the writer against the local data root `cfg.data_root` until `shutdown` is
+/// cancelled. Creates the checked and quarantine topics if missing.
+pub async fn run(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    cfg: WriterConfig,
+    stats: Arc<WriterStats>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    cfg.validate()?;
+    feeder_kafka::ensure_topics(
+        kafka,
+        &[&topics.checked, &topics.quarantine],
+        topics.partitions,
+        topics.replication,
+    )
+    .await?;
+    let storage = Arc::new(LocalFs::new(&cfg.data_root)?);
+    run_with_storage(kafka, topics, cfg, stats, storage, shutdown).await
+}
+
+/// [`run`] with any storage backend, for topics that already exist. `cfg.data_root` is
+/// not used.
+pub async fn run_with_storage(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    cfg: WriterConfig,
+    stats: Arc<WriterStats>,
+    storage: Arc<dyn Storage>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    cfg.validate()?;
+    let kinds = HashMap::from([
+        (topics.checked.clone(), TopicKind::Checked),
+        (topics.quarantine.clone(), TopicKind::Quarantine),
+    ]);
+    let shared = Arc::new(Shared::new(storage, cfg, stats, kinds));
+    let consumer: StreamConsumer<WriterContext> = kafka
+        .consumer(&shared.cfg.group_id, &shared.cfg.writer_id)
+        .create_with_context(WriterContext::new(Arc::clone(&shared)))?;
+    consumer.subscribe(&[&topics.checked, &topics.quarantine])?;
+    info!(
+        group = %shared.cfg.group_id,
+        writer = %shared.cfg.writer_id,
+        checked = %topics.checked,
+        quarantine = %topics.quarantine,
+        "writer started"
+    );
+
+    let mut tick = tokio::time::interval(shared.cfg.tick_period());
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        if let Some(e) = shared.take_fatal() {
+            return Err(Error::Rebalance(e));
+        }
+        let event = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Event::Shutdown,
+            msg = consumer.recv() => Event::from_message(msg),
+            _ = tick.tick() => Event::Tick,
+        };
+        match event {
+            Event::Shutdown => break,
+            Event::Record { topic, partition, rec } => {
+                on_record(&shared, &consumer, (topic, partition), rec).await?;
+            }
+            Event::Tick => {
+                for (key, batch) in shared.due(Instant::now()) {
+                    flush(&shared, &consumer, &key, batch).await?;
+                }
+            }
+            Event::Error(e) => {
+                observe::consumer_error();
+                warn!(error = %e, "consumer error");
+                tokio::time::sleep(ERROR_BACKOFF).await;
+            }
+        }
+    }
+
+    info!("writer stopping: flushing buffers");
+    for (key, batch) in shared.close_all(FlushReason::Shutdown) {
+        flush(&shared, &consumer, &key, batch).await?;
+    }
+    shared.retry_commits(&consumer);
+    if let Some(e) = shared.take_fatal() {
+        return Err(Error::Rebalance(e));
+    }
+    consumer.unsubscribe();
+    info!("writer stopped");
+    Ok(())
+}
+
+/// What woke the loop, with the message already copied out of the consumer's memory.
+enum Event {
+    Shutdown,
+    Tick,
+    Record {
+        topic: String,
+        partition: i32,
+        rec: SourceRecord,
+    },
+    Error(KafkaError),
+}
+
+impl Event {
+    fn from_message(msg: Result<BorrowedMessage<'_>, KafkaError>) -> Self {
+        match msg {
+            Ok(m) => Event::Record {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                rec: SourceRecord {
+                    offset: m.offset(),
+                    timestamp_ms: m.timestamp().to_millis(),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                },
+            },
+            Err(e) => Event::Error(e),
+        }
+    }
+}
+
+async fn on_record(
+    shared: &Arc<Shared>,
+    consumer: &StreamConsumer<WriterContext>,
+    key: TpKey,
+    rec: SourceRecord,
+) -> Result<()> {
+    let Some(kind) = shared.kind_of(&key.0) else {
+        warn!(topic = %key.0, "record from a topic not subscribed to");
+        return Ok(());
+    };
+    if shared.needs_plan(&key, rec.offset) {
+        let (s, k, offset) = (Arc::clone(shared), key.clone(), rec.offset);
+        let plan = tokio::task::spawn_blocking(move || {
+            recovery::recover(s.storage.as_ref(), &k.0, k.1, offset)
+        })
+        .await??;
+        observe::recovered(&plan);
+        info!(
+            topic = %key.0,
+            partition = key.1,
+            resume_from = offset,
+            forced_boundaries = ?plan.forced_boundaries(),
+            committed_ranges = plan.committed_ranges,
+            stale_temp_removed = plan.stale_temp_removed,
+            overlapping_ignored = plan.overlapping_ignored,
+            "partition recovered from storage"
+        );
+        shared.install(key.clone(), kind, &plan);
+    }
+    let offered = shared.offer(&key, rec, Instant::now());
+    for batch in offered.ready {
+        flush(shared, consumer, &key, batch).await?;
+    }
+    Ok(())
+}
+
+/// Writes `batch` on a blocking thread, then commits it.
+async fn flush(
+    shared: &Arc<Shared>,
+    consumer: &StreamConsumer<WriterContext>,
+    key: &TpKey,
+    batch: Batch,
+) -> Result<()> {
+    let Some(kind) = shared.kind_of(&key.0) else {
+        return Ok(());
+    };
+    let (s, k) = (Arc::clone(shared), key.clone());
+    let (batch, report) = tokio::task::spawn_blocking(move || {
+        let report = s.write(&k, kind, &batch)?;
+        Ok::<_, Error>((batch, report))
+    })
+    .await??;
+    shared.account_write(key, &batch, &report);
+    let committed = commit(consumer, key, batch.last);
+    shared.mark_written(key, &batch, committed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The binary spawns `run` on the runtime, so its future must be `Send`.
+    #[test]
+    fn run_future_is_send() {
+        let kafka = KafkaConfig::new("127.0.0.1:1");
+        let topics = Topics::default();
+        let fut = run(
+            &kafka,
+            &topics,
+            WriterConfig::default(),
+            Arc::default(),
+            CancellationToken::new(),
+        );
+        assert_send(&fut);
+    }
+}

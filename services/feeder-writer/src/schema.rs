@@ -1,0 +1,255 @@
+//! The Arrow schemas of the datasets: the analysts' contract (`shared/datasets.md`).
+//! Column names and types here are fixed within a dataset version; columns may be added,
+//! never renamed or retyped.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// A dataset this writer produces (the `anomalies` dataset belongs to the stream stage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dataset {
+    Readings,
+    Telematics,
+    Events,
+    Frames,
+    Quarantine,
+}
+
+impl Dataset {
+    pub const ALL: [Dataset; 5] = [
+        Dataset::Readings,
+        Dataset::Telematics,
+        Dataset::Events,
+        Dataset::Frames,
+        Dataset::Quarantine,
+    ];
+
+    /// The directory name under the data root.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Readings => "readings",
+            Dataset::Telematics => "telematics",
+            Dataset::Events => "events",
+            Dataset::Frames => "frames",
+            Dataset::Quarantine => "quarantine",
+        }
+    }
+
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Dataset::Readings => readings_schema(),
+            Dataset::Telematics => telematics_schema(),
+            Dataset::Events => events_schema(),
+            Dataset::Frames => frames_schema(),
+            Dataset::Quarantine => quarantine_schema(),
+        }
+    }
+
+    /// The column whose UTC date names the file's `date=` directory and that orders rows
+    /// (after `device_id`) within a file.
+    pub fn time_column(self) -> &'static str {
+        match self {
+            Dataset::Readings | Dataset::Telematics | Dataset::Events => "ts",
+            Dataset::Frames | Dataset::Quarantine => "received_at",
+        }
+    }
+}
+
+/// `timestamp(ms, UTC)`, the type of every time column.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// `list<string>`, the type of `flags`.
+pub fn flags_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+}
+
+fn ts(name: &str) -> Field {
+    Field::new(name, timestamp_type(), false)
+}
+
+fn schema(fields: Vec<Field>) -> SchemaRef {
+    Arc::new(Schema::new(fields))
+}
+
+static READINGS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        Field::new("device_id", DataType::Utf8, false),
+        Field::new("seq", DataType::UInt64, false),
+        ts("ts"),
+        Field::new("interval_s", DataType::UInt32, false),
+        Field::new("obis", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("value_raw", DataType::Int64, false),
+        Field::new("scaler", DataType::Int32, false),
+        // null when the meter sent an unspecified or unknown unit code
+        Field::new("unit", DataType::Utf8, true),
+        Field::new("status", DataType::UInt32, false),
+        Field::new("flags", flags_type(), false),
+        ts("received_at"),
+    ])
+});
+
+static TELEMATICS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        Field::new("device_id", DataType::Utf8, false),
+        Field::new("seq", DataType::UInt64, false),
+        ts("ts"),
+        Field::new("lat", DataType::Float64, false),
+        Field::new("lon", DataType::Float64, false),
+        Field::new("speed_m_s", DataType::Float64, false),
+        Field::new("heading_deg", DataType::Float64, false),
+        Field::new("odometer_m", DataType::UInt64, false),
+        Field::new("ignition", DataType::Boolean, false),
+        Field::new("battery_v", DataType::Float64, false),
+        Field::new("flags", flags_type(), false),
+        ts("received_at"),
+    ])
+});
+
+static EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        Field::new("device_id", DataType::Utf8, false),
+        Field::new("seq", DataType::UInt64, false),
+        ts("ts"),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("detail", DataType::Utf8, false),
+        ts("received_at"),
+    ])
+});
+
+static FRAMES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        Field::new("device_id", DataType::Utf8, false),
+        Field::new("seq", DataType::UInt64, false),
+        Field::new("key_id", DataType::Utf8, false),
+        ts("received_at"),
+        Field::new("edge_id", DataType::Utf8, false),
+        Field::new("payload", DataType::Binary, false),
+        Field::new("signature", DataType::Binary, false),
+    ])
+});
+
+static QUARANTINE: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        ts("received_at"),
+        Field::new("device_id", DataType::Utf8, false),
+        Field::new("seq", DataType::UInt64, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("detail", DataType::Utf8, false),
+        Field::new("raw", DataType::Binary, false),
+    ])
+});
+
+pub fn readings_schema() -> SchemaRef {
+    READINGS.clone()
+}
+
+pub fn telematics_schema() -> SchemaRef {
+    TELEMATICS.clone()
+}
+
+pub fn events_schema() -> SchemaRef {
+    EVENTS.clone()
+}
+
+pub fn frames_schema() -> SchemaRef {
+    FRAMES.clone()
+}
+
+pub fn quarantine_schema() -> SchemaRef {
+    QUARANTINE.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(d: Dataset) -> Vec<String> {
+        d.schema().fields().iter().map(|f| f.name().clone()).collect()
+    }
+
+    /// The contract's column lists, spelled out once more so a rename fails a test.
+    #[test]
+    fn column_names_match_the_contract() {
+        assert_eq!(
+            columns(Dataset::Readings),
+            [
+                "device_id",
+                "seq",
+                "ts",
+                "interval_s",
+                "obis",
+                "value",
+                "value_raw",
+                "scaler",
+                "unit",
+                "status",
+                "flags",
+                "received_at"
+            ]
+        );
+        assert_eq!(
+            columns(Dataset::Telematics),
+            [
+                "device_id",
+                "seq",
+                "ts",
+                "lat",
+                "lon",
+                "speed_m_s",
+                "heading_deg",
+                "odometer_m",
+                "ignition",
+                "battery_v",
+                "flags",
+                "received_at"
+            ]
+        );
+        assert_eq!(
+            columns(Dataset::Events),
+            ["device_id", "seq", "ts", "kind", "detail", "received_at"]
+        );
+        assert_eq!(
+            columns(Dataset::Frames),
+            [
+                "device_id",
+                "seq",
+                "key_id",
+                "received_at",
+                "edge_id",
+                "payload",
+                "signature"
+            ]
+        );
+        assert_eq!(
+            columns(Dataset::Quarantine),
+            ["received_at", "device_id", "seq", "reason", "detail", "raw"]
+        );
+    }
+
+    #[test]
+    fn types_match_the_contract() {
+        for d in Dataset::ALL {
+            let s = d.schema();
+            assert_eq!(s.field_with_name("seq").unwrap().data_type(), &DataType::UInt64);
+            assert_eq!(
+                s.field_with_name("received_at").unwrap().data_type(),
+                &timestamp_type()
+            );
+            assert_eq!(
+                s.field_with_name(d.time_column()).unwrap().data_type(),
+                &timestamp_type()
+            );
+        }
+        let r = readings_schema();
+        assert!(r.field_with_name("unit").unwrap().is_nullable());
+        assert_eq!(r.field_with_name("flags").unwrap().data_type(), &flags_type());
+        assert_eq!(r.field_with_name("scaler").unwrap().data_type(), &DataType::Int32);
+        let t = telematics_schema();
+        assert_eq!(t.field_with_name("odometer_m").unwrap().data_type(), &DataType::UInt64);
+        assert_eq!(t.field_with_name("ignition").unwrap().data_type(), &DataType::Boolean);
+    }
+}

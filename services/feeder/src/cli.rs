@@ -1,0 +1,234 @@
+//! The command-line contract. Operators and test tools script against these flags; every
+//! flag can also come from a `FEEDER_*` environment variable (shown in `--help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "feeder", version, about = "Signed telemetry from untrusted networks to Parquet the utility owns")]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `feeder_edge=debug`.
+    #[arg(long = "log", env = "FEEDER_LOG", default_value = "info", global = true)]
+    pub filter: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "FEEDER_LOG_JSON", global = true)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive signed frames over gRPC and hand them durably to Kafka.
+    Edge(EdgeArgs),
+    /// Check frames (replays, duplicates, gaps) between the raw and checked topics.
+    Stream(StreamArgs),
+    /// Write checked data as Parquet datasets, exactly once.
+    Writer(WriterArgs),
+    /// Run the whole pipeline in one process against a simulated fleet.
+    Demo(DemoArgs),
+    /// Play a simulated fleet against an edge.
+    Loadgen(LoadgenArgs),
+    /// Device provisioning tools.
+    Devices {
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Provision a simulated fleet: a registry (public half) and a key file (device half).
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, env = "FEEDER_BROKERS")]
+    pub brokers: String,
+    /// Topic names are `<prefix>.raw`, `<prefix>.checked`, `<prefix>.quarantine`.
+    #[arg(long, env = "FEEDER_TOPIC_PREFIX", default_value = "feeder")]
+    pub topic_prefix: String,
+    /// Partitions of each topic when Feeder creates it.
+    #[arg(long, env = "FEEDER_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub partitions: i32,
+    /// Replication factor of each topic when Feeder creates it.
+    #[arg(long, env = "FEEDER_REPLICATION", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=16))]
+    pub replication: i32,
+    /// Extra librdkafka property `key=value` (TLS, SASL, tuning); repeatable.
+    #[arg(long = "kafka-property", env = "FEEDER_KAFKA_PROPERTIES", value_delimiter = ';', value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("kafka property {s:?} is not key=value"))?;
+    if k.trim().is_empty() {
+        return Err(format!("kafka property {s:?} has an empty key"));
+    }
+    Ok((k.trim().to_string(), v.to_string()))
+}
+
+impl KafkaArgs {
+    pub fn kafka(&self) -> feeder_kafka::KafkaConfig {
+        feeder_kafka::KafkaConfig {
+            brokers: self.brokers.clone(),
+            properties: self.kafka_properties.clone(),
+        }
+    }
+
+    pub fn topics(&self) -> feeder_kafka::Topics {
+        feeder_kafka::Topics::with_prefix(&self.topic_prefix, self.partitions, self.replication)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on this address (`/metrics`).
+    #[arg(long, env = "FEEDER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "FEEDER_LISTEN", default_value = "0.0.0.0:7443")]
+    pub listen: SocketAddr,
+    /// Device registry (JSON Lines).
+    #[arg(long, env = "FEEDER_REGISTRY")]
+    pub registry: PathBuf,
+    /// Names this edge in the provenance log.
+    #[arg(long, env = "FEEDER_EDGE_ID", default_value = "edge-0")]
+    pub edge_id: String,
+    #[arg(long, env = "FEEDER_MAX_FRAMES_PER_REQUEST", default_value_t = 1000)]
+    pub max_frames_per_request: usize,
+    #[arg(long, env = "FEEDER_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    pub max_payload_bytes: usize,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Device registry (JSON Lines): device kinds and labels for the checks.
+    #[arg(long, env = "FEEDER_REGISTRY")]
+    pub registry: PathBuf,
+    #[arg(long, env = "FEEDER_STREAM_GROUP", default_value = "feeder-stream")]
+    pub group: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WriterArgs {
+    /// Root of the datasets (`<root>/<dataset>/date=YYYY-MM-DD/*.parquet`).
+    #[arg(long, env = "FEEDER_DATA")]
+    pub data: PathBuf,
+    #[arg(long, env = "FEEDER_WRITER_GROUP", default_value = "feeder-writer")]
+    pub group: String,
+    #[arg(long, env = "FEEDER_WRITER_ID", default_value = "writer-0")]
+    pub writer_id: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the fleet's keys and the datasets go.
+    #[arg(long, env = "FEEDER_DATA", default_value = "feeder-data")]
+    pub data: PathBuf,
+    /// Use this Kafka cluster instead of the embedded (non-durable) evaluation broker.
+    #[arg(long, env = "FEEDER_BROKERS")]
+    pub brokers: Option<String>,
+    #[arg(long, default_value_t = 400)]
+    pub meters: usize,
+    #[arg(long, default_value_t = 40)]
+    pub vehicles: usize,
+    /// How long the simulated fleet sends.
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadgenArgs {
+    /// Edge URL, e.g. http://127.0.0.1:7443
+    #[arg(long, env = "FEEDER_TARGET")]
+    pub target: String,
+    /// Device key file (JSON Lines, from `devices keygen`).
+    #[arg(long, env = "FEEDER_SECRETS")]
+    pub secrets: PathBuf,
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 16)]
+    pub frames_per_request: usize,
+    /// Cap on frames per second (default: as fast as the edge acks).
+    #[arg(long)]
+    pub rate: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    #[arg(long)]
+    pub meters: usize,
+    #[arg(long)]
+    pub vehicles: usize,
+    #[arg(long)]
+    pub registry: PathBuf,
+    #[arg(long)]
+    pub secrets: PathBuf,
+    /// Deterministic keys (for reproducible tests); random when absent.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_contract_commands() {
+        let c = Cli::try_parse_from([
+            "feeder", "edge", "--listen", "127.0.0.1:1", "--brokers", "b:9092", "--registry", "r.jsonl",
+            "--kafka-property", "security.protocol=SASL_SSL",
+        ])
+        .unwrap();
+        let Command::Edge(e) = c.command else { panic!() };
+        assert_eq!(e.kafka.kafka_properties, vec![("security.protocol".into(), "SASL_SSL".into())]);
+        assert!(Cli::try_parse_from(["feeder", "writer", "--brokers", "b", "--data", "/d"]).is_ok());
+        assert!(Cli::try_parse_from(["feeder", "stream", "--brokers", "b", "--registry", "r"]).is_ok());
+        assert!(Cli::try_parse_from(["feeder", "demo"]).is_ok());
+        assert!(Cli::try_parse_from([
+            "feeder", "devices", "keygen", "--meters", "2", "--vehicles", "1", "--registry", "r", "--secrets", "s"
+        ])
+        .is_ok());
+        assert!(Cli::try_parse_from(["feeder", "loadgen", "--target", "http://x", "--secrets", "s", "--seconds", "1"]).is_ok());
+        let err = Cli::try_parse_from(["feeder", "edge", "--brokers", "b", "--registry", "r", "--kafka-property", "novalue"])
+            .unwrap_err();
+        assert!(err.to_string().contains("not key=value"), "{err}");
+    }
+}

@@ -1,0 +1,199 @@
+//! `feeder demo`: the whole pipeline in one process against a simulated fleet, ending in
+//! a summary and queries to paste.
+//!
+//! Without `--brokers` it runs on librdkafka's in-process mock cluster: an evaluation
+//! broker, NOT durable (memory only). With `--brokers` the same run targets a real Kafka.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use feeder_kafka::{EmbeddedBroker, KafkaConfig, Topics};
+use feeder_sim::keygen::{KeygenConfig, keygen};
+use feeder_sim::loadgen::{self, LoadgenConfig, LoadgenProgress};
+use tokio_util::sync::CancellationToken;
+
+use crate::attacks;
+use crate::cli::DemoArgs;
+use crate::pipeline::{Pipeline, PipelineConfig};
+
+const MARKER: &str = ".feeder-demo";
+
+/// Makes `root` an empty demo directory; refuses to touch a directory the demo did not make.
+fn prepare_root(root: &Path) -> anyhow::Result<()> {
+    if root.exists() {
+        let non_empty = std::fs::read_dir(root)?.next().is_some();
+        if non_empty && !root.join(MARKER).exists() {
+            anyhow::bail!(
+                "{} exists and was not made by `feeder demo`; pass an empty --data directory",
+                root.display()
+            );
+        }
+        if non_empty {
+            std::fs::remove_dir_all(root)?;
+        }
+    }
+    std::fs::create_dir_all(root)?;
+    std::fs::write(root.join(MARKER), "made by feeder demo; rerunning the demo replaces it\n")?;
+    Ok(())
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let root = args.data.clone();
+    prepare_root(&root)?;
+    let root = root.canonicalize()?;
+    let fleet = root.join("fleet");
+    std::fs::create_dir_all(&fleet)?;
+    let registry = fleet.join("registry.jsonl");
+    let secrets = fleet.join("device-keys.jsonl");
+    let summary = keygen(&KeygenConfig {
+        meters: args.meters,
+        vehicles: args.vehicles,
+        registry: registry.clone(),
+        secrets: secrets.clone(),
+        ..KeygenConfig::default()
+    })?;
+    let victim = "mtr-000001";
+    let revoked = attacks::provision_revocations(&registry, victim)?;
+    println!(
+        "fleet: {} meters, {} vehicles ({} ed25519 + {} hmac-sha256 keys) -> {}",
+        summary.meters,
+        summary.vehicles,
+        summary.ed25519_keys,
+        summary.hmac_keys,
+        fleet.display()
+    );
+
+    // Every run gets its own topics and groups: a new fleet restarts its seqs at 1.
+    let run_id = format!("demo-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
+    let (broker, kafka, topics) = match &args.brokers {
+        Some(b) => {
+            println!("broker: Kafka at {b}");
+            (None, KafkaConfig::new(b.clone()), Topics::with_prefix(&run_id, 6, 1))
+        }
+        None => {
+            let topics = Topics::with_prefix(&run_id, 6, 1);
+            let broker = EmbeddedBroker::start(1, &topics.data_topics(), topics.partitions)?;
+            println!(
+                "broker: EMBEDDED evaluation broker (librdkafka mock cluster at {}): in memory, NOT durable; \
+                 use --brokers for a real Kafka",
+                broker.bootstrap_servers()
+            );
+            let kafka = KafkaConfig::new(broker.bootstrap_servers());
+            (Some(broker), kafka, topics)
+        }
+    };
+
+    let mut cfg = PipelineConfig::new(kafka, topics, registry.clone(), root.clone());
+    cfg.stream.group_id = format!("{run_id}-stream");
+    cfg.writer.group_id = format!("{run_id}-writer");
+    let pipeline = Pipeline::start(cfg).await?;
+    println!("edge: {}  datasets: {}", pipeline.edge_url(), root.display());
+    println!("sending for {:.0} s...", args.seconds);
+
+    let started = Instant::now();
+    let (tx, rx) = tokio::sync::watch::channel(LoadgenProgress::default());
+    let mut lg = LoadgenConfig::new(pipeline.edge_url(), secrets.clone());
+    lg.seconds = args.seconds;
+    lg.progress = Some(tx);
+    let stop_progress = CancellationToken::new();
+    let progress = tokio::spawn(show_progress(rx, stop_progress.clone(), pipeline.writer_stats.clone(), pipeline.stream_stats.clone()));
+    let report = loadgen::run(lg, CancellationToken::new()).await?;
+    stop_progress.cancel();
+    let _ = progress.await;
+
+    let cases = attacks::run(&pipeline.edge_url(), &secrets, revoked).await?;
+    println!("draining...");
+    pipeline.wait_drained(Duration::from_secs(180)).await?;
+    let elapsed = started.elapsed();
+    let ws = pipeline.writer_stats.clone();
+    let ss = pipeline.stream_stats.clone();
+    pipeline.stop().await?;
+    drop(broker);
+
+    let readings = ws.readings_written.load(Ordering::Relaxed);
+    println!("\n=== Feeder demo summary ===");
+    println!("frames sent         {}", report.frames_sent);
+    println!("frames acked        {}", report.frames_acked);
+    for (code, n) in &report.refused_by_code {
+        println!("frames refused      {n} with code {code}");
+    }
+    println!("retries             {}", report.retries);
+    println!("ack latency         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", ms(report.latency_us.p50), ms(report.latency_us.p99), ms(report.latency_us.max));
+    println!("hostile frames:");
+    let mut all_ok = true;
+    for c in &cases {
+        all_ok &= c.ok();
+        let downstream = c.quarantine_reason.map(|r| format!(", then quarantined as {r}")).unwrap_or_default();
+        println!(
+            "  {:<15} {} seq {:<8} -> code {:>2} {}{}{}",
+            c.case,
+            c.device_id,
+            c.seq,
+            c.code,
+            if c.message.is_empty() { String::new() } else { format!("({})", c.message) },
+            downstream,
+            if c.ok() { "" } else { "   << UNEXPECTED" }
+        );
+    }
+    println!("stream: {} checked, {} quarantined, {} gap flags", ss.checked.load(Ordering::Relaxed), ss.quarantined.load(Ordering::Relaxed), ss.gaps.load(Ordering::Relaxed));
+    println!(
+        "stored: {} readings, {} telematics samples, {} events, {} frames, {} quarantined, in {} Parquet files",
+        readings,
+        ws.telematics_written.load(Ordering::Relaxed),
+        ws.events_written.load(Ordering::Relaxed),
+        ws.frames_written.load(Ordering::Relaxed),
+        ws.quarantine_written.load(Ordering::Relaxed),
+        ws.files_written.load(Ordering::Relaxed)
+    );
+    println!(
+        "throughput: {:.0} frames/s acked at the edge, {:.0} readings/s acked; {:.0} readings/s end to end (send start to all stored, {:.1} s)",
+        report.frames_per_sec(),
+        report.readings_per_sec(),
+        readings as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    print_queries(&root);
+    if !all_ok {
+        anyhow::bail!("a hostile frame got an unexpected code");
+    }
+    Ok(())
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+async fn show_progress(
+    mut rx: tokio::sync::watch::Receiver<LoadgenProgress>,
+    stop: CancellationToken,
+    ws: std::sync::Arc<feeder_writer::WriterStats>,
+    ss: std::sync::Arc<feeder_stream::StreamStats>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let p = rx.borrow_and_update().clone();
+        println!(
+            "  {:>5.1} s  sent {:>8}  acked {:>8}  refused {:>4}  | checked {:>8} | readings stored {:>10}",
+            p.elapsed.as_secs_f64(),
+            p.frames_sent,
+            p.frames_acked,
+            p.frames_refused,
+            ss.checked.load(Ordering::Relaxed),
+            ws.readings_written.load(Ordering::Relaxed)
+        );
+    }
+}
+
+fn print_queries(root: &Path) {
+    let r = root.display();
+    println!("\nQuery the datasets (pip install duckdb pyarrow):");
+    println!("  duckdb -c \"SELECT date, count(*) AS readings, count(DISTINCT device_id) AS meters FROM read_parquet('{r}/readings/**/*.parquet', hive_partitioning = true) GROUP BY date ORDER BY date LIMIT 10\"");
+    println!("  duckdb -c \"SELECT reason, count(*) FROM read_parquet('{r}/quarantine/**/*.parquet', hive_partitioning = true) GROUP BY reason\"");
+    println!("  python3 -c \"import pyarrow.dataset as ds; t = ds.dataset('{r}/readings', format='parquet', partitioning='hive').to_table(); print(t.num_rows, t.schema)\"");
+}

@@ -1,0 +1,12 @@
+//! The `feeder` binary's library: command-line contract, wiring of the stages, and the
+//! one-command demo. Each stage's logic lives in its own crate (`feeder-edge`,
+//! `feeder-stream`, `feeder-writer`); this crate only parses settings, starts them, and
+//! stops them in order.
+
+pub mod attacks;
+pub mod cli;
+pub mod commands;
+pub mod demo;
+pub mod pipeline;
+pub mod shutdown;
+pub mod telemetry;

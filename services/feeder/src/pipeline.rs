@@ -1,0 +1,184 @@
+//! All three stages in one process, joined only through Kafka exactly as in production.
+//! Used by `feeder demo` and the end-to-end tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use feeder_core::Registry;
+use feeder_edge::{EdgeConfig, SharedRegistry};
+use feeder_kafka::lag::group_lag;
+use feeder_kafka::{KafkaConfig, Topics};
+use feeder_stream::{StreamConfig, StreamStats};
+use feeder_writer::{WriterConfig, WriterStats};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub struct PipelineConfig {
+    pub kafka: KafkaConfig,
+    pub topics: Topics,
+    pub registry: PathBuf,
+    pub data_root: PathBuf,
+    pub edge: EdgeConfig,
+    pub stream: StreamConfig,
+    pub writer: WriterConfig,
+}
+
+impl PipelineConfig {
+    /// Defaults for one process against `kafka`, writing under `data_root`.
+    pub fn new(kafka: KafkaConfig, topics: Topics, registry: PathBuf, data_root: PathBuf) -> Self {
+        let writer = WriterConfig {
+            data_root: data_root.clone(),
+            flush_max_age: Duration::from_secs(2),
+            ..WriterConfig::default()
+        };
+        Self {
+            kafka,
+            topics,
+            registry,
+            data_root,
+            edge: EdgeConfig::default(),
+            stream: StreamConfig::default(),
+            writer,
+        }
+    }
+}
+
+/// A running in-process pipeline.
+pub struct Pipeline {
+    pub edge_addr: SocketAddr,
+    pub stream_stats: Arc<StreamStats>,
+    pub writer_stats: Arc<WriterStats>,
+    pub registry: SharedRegistry,
+    kafka: KafkaConfig,
+    topics: Topics,
+    stream_group: String,
+    writer_group: String,
+    edge_stop: CancellationToken,
+    stages_stop: CancellationToken,
+    edge: JoinHandle<feeder_edge::Result<()>>,
+    stream: JoinHandle<feeder_stream::Result<()>>,
+    writer: JoinHandle<feeder_writer::Result<()>>,
+}
+
+impl Pipeline {
+    pub async fn start(cfg: PipelineConfig) -> anyhow::Result<Self> {
+        let registry = Registry::load(&cfg.registry).context("loading the device registry")?;
+        let registry = SharedRegistry::new(registry);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let edge_addr = listener.local_addr()?;
+        let edge_stop = CancellationToken::new();
+        let stages_stop = CancellationToken::new();
+        let stream_stats = Arc::new(StreamStats::default());
+        let writer_stats = Arc::new(WriterStats::default());
+
+        let edge = {
+            let (k, t, c, r, s) = (cfg.kafka.clone(), cfg.topics.clone(), cfg.edge.clone(), registry.clone(), edge_stop.clone());
+            tokio::spawn(async move { feeder_edge::serve(listener, &k, &t, c, r, s).await })
+        };
+        let stream_group = cfg.stream.group_id.clone();
+        let stream = {
+            let (k, t, c, st, s) = (cfg.kafka.clone(), cfg.topics.clone(), cfg.stream.clone(), stream_stats.clone(), stages_stop.clone());
+            tokio::spawn(async move { feeder_stream::run(&k, &t, c, st, s).await })
+        };
+        let writer_group = cfg.writer.group_id.clone();
+        let writer = {
+            let (k, t, c, st, s) = (cfg.kafka.clone(), cfg.topics.clone(), cfg.writer, writer_stats.clone(), stages_stop.clone());
+            tokio::spawn(async move { feeder_writer::run(&k, &t, c, st, s).await })
+        };
+        let p = Self {
+            edge_addr,
+            stream_stats,
+            writer_stats,
+            registry,
+            kafka: cfg.kafka,
+            topics: cfg.topics,
+            stream_group,
+            writer_group,
+            edge_stop,
+            stages_stop,
+            edge,
+            stream,
+            writer,
+        };
+        p.wait_edge_ready(Duration::from_secs(60)).await?;
+        Ok(p)
+    }
+
+    pub fn edge_url(&self) -> String {
+        format!("http://{}", self.edge_addr)
+    }
+
+    async fn wait_edge_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.edge.is_finished() {
+                anyhow::bail!("edge stopped during start-up");
+            }
+            if tokio::net::TcpStream::connect(self.edge_addr).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("edge not listening after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Records not yet committed by the stream and writer groups.
+    pub async fn lag(&self) -> anyhow::Result<(i64, i64)> {
+        let p = self.topics.partitions;
+        let s = group_lag(&self.kafka, &self.stream_group, &[&self.topics.raw], p).await?;
+        let w = group_lag(&self.kafka, &self.writer_group, &[&self.topics.checked, &self.topics.quarantine], p).await?;
+        Ok((s, w))
+    }
+
+    /// Waits until every record the edge produced is checked and written (lag 0 twice in
+    /// a row, since the writer's inputs appear only after the stream commits).
+    pub async fn wait_drained(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut zero_in_a_row = 0;
+        loop {
+            self.check_stages_alive()?;
+            let (s, w) = self.lag().await?;
+            if s == 0 && w == 0 {
+                zero_in_a_row += 1;
+                if zero_in_a_row >= 2 {
+                    return Ok(());
+                }
+            } else {
+                zero_in_a_row = 0;
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("pipeline not drained after {timeout:?}: stream lag {s}, writer lag {w}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    fn check_stages_alive(&self) -> anyhow::Result<()> {
+        for (name, done) in [
+            ("edge", self.edge.is_finished()),
+            ("stream", self.stream.is_finished()),
+            ("writer", self.writer.is_finished()),
+        ] {
+            if done {
+                anyhow::bail!("{name} stage stopped unexpectedly");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops in order: the edge first (no new data), then the stream and the writer,
+    /// which flush and commit what they hold.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.edge_stop.cancel();
+        self.edge.await?.context("edge")?;
+        self.stages_stop.cancel();
+        self.stream.await?.context("stream")?;
+        self.writer.await?.context("writer")?;
+        Ok(())
+    }
+}
