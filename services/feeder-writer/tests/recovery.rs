@@ -152,7 +152,7 @@ fn restart_finds_forced_boundaries_removes_stale_temps_and_replays_identically()
 }
 
 #[test]
-fn a_rewind_past_committed_files_skips_nothing_it_can_replay_and_rewrites_identically() {
+fn a_rewind_into_stored_ranges_skips_or_replays_them() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let fs = LocalFs::new(root).unwrap();
