@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The full test suite, as CI runs it (.ci/run calls this script).
+#
+# Sets up what the tests need and cannot find on a fresh machine: a Python virtualenv with
+# the independent readers and the gRPC interop client (tests/setup-python.sh), and the
+# tansu broker binary (tests/install-tansu.sh). Both are cached under ~/.cache/feeder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/feeder/target}"
+FEEDER_PYTHON="$(tests/setup-python.sh | tail -n 1)"
+FEEDER_TANSU="$(tests/install-tansu.sh | tail -n 1)"
+export FEEDER_PYTHON FEEDER_TANSU
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== rust tests (unit, end-to-end on the mock cluster and on tansu, grpcio interop)"
+cargo test --workspace --locked
+
+echo "== python checker self-tests"
+"$FEEDER_PYTHON" -m pytest -q tests/python
