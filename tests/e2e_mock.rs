@@ -12,7 +12,9 @@ async fn fleet_and_hostile_frames_end_to_end_on_mock_cluster() {
     let broker = EmbeddedBroker::start(1, &topics.data_topics(), topics.partitions).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
     let frames = 600;
-    let r = run_scenario(kafka, topics, work.path(), frames).await.unwrap();
+    let r = run_scenario(kafka, topics, work.path(), frames)
+        .await
+        .unwrap();
     assert_scenario(&r, frames);
     println!(
         "e2e mock: {} readings stored, {:.0} readings/s end to end (debug build)",

@@ -13,7 +13,9 @@ async fn fleet_and_hostile_frames_end_to_end_on_tansu() {
     // tansu is a single broker: replication 1; Feeder creates the topics itself here.
     let topics = Topics::with_prefix("e2e-tansu", 3, 1);
     let frames = 300;
-    let r = run_scenario(kafka, topics, work.path(), frames).await.unwrap();
+    let r = run_scenario(kafka, topics, work.path(), frames)
+        .await
+        .unwrap();
     assert_scenario(&r, frames);
     println!(
         "e2e tansu: {} readings stored, {:.0} readings/s end to end (debug build)",

@@ -25,7 +25,12 @@ async fn python_grpcio_client_is_accepted_and_forgeries_refused() {
     .unwrap();
     let topics = Topics::with_prefix("interop", 2, 1);
     let broker = EmbeddedBroker::start(1, &topics.data_topics(), topics.partitions).unwrap();
-    let cfg = PipelineConfig::new(KafkaConfig::new(broker.bootstrap_servers()), topics, registry, work.path().join("data"));
+    let cfg = PipelineConfig::new(
+        KafkaConfig::new(broker.bootstrap_servers()),
+        topics,
+        registry,
+        work.path().join("data"),
+    );
     let pipeline = Pipeline::start(cfg).await.unwrap();
     let target = pipeline.edge_addr.to_string();
     let secrets = secrets.to_str().unwrap().to_string();
@@ -33,17 +38,38 @@ async fn python_grpcio_client_is_accepted_and_forgeries_refused() {
     for device in ["mtr-000001", "veh-000002"] {
         let (ok, out) = tokio::task::spawn_blocking({
             let (t, s) = (target.clone(), secrets.clone());
-            move || run_python("interop_client.py", &["--target", &t, "--keys", &s, "--device", device, "--seq", "1"])
+            move || {
+                run_python(
+                    "interop_client.py",
+                    &[
+                        "--target", &t, "--keys", &s, "--device", device, "--seq", "1",
+                    ],
+                )
+            }
         })
         .await
         .unwrap()
         .unwrap();
         assert!(ok, "{device}: {out:#}");
-        let codes: Vec<i64> = out["results"].as_array().unwrap().iter().map(|r| r["code"].as_i64().unwrap()).collect();
+        let codes: Vec<i64> = out["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["code"].as_i64().unwrap())
+            .collect();
         assert_eq!(codes, vec![0, 16, 0], "{device}: {out:#}");
     }
-    pipeline.wait_drained(Duration::from_secs(60)).await.unwrap();
-    let stored = pipeline.writer_stats.frames_written.load(std::sync::atomic::Ordering::Relaxed);
+    pipeline
+        .wait_drained(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let stored = pipeline
+        .writer_stats
+        .frames_written
+        .load(std::sync::atomic::Ordering::Relaxed);
     pipeline.stop().await.unwrap();
-    assert_eq!(stored, 4, "the two accepted frames of each device are stored");
+    assert_eq!(
+        stored, 4,
+        "the two accepted frames of each device are stored"
+    );
 }

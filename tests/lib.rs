@@ -93,7 +93,15 @@ impl Tansu {
         // tansu resolves sqlite:// paths against its working directory
         let child = Command::new(Self::binary())
             .current_dir(dir)
-            .args(["broker", "--storage-engine", "sqlite://tansu.db", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--storage-engine",
+                "sqlite://tansu.db",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())
@@ -143,7 +151,12 @@ pub struct ScenarioResult {
 }
 
 /// The fleet, hostile frames, drain, and an independent check of the datasets.
-pub async fn run_scenario(kafka: KafkaConfig, topics: Topics, work: &Path, frames: u64) -> anyhow::Result<ScenarioResult> {
+pub async fn run_scenario(
+    kafka: KafkaConfig,
+    topics: Topics,
+    work: &Path,
+    frames: u64,
+) -> anyhow::Result<ScenarioResult> {
     let registry = work.join("registry.jsonl");
     let secrets = work.join("device-keys.jsonl");
     let data = work.join("data");
@@ -175,7 +188,15 @@ pub async fn run_scenario(kafka: KafkaConfig, topics: Topics, work: &Path, frame
     let expect = expectations(&report, &attacks);
     let expect_path = work.join("expect.json");
     std::fs::write(&expect_path, serde_json::to_vec_pretty(&expect)?)?;
-    let (ok, check) = run_python("check_datasets.py", &["--data", data.to_str().context("utf-8 path")?, "--expect", expect_path.to_str().context("utf-8 path")?])?;
+    let (ok, check) = run_python(
+        "check_datasets.py",
+        &[
+            "--data",
+            data.to_str().context("utf-8 path")?,
+            "--expect",
+            expect_path.to_str().context("utf-8 path")?,
+        ],
+    )?;
     if !ok {
         bail!("independent check failed: {check:#}");
     }
@@ -205,7 +226,9 @@ pub fn expectations(report: &LoadgenReport, attacks: &[AttackCase]) -> serde_jso
             absent.push(serde_json::json!({"device_id": a.device_id, "seq": a.seq}));
         }
         if let Some(reason) = a.quarantine_reason {
-            quarantined.push(serde_json::json!({"device_id": a.device_id, "seq": a.seq, "reason": reason}));
+            quarantined.push(
+                serde_json::json!({"device_id": a.device_id, "seq": a.seq, "reason": reason}),
+            );
         }
     }
     serde_json::json!({"acked": acked, "absent": absent, "quarantined": quarantined})
@@ -213,14 +236,44 @@ pub fn expectations(report: &LoadgenReport, attacks: &[AttackCase]) -> serde_jso
 
 /// Asserts what every scenario must show, whatever the broker.
 pub fn assert_scenario(r: &ScenarioResult, frames: u64) {
-    assert_eq!(r.report.frames_acked, frames, "every generated frame acked: {:?}", r.report.refused_by_code);
+    assert_eq!(
+        r.report.frames_acked, frames,
+        "every generated frame acked: {:?}",
+        r.report.refused_by_code
+    );
     assert_eq!(r.report.acked.len() as u64, frames);
     for a in &r.attacks {
-        assert_eq!(a.code, a.expected_code, "attack {} got code {} ({})", a.case, a.code, a.message);
+        assert_eq!(
+            a.code, a.expected_code,
+            "attack {} got code {} ({})",
+            a.case, a.code, a.message
+        );
     }
-    let expected_readings: u64 = r.report.readings_acked + r.attacks.iter().filter_map(|a| a.stored_readings).sum::<usize>() as u64;
-    assert_eq!(r.check["readings"].as_u64(), Some(expected_readings), "{:#}", r.check);
-    assert_eq!(r.check["frames"].as_u64(), Some(frames + 1), "{:#}", r.check);
-    assert_eq!(r.check["quarantine"].as_u64(), Some(2), "duplicate and too_old only: {:#}", r.check);
-    assert!(r.check["telematics"].as_u64().unwrap_or(0) > 0, "vehicles stored samples");
+    let expected_readings: u64 = r.report.readings_acked
+        + r.attacks
+            .iter()
+            .filter_map(|a| a.stored_readings)
+            .sum::<usize>() as u64;
+    assert_eq!(
+        r.check["readings"].as_u64(),
+        Some(expected_readings),
+        "{:#}",
+        r.check
+    );
+    assert_eq!(
+        r.check["frames"].as_u64(),
+        Some(frames + 1),
+        "{:#}",
+        r.check
+    );
+    assert_eq!(
+        r.check["quarantine"].as_u64(),
+        Some(2),
+        "duplicate and too_old only: {:#}",
+        r.check
+    );
+    assert!(
+        r.check["telematics"].as_u64().unwrap_or(0) > 0,
+        "vehicles stored samples"
+    );
 }

@@ -67,21 +67,25 @@ pub fn parse_key_file(file: &str, text: &str) -> Result<Vec<DeviceKey>> {
 }
 
 fn parse_line(line: &str) -> std::result::Result<DeviceKey, String> {
-    let l: DeviceKeyLine =
-        serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let l: DeviceKeyLine = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
     validate_device_id(&l.device_id).map_err(|e| e.to_string())?;
     validate_key_id(&l.key_id)?;
     let key = match l.alg {
         Alg::Ed25519 => {
-            let seed = decode_key_hex("seed", l.seed.as_deref().ok_or("ed25519 key without seed")?)?;
+            let seed =
+                decode_key_hex("seed", l.seed.as_deref().ok_or("ed25519 key without seed")?)?;
             if seed.len() != ED25519_KEY_LEN {
                 return Err(format!("seed must be {ED25519_KEY_LEN} bytes"));
             }
             SigningKey::ed25519_from_seed(&seed).ok_or("invalid ed25519 seed")?
         }
         Alg::HmacSha256 => {
-            let secret =
-                decode_key_hex("secret", l.secret.as_deref().ok_or("hmac-sha256 key without secret")?)?;
+            let secret = decode_key_hex(
+                "secret",
+                l.secret
+                    .as_deref()
+                    .ok_or("hmac-sha256 key without secret")?,
+            )?;
             check_hmac_secret_len(secret.len())?;
             SigningKey::hmac(&secret)
         }
@@ -109,6 +113,10 @@ mod tests {
         );
         let bad = good.replace("\"seed\"", "\"sead\"");
         let err = parse_key_file("k", &format!("{good}\n{bad}")).unwrap_err();
-        assert!(err.to_string().contains("k: line 2: ed25519 key without seed"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("k: line 2: ed25519 key without seed"),
+            "{err}"
+        );
     }
 }

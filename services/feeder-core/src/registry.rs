@@ -235,10 +235,16 @@ fn verifying_key(l: &RegistryLine) -> std::result::Result<VerifyingKey, String> 
             if l.secret.is_some() {
                 return Err("an ed25519 key takes public_key, not secret".into());
             }
-            let hex = l.public_key.as_deref().ok_or("ed25519 key without public_key")?;
+            let hex = l
+                .public_key
+                .as_deref()
+                .ok_or("ed25519 key without public_key")?;
             let bytes = decode_key_hex("public_key", hex)?;
             let pk: [u8; ED25519_KEY_LEN] = bytes.try_into().map_err(|b: Vec<u8>| {
-                format!("public_key must be {ED25519_KEY_LEN} bytes, got {}", b.len())
+                format!(
+                    "public_key must be {ED25519_KEY_LEN} bytes, got {}",
+                    b.len()
+                )
             })?;
             Ok(VerifyingKey::ed25519(pk))
         }
@@ -246,7 +252,10 @@ fn verifying_key(l: &RegistryLine) -> std::result::Result<VerifyingKey, String> 
             if l.public_key.is_some() {
                 return Err("an hmac-sha256 key takes secret, not public_key".into());
             }
-            let hex = l.secret.as_deref().ok_or("hmac-sha256 key without secret")?;
+            let hex = l
+                .secret
+                .as_deref()
+                .ok_or("hmac-sha256 key without secret")?;
             let bytes = decode_key_hex("secret", hex)?;
             check_hmac_secret_len(bytes.len())?;
             Ok(VerifyingKey::hmac(&bytes))
@@ -300,13 +309,28 @@ mod tests {
             (ED.replace("03a107", "03A107"), "lower-case hex"),
             (ED.replace("03a107", "zz"), "not valid hex"),
             (ED.replace("03a107", ""), "must be 32 bytes"),
-            (ED.replace("\"public_key\"", "\"secret\""), "takes public_key, not secret"),
-            (ED.replace(",\"public_key\"", ",\"pk\""), "without public_key"),
-            (HM.replace("000102030405060708090a0b0c0d0e0f1011121314151617", ""), "16 to 64 bytes"),
-            (HM.replace("\"secret\"", "\"public_key\""), "takes secret, not public_key"),
+            (
+                ED.replace("\"public_key\"", "\"secret\""),
+                "takes public_key, not secret",
+            ),
+            (
+                ED.replace(",\"public_key\"", ",\"pk\""),
+                "without public_key",
+            ),
+            (
+                HM.replace("000102030405060708090a0b0c0d0e0f1011121314151617", ""),
+                "16 to 64 bytes",
+            ),
+            (
+                HM.replace("\"secret\"", "\"public_key\""),
+                "takes secret, not public_key",
+            ),
             (ED.replace("\"meter\"", "\"toaster\""), "invalid JSON"),
             (ED.replace("\"active\"", "\"paused\""), "invalid JSON"),
-            (ED.replace(",\"kind\":\"meter\"", ""), "missing field `kind`"),
+            (
+                ED.replace(",\"kind\":\"meter\"", ""),
+                "missing field `kind`",
+            ),
         ];
         for (bad, want) in &cases {
             let other = HM.replace("veh-000042", "veh-000043");
@@ -334,8 +358,13 @@ mod tests {
 
     #[test]
     fn inconsistent_device_lines_are_errors() {
-        let k2_vehicle = ED.replace("\"k1\"", "\"k2\"").replace("\"meter\"", "\"vehicle\"");
+        let k2_vehicle = ED
+            .replace("\"k1\"", "\"k2\"")
+            .replace("\"meter\"", "\"vehicle\"");
         let err = Registry::parse("r", &format!("{ED}\n{k2_vehicle}")).unwrap_err();
-        assert!(err.to_string().contains("line 2: device mtr-000001 is a meter"));
+        assert!(
+            err.to_string()
+                .contains("line 2: device mtr-000001 is a meter")
+        );
     }
 }

@@ -12,8 +12,8 @@
 //! one applies is the registry's choice for `(device_id, key_id)`: a frame cannot pick a
 //! weaker algorithm.
 
-use ring::signature::{self, Ed25519KeyPair, KeyPair};
 use ring::hmac;
+use ring::signature::{self, Ed25519KeyPair, KeyPair};
 
 const DOMAIN: &[u8] = b"FEEDER-FRAME-V1\0";
 pub const ED25519_SIG_LEN: usize = 64;
@@ -253,16 +253,88 @@ mod tests {
         let good_hm = SigningKey::hmac(&seed).sign("d", "k", 1, b"p");
         let mut s = Vec::new();
         let cases: Vec<(&VerifyingKey, &str, &str, u64, &[u8], Vec<u8>, VerifyError)> = vec![
-            (&ed_vk, "d", "k", 2, b"p", good_ed.clone(), VerifyError::Mismatch),
-            (&ed_vk, "e", "k", 1, b"p", good_ed.clone(), VerifyError::Mismatch),
-            (&ed_vk, "d", "j", 1, b"p", good_ed.clone(), VerifyError::Mismatch),
-            (&ed_vk, "d", "k", 1, b"q", good_ed.clone(), VerifyError::Mismatch),
-            (&ed_vk, "d", "k", 1, b"p", good_ed[..63].to_vec(), VerifyError::WrongLength),
+            (
+                &ed_vk,
+                "d",
+                "k",
+                2,
+                b"p",
+                good_ed.clone(),
+                VerifyError::Mismatch,
+            ),
+            (
+                &ed_vk,
+                "e",
+                "k",
+                1,
+                b"p",
+                good_ed.clone(),
+                VerifyError::Mismatch,
+            ),
+            (
+                &ed_vk,
+                "d",
+                "j",
+                1,
+                b"p",
+                good_ed.clone(),
+                VerifyError::Mismatch,
+            ),
+            (
+                &ed_vk,
+                "d",
+                "k",
+                1,
+                b"q",
+                good_ed.clone(),
+                VerifyError::Mismatch,
+            ),
+            (
+                &ed_vk,
+                "d",
+                "k",
+                1,
+                b"p",
+                good_ed[..63].to_vec(),
+                VerifyError::WrongLength,
+            ),
             // an HMAC tag offered to an Ed25519 key: the registry's algorithm wins
-            (&ed_vk, "d", "k", 1, b"p", good_hm.clone(), VerifyError::WrongLength),
-            (&hm_vk, "d", "k", 1, b"p", good_ed.clone(), VerifyError::WrongLength),
-            (&hm_vk, "d", "k", 9, b"p", good_hm.clone(), VerifyError::Mismatch),
-            (&hm_vk, "d", "k", 1, b"p", vec![0u8; 32], VerifyError::Mismatch),
+            (
+                &ed_vk,
+                "d",
+                "k",
+                1,
+                b"p",
+                good_hm.clone(),
+                VerifyError::WrongLength,
+            ),
+            (
+                &hm_vk,
+                "d",
+                "k",
+                1,
+                b"p",
+                good_ed.clone(),
+                VerifyError::WrongLength,
+            ),
+            (
+                &hm_vk,
+                "d",
+                "k",
+                9,
+                b"p",
+                good_hm.clone(),
+                VerifyError::Mismatch,
+            ),
+            (
+                &hm_vk,
+                "d",
+                "k",
+                1,
+                b"p",
+                vec![0u8; 32],
+                VerifyError::Mismatch,
+            ),
         ];
         for (i, (vk, d, k, seq, p, sig, want)) in cases.into_iter().enumerate() {
             assert_eq!(vk.verify(&mut s, d, k, seq, p, &sig), Err(want), "case {i}");
@@ -272,7 +344,10 @@ mod tests {
     #[test]
     fn field_boundaries_are_unambiguous() {
         // "ab"+"c" and "a"+"bc" must not produce the same input.
-        assert_ne!(signing_input("ab", "c", 1, b""), signing_input("a", "bc", 1, b""));
+        assert_ne!(
+            signing_input("ab", "c", 1, b""),
+            signing_input("a", "bc", 1, b"")
+        );
     }
 
     #[test]

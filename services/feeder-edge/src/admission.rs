@@ -39,7 +39,7 @@ pub struct Candidate {
 
 /// The outcome for one frame of a request so far.
 pub enum Admitted {
-    Candidate(Candidate),
+    Candidate(Box<Candidate>),
     /// Refused; the device id and seq are echoed when the frame could be decoded.
     Refused(FrameAck, Refusal),
 }
@@ -66,16 +66,20 @@ pub fn admit(raw: &Bytes, registry: &Registry, cfg: &EdgeConfig) -> Admitted {
     let frame = match SignedFrame::decode(raw.clone()) {
         Ok(f) => f,
         Err(_) => {
-            let r = Refusal::new(AckCode::InvalidArgument, "malformed_frame", "malformed SignedFrame");
+            let r = Refusal::new(
+                AckCode::InvalidArgument,
+                "malformed_frame",
+                "malformed SignedFrame",
+            );
             return Admitted::Refused(ack("", 0, Some(&r)), r);
         }
     };
     match check(&frame, registry, cfg) {
-        Ok(key) => Admitted::Candidate(Candidate {
+        Ok(key) => Admitted::Candidate(Box::new(Candidate {
             frame,
             raw: raw.clone(),
             key,
-        }),
+        })),
         Err(r) => {
             // Do not echo an invalid device id back verbatim.
             let echo = if validate_device_id(&frame.device_id).is_ok() {
@@ -88,12 +92,24 @@ pub fn admit(raw: &Bytes, registry: &Registry, cfg: &EdgeConfig) -> Admitted {
     }
 }
 
-fn check(frame: &SignedFrame, registry: &Registry, cfg: &EdgeConfig) -> Result<VerifyingKey, Refusal> {
+fn check(
+    frame: &SignedFrame,
+    registry: &Registry,
+    cfg: &EdgeConfig,
+) -> Result<VerifyingKey, Refusal> {
     if let Err(e) = validate_device_id(&frame.device_id) {
-        return Err(Refusal::new(AckCode::InvalidArgument, "invalid_device_id", e.to_string()));
+        return Err(Refusal::new(
+            AckCode::InvalidArgument,
+            "invalid_device_id",
+            e.to_string(),
+        ));
     }
     if frame.seq == 0 {
-        return Err(Refusal::new(AckCode::InvalidArgument, "zero_seq", "seq must start at 1"));
+        return Err(Refusal::new(
+            AckCode::InvalidArgument,
+            "zero_seq",
+            "seq must start at 1",
+        ));
     }
     if frame.payload.len() > cfg.max_payload_bytes {
         return Err(Refusal::new(
@@ -103,16 +119,32 @@ fn check(frame: &SignedFrame, registry: &Registry, cfg: &EdgeConfig) -> Result<V
         ));
     }
     let Some(device) = registry.device(&frame.device_id) else {
-        return Err(Refusal::new(AckCode::Unauthenticated, "unknown_device", "unknown device"));
+        return Err(Refusal::new(
+            AckCode::Unauthenticated,
+            "unknown_device",
+            "unknown device",
+        ));
     };
     if device.is_revoked() {
-        return Err(Refusal::new(AckCode::PermissionDenied, "device_revoked", "device revoked"));
+        return Err(Refusal::new(
+            AckCode::PermissionDenied,
+            "device_revoked",
+            "device revoked",
+        ));
     }
     let Some(key) = device.key(&frame.key_id) else {
-        return Err(Refusal::new(AckCode::Unauthenticated, "unknown_key", "unknown key_id"));
+        return Err(Refusal::new(
+            AckCode::Unauthenticated,
+            "unknown_key",
+            "unknown key_id",
+        ));
     };
     if key.status == KeyStatus::Revoked {
-        return Err(Refusal::new(AckCode::Unauthenticated, "key_revoked", "key revoked"));
+        return Err(Refusal::new(
+            AckCode::Unauthenticated,
+            "key_revoked",
+            "key revoked",
+        ));
     }
     if frame.signature.len() != key.key.alg().signature_len() {
         return Err(Refusal::new(

@@ -37,21 +37,32 @@ impl RawProducer {
     /// Enqueues one frame without waiting. A full local queue is refused with code 8.
     pub fn enqueue(&self, device_id: &str, record: &RawFrame) -> Result<DeliveryFuture, Refusal> {
         let payload = record.encode_to_vec();
-        let rec = FutureRecord::to(&self.topic).key(device_id).payload(&payload);
+        let rec = FutureRecord::to(&self.topic)
+            .key(device_id)
+            .payload(&payload);
         self.producer.send_result(rec).map_err(|(e, _)| match e {
             KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => Refusal::new(
                 AckCode::ResourceExhausted,
                 "queue_full",
                 "edge is busy, retry later",
             ),
-            _ => Refusal::new(AckCode::Unavailable, "broker_unavailable", "broker unavailable"),
+            _ => Refusal::new(
+                AckCode::Unavailable,
+                "broker_unavailable",
+                "broker unavailable",
+            ),
         })
     }
 
     /// Waits for the broker's ack. `Ok` only when the record is durably in the log.
     pub async fn wait(&self, fut: DeliveryFuture) -> Result<(), Refusal> {
-        let unavailable =
-            || Refusal::new(AckCode::Unavailable, "broker_unavailable", "broker did not ack in time");
+        let unavailable = || {
+            Refusal::new(
+                AckCode::Unavailable,
+                "broker_unavailable",
+                "broker did not ack in time",
+            )
+        };
         // librdkafka fails the message itself after message.timeout.ms (= ack_timeout);
         // the outer bound is a safety net.
         match tokio::time::timeout(self.ack_timeout + Duration::from_secs(5), fut).await {

@@ -70,7 +70,7 @@ impl IngestService {
         for (i, raw) in frames.iter().enumerate() {
             match admit(raw, &registry, &self.cfg) {
                 Admitted::Candidate(c) => {
-                    cands.push(c);
+                    cands.push(*c);
                     cand_index.push(i);
                 }
                 Admitted::Refused(a, r) => {
@@ -86,12 +86,18 @@ impl IngestService {
         let n_cands = cands.len();
         let (cands, results) = verify_off_runtime(cands).await;
         if n_cands > 0 {
-            metrics::histogram!("feeder_edge_verify_seconds").record(verify_started.elapsed().as_secs_f64());
+            metrics::histogram!("feeder_edge_verify_seconds")
+                .record(verify_started.elapsed().as_secs_f64());
         }
 
         // 3. produce the verified, then wait for the broker
         let mut pending = Vec::with_capacity(cands.len());
-        for ((c, res), &i) in cands.iter().zip(results.iter()).zip(cand_index.iter()) {
+        for (ci, ((c, res), &i)) in cands
+            .iter()
+            .zip(results.iter())
+            .zip(cand_index.iter())
+            .enumerate()
+        {
             let refusal = match res {
                 Ok(()) => {
                     let rec = RawFrame {
@@ -101,7 +107,7 @@ impl IngestService {
                     };
                     match self.producer.enqueue(&c.frame.device_id, &rec) {
                         Ok(fut) => {
-                            pending.push((i, fut));
+                            pending.push((i, ci, fut));
                             continue;
                         }
                         Err(r) => r,
@@ -113,8 +119,8 @@ impl IngestService {
             acks[i] = Some(ack(&c.frame.device_id, c.frame.seq, Some(&refusal)));
         }
         let mut accepted = 0u64;
-        for (i, fut) in pending {
-            let c = &cands[cand_index.iter().position(|&x| x == i).unwrap_or_default()];
+        for (i, ci, fut) in pending {
+            let c = &cands[ci];
             let outcome = self.producer.wait(fut).await;
             if let Err(r) = &outcome {
                 refusals.push(r.reason);
@@ -149,7 +155,10 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<PushResponse, Status>> + 
 
 #[tonic::async_trait]
 impl Ingest for IngestService {
-    async fn push(&self, request: Request<RawPushRequest>) -> Result<Response<PushResponse>, Status> {
+    async fn push(
+        &self,
+        request: Request<RawPushRequest>,
+    ) -> Result<Response<PushResponse>, Status> {
         let resp = self.handle(request.into_inner().frames).await?;
         Ok(Response::new(resp))
     }
@@ -176,6 +185,8 @@ impl Ingest for IngestService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

@@ -30,7 +30,12 @@ impl KafkaConfig {
 
     /// A durable producer: `acks=all`, idempotent (no duplicates or reordering from its own
     /// retries), bounded local queue so backpressure reaches the caller instead of memory.
-    pub fn producer(&self, client_id: &str, queue_max_messages: usize, timeout_ms: u64) -> ClientConfig {
+    pub fn producer(
+        &self,
+        client_id: &str,
+        queue_max_messages: usize,
+        timeout_ms: u64,
+    ) -> ClientConfig {
         let mut c = self.client();
         c.set("client.id", client_id)
             .set("acks", "all")
@@ -38,7 +43,10 @@ impl KafkaConfig {
             .set("max.in.flight.requests.per.connection", "5")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
-            .set("queue.buffering.max.messages", queue_max_messages.to_string())
+            .set(
+                "queue.buffering.max.messages",
+                queue_max_messages.to_string(),
+            )
             .set("queue.buffering.max.kbytes", "262144")
             .set("message.timeout.ms", timeout_ms.to_string());
         // pass-through properties win over our defaults

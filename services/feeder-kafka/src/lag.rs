@@ -10,7 +10,12 @@ use crate::{Error, KafkaConfig, Result};
 
 /// Total records of `topics` (each with `partitions` partitions) not yet committed by
 /// `group`. A partition the group never committed counts from its low watermark.
-pub async fn group_lag(cfg: &KafkaConfig, group: &str, topics: &[&str], partitions: i32) -> Result<i64> {
+pub async fn group_lag(
+    cfg: &KafkaConfig,
+    group: &str,
+    topics: &[&str],
+    partitions: i32,
+) -> Result<i64> {
     let cfg = cfg.clone();
     let group = group.to_string();
     let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
@@ -25,7 +30,8 @@ pub async fn group_lag(cfg: &KafkaConfig, group: &str, topics: &[&str], partitio
         let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
         let mut lag = 0i64;
         for e in committed.elements() {
-            let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))?;
+            let (low, high) =
+                consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))?;
             let pos = match e.offset() {
                 Offset::Offset(o) => o,
                 _ => low,

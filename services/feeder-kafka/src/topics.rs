@@ -76,7 +76,10 @@ pub async fn ensure_topics(
 }
 
 /// Topics among `names` that exist, with their partition counts (one metadata request).
-async fn existing_partition_counts(cfg: &KafkaConfig, names: &[&str]) -> Result<Vec<(String, i32)>> {
+async fn existing_partition_counts(
+    cfg: &KafkaConfig,
+    names: &[&str],
+) -> Result<Vec<(String, i32)>> {
     let cfg = cfg.clone();
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
@@ -93,7 +96,12 @@ async fn existing_partition_counts(cfg: &KafkaConfig, names: &[&str]) -> Result<
     .map_err(|e| Error::Embedded(e.to_string()))?
 }
 
-async fn create_topics(cfg: &KafkaConfig, names: &[&str], partitions: i32, replication: i32) -> Result<()> {
+async fn create_topics(
+    cfg: &KafkaConfig,
+    names: &[&str],
+    partitions: i32,
+    replication: i32,
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = cfg.client().create()?;
     let new: Vec<NewTopic<'_>> = names
         .iter()
@@ -116,7 +124,11 @@ async fn create_topics(cfg: &KafkaConfig, names: &[&str], partitions: i32, repli
 }
 
 /// The partition count of a topic, waiting until metadata shows it (new topics take a moment).
-pub async fn wait_partition_count(cfg: &KafkaConfig, topic: &str, timeout: Duration) -> Result<i32> {
+pub async fn wait_partition_count(
+    cfg: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32> {
     let cfg = cfg.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
@@ -124,12 +136,12 @@ pub async fn wait_partition_count(cfg: &KafkaConfig, topic: &str, timeout: Durat
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5));
-            if let Ok(md) = &md {
-                if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
-                    if t.error().is_none() && !t.partitions().is_empty() {
-                        return Ok(t.partitions().len() as i32);
-                    }
-                }
+            if let Ok(md) = &md
+                && let Some(t) = md.topics().iter().find(|t| t.name() == topic)
+                && t.error().is_none()
+                && !t.partitions().is_empty()
+            {
+                return Ok(t.partitions().len() as i32);
             }
             if std::time::Instant::now() >= deadline {
                 return Err(Error::Topic {

@@ -9,5 +9,8 @@ async fn embedded_topics_pass_the_partition_check() {
     ensure_topics(&cfg, &["t.a", "t.b"], 4, 1).await.unwrap();
     // an existing topic with another partition count is refused with a clear reason
     let err = ensure_topics(&cfg, &["t.a"], 3, 1).await.unwrap_err();
-    assert!(err.to_string().contains("has 4 partitions, expected 3"), "{err}");
+    assert!(
+        err.to_string().contains("has 4 partitions, expected 3"),
+        "{err}"
+    );
 }

@@ -52,7 +52,8 @@ impl PartitionState {
 
     fn window_mut(&mut self, device_id: &str) -> &mut SeqWindow {
         if !self.devices.contains_key(device_id) {
-            self.devices.insert(device_id.to_string(), SeqWindow::default());
+            self.devices
+                .insert(device_id.to_string(), SeqWindow::default());
         }
         // invariant: inserted just above when missing
         self.devices
@@ -62,7 +63,13 @@ impl PartitionState {
 
     /// Decides what the raw record at `offset` becomes, and updates the window.
     pub fn process(&mut self, offset: i64, value: &[u8]) -> Outcome {
-        let quarantine = |received_at_ms, edge_id: String, device_id: String, seq, reason: &str, detail: String, raw: bytes::Bytes| {
+        let quarantine = |received_at_ms,
+                          edge_id: String,
+                          device_id: String,
+                          seq,
+                          reason: &str,
+                          detail: String,
+                          raw: bytes::Bytes| {
             Outcome::Quarantined(QuarantinedFrame {
                 received_at_ms,
                 device_id,
@@ -77,17 +84,41 @@ impl PartitionState {
         let raw = match RawFrame::decode(value) {
             Ok(r) => r,
             Err(e) => {
-                return quarantine(0, String::new(), String::new(), 0, "undecodable_record", e.to_string(), bytes::Bytes::copy_from_slice(value));
+                return quarantine(
+                    0,
+                    String::new(),
+                    String::new(),
+                    0,
+                    "undecodable_record",
+                    e.to_string(),
+                    bytes::Bytes::copy_from_slice(value),
+                );
             }
         };
         let sf = match SignedFrame::decode(raw.signed_frame.clone()) {
             Ok(f) => f,
             Err(e) => {
-                return quarantine(raw.received_at_ms, raw.edge_id, String::new(), 0, "malformed_frame", e.to_string(), raw.signed_frame);
+                return quarantine(
+                    raw.received_at_ms,
+                    raw.edge_id,
+                    String::new(),
+                    0,
+                    "malformed_frame",
+                    e.to_string(),
+                    raw.signed_frame,
+                );
             }
         };
         if let Err(e) = Frame::decode(sf.payload.clone()) {
-            return quarantine(raw.received_at_ms, raw.edge_id, sf.device_id, sf.seq, "malformed_payload", e.to_string(), raw.signed_frame);
+            return quarantine(
+                raw.received_at_ms,
+                raw.edge_id,
+                sf.device_id,
+                sf.seq,
+                "malformed_payload",
+                e.to_string(),
+                raw.signed_frame,
+            );
         }
         let window = self.window;
         let w = self.window_mut(&sf.device_id);
@@ -102,8 +133,19 @@ impl PartitionState {
                 raw.signed_frame,
             ),
             Verdict::TooOld => {
-                let detail = format!("seq older than the replay window ({window}) behind {}", w.highest());
-                quarantine(raw.received_at_ms, raw.edge_id, sf.device_id, sf.seq, "too_old", detail, raw.signed_frame)
+                let detail = format!(
+                    "seq older than the replay window ({window}) behind {}",
+                    w.highest()
+                );
+                quarantine(
+                    raw.received_at_ms,
+                    raw.edge_id,
+                    sf.device_id,
+                    sf.seq,
+                    "too_old",
+                    detail,
+                    raw.signed_frame,
+                )
             }
             Verdict::New { gap_before } => {
                 w.accept(sf.seq, window);
@@ -175,7 +217,15 @@ mod tests {
             (raw("d1", 10, frame()), "checked"),
             (raw("d1", 5, frame()), "too_old"),
             (raw("d2", 1, vec![0xff, 0xff]), "malformed_payload"),
-            (RawFrame { signed_frame: vec![0xff].into(), received_at_ms: 1, edge_id: "e".into() }.encode_to_vec(), "malformed_frame"),
+            (
+                RawFrame {
+                    signed_frame: vec![0xff].into(),
+                    received_at_ms: 1,
+                    edge_id: "e".into(),
+                }
+                .encode_to_vec(),
+                "malformed_frame",
+            ),
             (vec![0xff, 0x01], "undecodable_record"),
         ];
         for (i, (value, want)) in cases.iter().enumerate() {
@@ -188,7 +238,11 @@ mod tests {
                 }
                 Outcome::Checked(c) => {
                     assert_eq!(c.source_offset, i as i64);
-                    assert_eq!(c.frame_flags.contains(&"gap_before".to_string()), i == 2 || i == 4, "case {i}");
+                    assert_eq!(
+                        c.frame_flags.contains(&"gap_before".to_string()),
+                        i == 2 || i == 4,
+                        "case {i}"
+                    );
                 }
             }
         }
@@ -199,7 +253,9 @@ mod tests {
         let mut st = PartitionState::new(4096);
         let v = raw("d", 1, frame());
         st.process(0, &v);
-        let Outcome::Quarantined(q) = st.process(1, &v) else { panic!() };
+        let Outcome::Quarantined(q) = st.process(1, &v) else {
+            panic!()
+        };
         let r = RawFrame::decode(v.as_slice()).unwrap();
         assert_eq!(q.raw, r.signed_frame);
     }

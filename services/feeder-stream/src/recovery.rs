@@ -72,10 +72,10 @@ pub async fn recover(
         read_partition(&kafka, &topics.quarantine, partition, |_, v| {
             // A quarantine record we cannot parse marks nothing as done: reprocessing its
             // source at worst quarantines it twice, never loses it.
-            if let Ok(h) = QuarantineHeader::decode(v) {
-                if h.source_offset >= committed {
-                    already_output.insert(h.source_offset);
-                }
+            if let Ok(h) = QuarantineHeader::decode(v)
+                && h.source_offset >= committed
+            {
+                already_output.insert(h.source_offset);
             }
             Ok(())
         })?;
@@ -87,7 +87,8 @@ pub async fn recover(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partition state recovered"
         );
-        metrics::histogram!("feeder_stream_recovery_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("feeder_stream_recovery_seconds")
+            .record(started.elapsed().as_secs_f64());
         Ok(Recovered {
             state,
             already_output,

@@ -2,6 +2,7 @@
 //! every output ack, then commit. Offsets are committed only after what they cover is
 //! durable in the output topics.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,12 +42,16 @@ pub async fn run(
     stats: Arc<StreamStats>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    ensure_topics(kafka, &topics.data_topics(), topics.partitions, topics.replication).await?;
+    ensure_topics(
+        kafka,
+        &topics.data_topics(),
+        topics.partitions,
+        topics.replication,
+    )
+    .await?;
     let consumer: StreamConsumer = kafka.consumer(&cfg.group_id, &cfg.client_id).create()?;
     consumer.subscribe(&[&topics.raw])?;
-    let producer: FutureProducer = kafka
-        .producer(&cfg.client_id, 200_000, 30_000)
-        .create()?;
+    let producer: FutureProducer = kafka.producer(&cfg.client_id, 200_000, 30_000).create()?;
     let mut parts: HashMap<i32, Partition> = HashMap::new();
     tracing::info!(topic = %topics.raw, group = %cfg.group_id, "stream stage consuming");
 
@@ -55,7 +60,10 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             b = next_batch(&consumer, &cfg) => b?,
         };
-        process_batch(kafka, topics, &cfg, &consumer, &producer, &mut parts, &stats, batch).await?;
+        process_batch(
+            kafka, topics, &cfg, &consumer, &producer, &mut parts, &stats, batch,
+        )
+        .await?;
     }
     tracing::info!("stream stage stopped");
     Ok(())
@@ -92,24 +100,23 @@ async fn process_batch(
     let (mut checked, mut quarantined, mut gaps) = (0u64, 0u64, 0u64);
     for m in &batch {
         let p = m.partition();
-        if !parts.contains_key(&p) {
-            let r = recover(kafka, topics, p, m.offset(), cfg.replay_window).await?;
-            parts.insert(
-                p,
-                Partition {
+        let part = match parts.entry(p) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let r = recover(kafka, topics, p, m.offset(), cfg.replay_window).await?;
+                e.insert(Partition {
                     state: r.state,
                     already_output: r.already_output,
-                },
-            );
-        }
-        let Some(part) = parts.get_mut(&p) else {
-            continue; // inserted just above
+                })
+            }
         };
         next_offsets.insert(p, m.offset() + 1);
         if part.already_output.remove(&m.offset()) {
             continue; // output written by a run that crashed before committing
         }
-        let outcome = part.state.process(m.offset(), m.payload().unwrap_or_default());
+        let outcome = part
+            .state
+            .process(m.offset(), m.payload().unwrap_or_default());
         let (topic, bytes) = match &outcome {
             Outcome::Checked(c) => {
                 checked += 1;
@@ -168,7 +175,9 @@ async fn process_batch(
     }
     consumer.commit(&tpl, CommitMode::Sync)?;
 
-    stats.records_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    stats
+        .records_in
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
     stats.checked.fetch_add(checked, Ordering::Relaxed);
     stats.quarantined.fetch_add(quarantined, Ordering::Relaxed);
     stats.gaps.fetch_add(gaps, Ordering::Relaxed);

@@ -107,7 +107,10 @@ mod tests {
         let mut w = SeqWindow::default();
         w.accept(10_000, W);
         assert_eq!(w.classify(10_000 - W, W), Verdict::TooOld);
-        assert_eq!(w.classify(10_000 - W + 1, W), Verdict::New { gap_before: false });
+        assert_eq!(
+            w.classify(10_000 - W + 1, W),
+            Verdict::New { gap_before: false }
+        );
         // holes are bounded by the window
         assert!(w.holes.len() < W as usize);
         w.accept(20_000, W);

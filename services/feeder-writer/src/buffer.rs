@@ -272,7 +272,11 @@ mod tests {
     }
 
     /// Offers `offsets`, returning every flushed range and the skipped count.
-    fn feed(buf: &mut PartitionBuffer, offsets: impl IntoIterator<Item = i64>, now: Instant) -> (Vec<(i64, i64, FlushReason)>, usize) {
+    fn feed(
+        buf: &mut PartitionBuffer,
+        offsets: impl IntoIterator<Item = i64>,
+        now: Instant,
+    ) -> (Vec<(i64, i64, FlushReason)>, usize) {
         let mut flushed = Vec::new();
         let mut skipped = 0;
         for o in offsets {
@@ -288,13 +292,28 @@ mod tests {
         let t0 = Instant::now();
         let mut buf = PartitionBuffer::new(LIMITS, &RecoveryPlan::default());
         let (flushed, _) = feed(&mut buf, 0..7, t0);
-        assert_eq!(flushed, [(0, 2, FlushReason::Records), (3, 5, FlushReason::Records)]);
+        assert_eq!(
+            flushed,
+            [(0, 2, FlushReason::Records), (3, 5, FlushReason::Records)]
+        );
         assert_eq!(buf.len(), 1);
 
-        let mut big = PartitionBuffer::new(Limits { max_bytes: 25, ..LIMITS }, &RecoveryPlan::default());
+        let mut big = PartitionBuffer::new(
+            Limits {
+                max_bytes: 25,
+                ..LIMITS
+            },
+            &RecoveryPlan::default(),
+        );
         let (flushed, _) = feed(&mut big, 10..13, t0);
         assert_eq!(flushed, [(10, 12, FlushReason::Records)]);
-        let mut big = PartitionBuffer::new(Limits { max_bytes: 15, ..LIMITS }, &RecoveryPlan::default());
+        let mut big = PartitionBuffer::new(
+            Limits {
+                max_bytes: 15,
+                ..LIMITS
+            },
+            &RecoveryPlan::default(),
+        );
         let (flushed, _) = feed(&mut big, 10..12, t0);
         assert_eq!(flushed, [(10, 11, FlushReason::Bytes)]);
 
@@ -302,7 +321,10 @@ mod tests {
         assert!(buf.take_if_due(t0 + Duration::from_secs(4)).is_none());
         let b = buf.take_if_due(t0 + Duration::from_secs(5)).unwrap();
         assert_eq!((b.first, b.last, b.reason), (6, 6, FlushReason::Age));
-        assert!(buf.take_if_due(t0 + Duration::from_secs(60)).is_none(), "empty buffers never flush");
+        assert!(
+            buf.take_if_due(t0 + Duration::from_secs(60)).is_none(),
+            "empty buffers never flush"
+        );
         buf.offer(rec(7), t0);
         let out = buf.offer(rec(8), t0 + Duration::from_secs(6));
         assert_eq!(ranges(&out.ready), [(7, 8, FlushReason::Age)]);
@@ -369,7 +391,10 @@ mod tests {
         let (flushed, _) = feed(&mut buf, [50, 52, 53, 54], t0);
         assert_eq!(
             flushed,
-            [(50, 52, FlushReason::BeforeDurableRange), (53, 54, FlushReason::Forced)]
+            [
+                (50, 52, FlushReason::BeforeDurableRange),
+                (53, 54, FlushReason::Forced)
+            ]
         );
     }
 

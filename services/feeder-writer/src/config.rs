@@ -88,7 +88,8 @@ mod tests {
 
     #[test]
     fn rejects_unworkable_settings() {
-        let cases: [(&str, fn(&mut WriterConfig)); 5] = [
+        type Breaker = fn(&mut WriterConfig);
+        let cases: [(&str, Breaker); 5] = [
             ("group_id", |c| c.group_id.clear()),
             ("writer_id", |c| c.writer_id.clear()),
             ("flush_max_frames", |c| c.flush_max_frames = 0),

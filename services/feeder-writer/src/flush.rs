@@ -42,7 +42,11 @@ pub struct FlushReport {
 }
 
 /// Writes the files of range `spec` holding `records` (offsets `first..=last`).
-pub fn write_range(storage: &dyn Storage, spec: RangeSpec<'_>, records: &[SourceRecord]) -> Result<FlushReport> {
+pub fn write_range(
+    storage: &dyn Storage,
+    spec: RangeSpec<'_>,
+    records: &[SourceRecord],
+) -> Result<FlushReport> {
     let started = Instant::now();
     let converted = records_to_batches(spec.kind, records)?;
     let name = naming::file_name(spec.topic, spec.partition, spec.first, spec.last);

@@ -111,7 +111,10 @@ mod tests {
         );
         // topic names may contain '-', '_' and '.'
         let odd = file_name("a-b_c.d-", 0, 0, 0);
-        assert_eq!(parse(&odd), Some(ParsedName::Final(range("a-b_c.d-", 0, 0, 0))));
+        assert_eq!(
+            parse(&odd),
+            Some(ParsedName::Final(range("a-b_c.d-", 0, 0, 0)))
+        );
         assert_eq!(
             parse(&temp_name(&odd, 1)),
             Some(ParsedName::Temp(range("a-b_c.d-", 0, 0, 0)))
@@ -140,6 +143,9 @@ mod tests {
         let d = NaiveDate::from_ymd_opt(2024, 3, 9).unwrap();
         assert_eq!(date_dir(Dataset::Readings, d), "readings/date=2024-03-09");
         let d = NaiveDate::from_ymd_opt(0, 1, 1).unwrap();
-        assert_eq!(date_dir(Dataset::Quarantine, d), "quarantine/date=0000-01-01");
+        assert_eq!(
+            date_dir(Dataset::Quarantine, d),
+            "quarantine/date=0000-01-01"
+        );
     }
 }

@@ -8,7 +8,12 @@ use crate::buffer::FlushReason;
 use crate::flush::FlushReport;
 use crate::recovery::RecoveryPlan;
 
-pub(crate) fn flushed(report: &FlushReport, reason: FlushReason, records: usize, payload_bytes: usize) {
+pub(crate) fn flushed(
+    report: &FlushReport,
+    reason: FlushReason,
+    records: usize,
+    payload_bytes: usize,
+) {
     counter!("feeder_writer_flushes_total", "reason" => reason.name()).increment(1);
     counter!("feeder_writer_records_flushed_total").increment(records as u64);
     counter!("feeder_writer_payload_bytes_flushed_total").increment(payload_bytes as u64);
@@ -18,10 +23,12 @@ pub(crate) fn flushed(report: &FlushReport, reason: FlushReason, records: usize,
         counter!("feeder_writer_rows_written_total", "dataset" => dataset.name()).increment(*rows);
     }
     for (dataset, files) in &report.files_by_dataset {
-        counter!("feeder_writer_files_written_total", "dataset" => dataset.name()).increment(*files);
+        counter!("feeder_writer_files_written_total", "dataset" => dataset.name())
+            .increment(*files);
     }
     for (dataset, bytes) in &report.bytes {
-        counter!("feeder_writer_file_bytes_written_total", "dataset" => dataset.name()).increment(*bytes);
+        counter!("feeder_writer_file_bytes_written_total", "dataset" => dataset.name())
+            .increment(*bytes);
     }
     if report.undecodable_records > 0 {
         counter!("feeder_writer_undecodable_records_total").increment(report.undecodable_records);
@@ -54,7 +61,8 @@ pub(crate) fn dropped(records: usize) {
 pub(crate) fn recovered(plan: &RecoveryPlan) {
     counter!("feeder_writer_recoveries_total").increment(1);
     counter!("feeder_writer_forced_ranges_total").increment(plan.forced_boundaries().len() as u64);
-    counter!("feeder_writer_stale_temp_files_removed_total").increment(plan.stale_temp_removed as u64);
+    counter!("feeder_writer_stale_temp_files_removed_total")
+        .increment(plan.stale_temp_removed as u64);
 }
 
 pub(crate) fn consumer_error() {

@@ -39,7 +39,10 @@ impl FileProvenance<'_> {
             kv("feeder.partition", self.partition.to_string()),
             kv("feeder.first_offset", self.first_offset.to_string()),
             kv("feeder.last_offset", self.last_offset.to_string()),
-            kv("feeder.writer_version", env!("CARGO_PKG_VERSION").to_string()),
+            kv(
+                "feeder.writer_version",
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
             kv("feeder.writer_id", self.writer_id.to_string()),
         ]
     }
@@ -66,7 +69,11 @@ fn distinct_devices(batch: &RecordBatch) -> u64 {
     n.max(1)
 }
 
-fn properties(dataset: Dataset, batch: &RecordBatch, prov: &FileProvenance<'_>) -> Result<WriterProperties> {
+fn properties(
+    dataset: Dataset,
+    batch: &RecordBatch,
+    prov: &FileProvenance<'_>,
+) -> Result<WriterProperties> {
     let schema = dataset.schema();
     // The sort columns precede every nested column in each schema, so a field's index is
     // also its leaf-column index, which is what Parquet's sorting_columns refer to.
@@ -173,17 +180,27 @@ mod tests {
         assert_eq!(get("feeder.first_offset"), Some("100"));
         assert_eq!(get("feeder.last_offset"), Some("119"));
         assert_eq!(get("feeder.writer_id"), Some("writer-7"));
-        assert_eq!(get("feeder.writer_version"), Some(env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            get("feeder.writer_version"),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
         assert_eq!(get("feeder.dataset"), Some("readings"));
 
         let rg = md.row_group(0);
-        let cols: Vec<String> = rg.columns().iter().map(|c| c.column_path().string()).collect();
+        let cols: Vec<String> = rg
+            .columns()
+            .iter()
+            .map(|c| c.column_path().string())
+            .collect();
         let sorting = rg.sorting_columns().unwrap();
         assert_eq!(cols[sorting[0].column_idx as usize], "device_id");
         assert_eq!(cols[sorting[1].column_idx as usize], "ts");
         let dev = rg.column(0);
         assert_eq!(dev.column_path().string(), "device_id");
-        assert!(dev.bloom_filter_offset().is_some(), "bloom filter on device_id");
+        assert!(
+            dev.bloom_filter_offset().is_some(),
+            "bloom filter on device_id"
+        );
         assert!(rg.column(1).bloom_filter_offset().is_none());
         assert!(dev.column_index_offset().is_some(), "page index written");
         assert!(dev.offset_index_offset().is_some());

@@ -220,11 +220,16 @@ impl PartitionState {
         self.uncommitted = 0;
     }
 
-    fn retry_commit<C: Consumer<WriterContext>>(&mut self, consumer: &C, stats: &WriterStats, key: &TpKey) {
-        if let (true, Some(last)) = (self.uncommitted > 0, self.last_written) {
-            if commit(consumer, key, last) {
-                self.committed(stats);
-            }
+    fn retry_commit<C: Consumer<WriterContext>>(
+        &mut self,
+        consumer: &C,
+        stats: &WriterStats,
+        key: &TpKey,
+    ) {
+        if let (true, Some(last)) = (self.uncommitted > 0, self.last_written)
+            && commit(consumer, key, last)
+        {
+            self.committed(stats);
         }
     }
 }

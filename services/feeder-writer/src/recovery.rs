@@ -19,10 +19,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::Result;
 use crate::naming::{self, ParsedName};
 use crate::schema::Dataset;
 use crate::storage::Storage;
-use crate::Result;
 
 /// A range present in storage that still matters for this assignment (`last >= C`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,12 +61,13 @@ impl RecoveryPlan {
 
     /// Classifies distinct `(first, last)` ranges against `resume_from` (pure; no I/O).
     pub fn from_ranges(resume_from: i64, ranges: impl IntoIterator<Item = (i64, i64)>) -> Self {
-        let distinct: BTreeMap<i64, i64> = ranges.into_iter().fold(BTreeMap::new(), |mut m, (f, l)| {
-            // same first, different last (never written by this writer): keep the longer
-            let e = m.entry(f).or_insert(l);
-            *e = (*e).max(l);
-            m
-        });
+        let distinct: BTreeMap<i64, i64> =
+            ranges.into_iter().fold(BTreeMap::new(), |mut m, (f, l)| {
+                // same first, different last (never written by this writer): keep the longer
+                let e = m.entry(f).or_insert(l);
+                *e = (*e).max(l);
+                m
+            });
         let mut plan = RecoveryPlan {
             resume_from,
             ..Default::default()
@@ -94,7 +95,12 @@ impl RecoveryPlan {
 
 /// Scans storage for `topic`/`partition`, deletes its stale temporary files, and plans
 /// against `resume_from` (the first offset received). Blocking I/O.
-pub fn recover(storage: &dyn Storage, topic: &str, partition: i32, resume_from: i64) -> Result<RecoveryPlan> {
+pub fn recover(
+    storage: &dyn Storage,
+    topic: &str,
+    partition: i32,
+    resume_from: i64,
+) -> Result<RecoveryPlan> {
     let mut ranges = Vec::new();
     let mut temps = Vec::new();
     for dataset in Dataset::ALL {
@@ -129,13 +135,24 @@ mod tests {
     use super::*;
 
     fn r(first: i64, last: i64, replay: bool) -> DurableRange {
-        DurableRange { first, last, replay }
+        DurableRange {
+            first,
+            last,
+            replay,
+        }
     }
 
     #[test]
     fn classifies_committed_forced_and_covered_ranges() {
         // the same range appears once per dataset/date file: duplicates collapse
-        let files = [(0, 99), (100, 199), (100, 199), (200, 349), (350, 400), (0, 99)];
+        let files = [
+            (0, 99),
+            (100, 199),
+            (100, 199),
+            (200, 349),
+            (350, 400),
+            (0, 99),
+        ];
         let plan = RecoveryPlan::from_ranges(200, files);
         assert_eq!(plan.committed_ranges, 2);
         assert_eq!(plan.ranges, [r(200, 349, true), r(350, 400, true)]);
@@ -143,7 +160,10 @@ mod tests {
 
         // resuming inside a range: it is covered (skipped), later ones forced
         let plan = RecoveryPlan::from_ranges(150, files);
-        assert_eq!(plan.ranges, [r(100, 199, false), r(200, 349, true), r(350, 400, true)]);
+        assert_eq!(
+            plan.ranges,
+            [r(100, 199, false), r(200, 349, true), r(350, 400, true)]
+        );
         assert_eq!(plan.forced_boundaries(), [349, 400]);
 
         // everything committed

@@ -90,7 +90,11 @@ pub async fn run_with_storage(
         };
         match event {
             Event::Shutdown => break,
-            Event::Record { topic, partition, rec } => {
+            Event::Record {
+                topic,
+                partition,
+                rec,
+            } => {
                 on_record(&shared, &consumer, (topic, partition), rec).await?;
             }
             Event::Tick => {

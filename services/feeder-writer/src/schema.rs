@@ -168,7 +168,11 @@ mod tests {
     use super::*;
 
     fn columns(d: Dataset) -> Vec<String> {
-        d.schema().fields().iter().map(|f| f.name().clone()).collect()
+        d.schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
     }
 
     /// The contract's column lists, spelled out once more so a rename fails a test.
@@ -234,7 +238,10 @@ mod tests {
     fn types_match_the_contract() {
         for d in Dataset::ALL {
             let s = d.schema();
-            assert_eq!(s.field_with_name("seq").unwrap().data_type(), &DataType::UInt64);
+            assert_eq!(
+                s.field_with_name("seq").unwrap().data_type(),
+                &DataType::UInt64
+            );
             assert_eq!(
                 s.field_with_name("received_at").unwrap().data_type(),
                 &timestamp_type()
@@ -246,10 +253,22 @@ mod tests {
         }
         let r = readings_schema();
         assert!(r.field_with_name("unit").unwrap().is_nullable());
-        assert_eq!(r.field_with_name("flags").unwrap().data_type(), &flags_type());
-        assert_eq!(r.field_with_name("scaler").unwrap().data_type(), &DataType::Int32);
+        assert_eq!(
+            r.field_with_name("flags").unwrap().data_type(),
+            &flags_type()
+        );
+        assert_eq!(
+            r.field_with_name("scaler").unwrap().data_type(),
+            &DataType::Int32
+        );
         let t = telematics_schema();
-        assert_eq!(t.field_with_name("odometer_m").unwrap().data_type(), &DataType::UInt64);
-        assert_eq!(t.field_with_name("ignition").unwrap().data_type(), &DataType::Boolean);
+        assert_eq!(
+            t.field_with_name("odometer_m").unwrap().data_type(),
+            &DataType::UInt64
+        );
+        assert_eq!(
+            t.field_with_name("ignition").unwrap().data_type(),
+            &DataType::Boolean
+        );
     }
 }

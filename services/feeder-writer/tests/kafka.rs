@@ -35,7 +35,10 @@ fn topics() -> Topics {
 async fn produce(producer: &FutureProducer, topic: &str, partition: i32, key: &str, bytes: &[u8]) {
     producer
         .send(
-            FutureRecord::to(topic).partition(partition).key(key).payload(bytes),
+            FutureRecord::to(topic)
+                .partition(partition)
+                .key(key)
+                .payload(bytes),
             Duration::from_secs(10),
         )
         .await
@@ -56,7 +59,12 @@ fn cfg(root: &Path, writer_id: &str) -> WriterConfig {
 
 /// Runs the writer until `records_committed` reaches `expect` and at least `min` has
 /// passed, then stops it.
-async fn run_until_committed(kafka: &KafkaConfig, cfg: WriterConfig, expect: u64, min: Duration) -> Arc<WriterStats> {
+async fn run_until_committed(
+    kafka: &KafkaConfig,
+    cfg: WriterConfig,
+    expect: u64,
+    min: Duration,
+) -> Arc<WriterStats> {
     let stats = Arc::new(WriterStats::default());
     let stop = CancellationToken::new();
     let task = tokio::spawn({
@@ -90,7 +98,9 @@ fn committed_offsets(kafka: &KafkaConfig) -> Vec<(String, i32, Option<i64>)> {
             tpl.add_partition(topic, p);
         }
     }
-    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
     got.elements()
         .iter()
         .map(|e| {
@@ -106,9 +116,13 @@ fn committed_offsets(kafka: &KafkaConfig) -> Vec<(String, i32, Option<i64>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_commits_and_restarts_without_duplicates() {
     let t = topics();
-    let broker = EmbeddedBroker::start(1, &[&t.raw, &t.checked, &t.quarantine], t.partitions).unwrap();
+    let broker =
+        EmbeddedBroker::start(1, &[&t.raw, &t.checked, &t.quarantine], t.partitions).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
-    let producer: FutureProducer = kafka.producer("it-producer", 10_000, 10_000).create().unwrap();
+    let producer: FutureProducer = kafka
+        .producer("it-producer", 10_000, 10_000)
+        .create()
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
 
@@ -130,7 +144,14 @@ async fn writes_commits_and_restarts_without_duplicates() {
     }
     for seq in 1..=3 {
         let q = quarantined_frame("mtr-9", seq);
-        produce(&producer, &t.quarantine, 0, &q.device_id, &q.encode_to_vec()).await;
+        produce(
+            &producer,
+            &t.quarantine,
+            0,
+            &q.device_id,
+            &q.encode_to_vec(),
+        )
+        .await;
     }
     let total = frames + 1 + 3;
 
@@ -148,10 +169,18 @@ async fn writes_commits_and_restarts_without_duplicates() {
         .iter()
         .flat_map(|b| {
             let a = arrow::array::AsArray::as_string::<i32>(b.column_by_name("reason").unwrap());
-            (0..b.num_rows()).map(|i| a.value(i).to_string()).collect::<Vec<_>>()
+            (0..b.num_rows())
+                .map(|i| a.value(i).to_string())
+                .collect::<Vec<_>>()
         })
         .collect();
-    assert_eq!(reasons.iter().filter(|r| *r == "undecodable_record").count(), 1);
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| *r == "undecodable_record")
+            .count(),
+        1
+    );
     assert_eq!(reasons.iter().filter(|r| *r == "too_old").count(), 3);
     assert_unique(&reading_keys(root));
     for path in parquet_files(root, Dataset::Frames) {
@@ -207,8 +236,17 @@ async fn writes_commits_and_restarts_without_duplicates() {
     assert!(!root.join(&stale).exists(), "stale temporary file removed");
     for f in &crashed.files {
         let kv = kv_metadata(&root.join(f));
-        assert_eq!(kv["feeder.writer_id"], "writer-2", "{f} was rewritten by the replay");
-        assert_eq!((kv["feeder.first_offset"].as_str(), kv["feeder.last_offset"].as_str()), ("20", "24"));
+        assert_eq!(
+            kv["feeder.writer_id"], "writer-2",
+            "{f} was rewritten by the replay"
+        );
+        assert_eq!(
+            (
+                kv["feeder.first_offset"].as_str(),
+                kv["feeder.last_offset"].as_str()
+            ),
+            ("20", "24")
+        );
     }
     let all = frames + 10;
     assert_eq!(rows(root, Dataset::Frames) as u64, all);
@@ -216,7 +254,10 @@ async fn writes_commits_and_restarts_without_duplicates() {
     assert_unique(&reading_keys(root));
     assert_unique(&keys(root, Dataset::Frames));
     let offsets = committed_offsets(&kafka);
-    assert!(offsets.contains(&(t.checked.clone(), 0, Some(30))), "{offsets:?}");
+    assert!(
+        offsets.contains(&(t.checked.clone(), 0, Some(30))),
+        "{offsets:?}"
+    );
 
     // run 3 (restart with nothing new, long enough to join the group and poll): nothing
     // is rewritten or duplicated

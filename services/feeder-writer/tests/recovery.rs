@@ -42,18 +42,27 @@ fn spec(first: i64, last: i64, writer_id: &'static str) -> RangeSpec<'static> {
 
 fn write(fs: &LocalFs, first: i64, last: i64, writer: &'static str) -> Vec<String> {
     let recs = records(first..last + 1);
-    write_range(fs, spec(first, last, writer), &recs).unwrap().files
+    write_range(fs, spec(first, last, writer), &recs)
+        .unwrap()
+        .files
 }
 
 #[test]
 fn local_put_is_atomic_and_replaces() {
     let tmp = tempfile::tempdir().unwrap();
     let fs = LocalFs::new(tmp.path().join("root")).unwrap();
-    fs.put("readings/date=2024-01-01", "a.parquet", b"one").unwrap();
-    fs.put("readings/date=2024-01-01", "a.parquet", b"two").unwrap();
+    fs.put("readings/date=2024-01-01", "a.parquet", b"one")
+        .unwrap();
+    fs.put("readings/date=2024-01-01", "a.parquet", b"two")
+        .unwrap();
     let dir = tmp.path().join("root/readings/date=2024-01-01");
     assert_eq!(std::fs::read(dir.join("a.parquet")).unwrap(), b"two");
-    let names: Vec<String> = fs.list(Dataset::Readings).unwrap().into_iter().map(|l| l.name).collect();
+    let names: Vec<String> = fs
+        .list(Dataset::Readings)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
     assert_eq!(names, ["a.parquet"], "no temporary file is left behind");
     assert!(fs.list(Dataset::Events).unwrap().is_empty());
     fs.delete("readings/date=2024-01-01", "a.parquet").unwrap();
@@ -71,7 +80,10 @@ fn one_flush_writes_one_name_per_dataset_and_date() {
     // frames straddle midnight: readings land in two date directories
     assert_eq!(
         all_entries(tmp.path(), Dataset::Readings),
-        [format!("date=2024-03-10/{name}"), format!("date=2024-03-11/{name}")]
+        [
+            format!("date=2024-03-10/{name}"),
+            format!("date=2024-03-11/{name}")
+        ]
     );
     assert_eq!(rows(tmp.path(), Dataset::Readings), 20);
     assert_eq!(rows(tmp.path(), Dataset::Frames), 10);
@@ -91,10 +103,16 @@ fn restart_finds_forced_boundaries_removes_stale_temps_and_replays_identically()
     // temporary file was left behind.
     write(&fs, 0, 9, "run-1");
     let uncommitted = write(&fs, 10, 16, "run-1");
-    let frames_file = uncommitted.iter().find(|f| f.starts_with("frames/")).unwrap();
+    let frames_file = uncommitted
+        .iter()
+        .find(|f| f.starts_with("frames/"))
+        .unwrap();
     std::fs::remove_file(root.join(frames_file)).unwrap();
     let name = naming::file_name(TOPIC, 0, 10, 16);
-    let stale = format!("frames/date=2024-03-11/{}", naming::temp_name(&name, 0xdead));
+    let stale = format!(
+        "frames/date=2024-03-11/{}",
+        naming::temp_name(&name, 0xdead)
+    );
     std::fs::write(root.join(&stale), b"partial").unwrap();
     // a temporary file of another partition (another writer's business) stays
     let other = format!(
@@ -125,7 +143,8 @@ fn restart_finds_forced_boundaries_removes_stale_temps_and_replays_identically()
     let mut written = Vec::new();
     for rec in records(10..20) {
         for batch in buf.offer(rec, Instant::now()).ready {
-            let report = write_range(&fs, spec(batch.first, batch.last, "run-2"), &batch.records).unwrap();
+            let report =
+                write_range(&fs, spec(batch.first, batch.last, "run-2"), &batch.records).unwrap();
             written.push((batch.first, batch.last, batch.reason, report.files.len()));
         }
     }
@@ -138,7 +157,11 @@ fn restart_finds_forced_boundaries_removes_stale_temps_and_replays_identically()
     assert!(root.join(frames_file).exists());
     let readings_after = parquet_files(root, Dataset::Readings);
     for (path, _) in &readings_before {
-        assert!(readings_after.iter().any(|p| &p.display().to_string() == path));
+        assert!(
+            readings_after
+                .iter()
+                .any(|p| &p.display().to_string() == path)
+        );
     }
     for (path, _) in readings_before.iter().filter(|(p, _)| p.contains(&name)) {
         let p = std::path::Path::new(path);
@@ -148,7 +171,11 @@ fn restart_finds_forced_boundaries_removes_stale_temps_and_replays_identically()
     assert_eq!(rows(root, Dataset::Readings), 40);
     assert_unique(&reading_keys(root));
     assert_unique(&keys(root, Dataset::Frames));
-    assert!(all_entries(root, Dataset::Readings).iter().all(|e| !e.contains(".tmp-")));
+    assert!(
+        all_entries(root, Dataset::Readings)
+            .iter()
+            .all(|e| !e.contains(".tmp-"))
+    );
 }
 
 #[test]

@@ -72,7 +72,10 @@ pub fn provision_revocations(registry: &Path, victim: &str) -> anyhow::Result<Re
     let mut f = std::fs::OpenOptions::new().append(true).open(registry)?;
     f.write_all(lines.as_bytes())?;
     f.sync_all()?;
-    Ok(RevokedKeys { old_key, device_key })
+    Ok(RevokedKeys {
+        old_key,
+        device_key,
+    })
 }
 
 /// One hostile frame and what must come of it.
@@ -103,9 +106,22 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// (case, frame, expected code, readings stored once, quarantine reason)
+type Planned = (
+    &'static str,
+    SignedFrame,
+    i32,
+    Option<usize>,
+    Option<&'static str>,
+);
+
 /// Sends every attack to the edge at `url`, one call each, in an order that makes the
 /// outcomes deterministic. `secrets` is the fleet's key file; its first meter is the victim.
-pub async fn run(url: &str, secrets: &Path, revoked: RevokedKeys) -> anyhow::Result<Vec<AttackCase>> {
+pub async fn run(
+    url: &str,
+    secrets: &Path,
+    revoked: RevokedKeys,
+) -> anyhow::Result<Vec<AttackCase>> {
     let keys = load_key_file(secrets)?;
     let victim_key = keys
         .into_iter()
@@ -122,14 +138,34 @@ pub async fn run(url: &str, secrets: &Path, revoked: RevokedKeys) -> anyhow::Res
     let mut old_key_dev = SimDevice::from_key(revoked.old_key, now);
     old_key_dev.skip_to_seq(2 * FRESH_SEQ);
     let with_revoked_key = old_key_dev.next_frame(now).frame;
-    let revoked_device = SimDevice::from_key(revoked.device_key, now).next_frame(now).frame;
+    let revoked_device = SimDevice::from_key(revoked.device_key, now)
+        .next_frame(now)
+        .frame;
 
-    let plan: Vec<(&'static str, SignedFrame, i32, Option<usize>, Option<&'static str>)> = vec![
+    let plan: Vec<Planned> = vec![
         ("fresh", fresh.frame.clone(), 0, Some(fresh.readings), None),
-        ("replay", attacks::replay(&fresh.frame), 0, None, Some("duplicate")),
-        ("stale_replay", stale.frame.clone(), 0, None, Some("too_old")),
+        (
+            "replay",
+            attacks::replay(&fresh.frame),
+            0,
+            None,
+            Some("duplicate"),
+        ),
+        (
+            "stale_replay",
+            stale.frame.clone(),
+            0,
+            None,
+            Some("too_old"),
+        ),
         ("forged", forged, 16, None, None),
-        ("tampered", attacks::tampered(&to_tamper.frame), 16, None, None),
+        (
+            "tampered",
+            attacks::tampered(&to_tamper.frame),
+            16,
+            None,
+            None,
+        ),
         ("unknown_device", unknown, 16, None, None),
         ("revoked_key", with_revoked_key, 16, None, None),
         ("revoked_device", revoked_device, 7, None, None),
@@ -139,7 +175,9 @@ pub async fn run(url: &str, secrets: &Path, revoked: RevokedKeys) -> anyhow::Res
     for (case, frame, expected_code, stored_readings, quarantine_reason) in plan {
         let (device_id, seq) = (frame.device_id.clone(), frame.seq);
         let resp = client
-            .push(PushRequest { frames: vec![frame] })
+            .push(PushRequest {
+                frames: vec![frame],
+            })
             .await
             .with_context(|| format!("attack {case}"))?
             .into_inner();

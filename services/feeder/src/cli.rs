@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "feeder", version, about = "Signed telemetry from untrusted networks to Parquet the utility owns")]
+#[command(
+    name = "feeder",
+    version,
+    about = "Signed telemetry from untrusted networks to Parquet the utility owns"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
@@ -18,7 +22,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `feeder_edge=debug`.
-    #[arg(long = "log", env = "FEEDER_LOG", default_value = "info", global = true)]
+    #[arg(
+        long = "log",
+        env = "FEEDER_LOG",
+        default_value = "info",
+        global = true
+    )]
     pub filter: String,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "FEEDER_LOG_JSON", global = true)]
@@ -213,22 +222,72 @@ mod tests {
     #[test]
     fn parses_the_contract_commands() {
         let c = Cli::try_parse_from([
-            "feeder", "edge", "--listen", "127.0.0.1:1", "--brokers", "b:9092", "--registry", "r.jsonl",
-            "--kafka-property", "security.protocol=SASL_SSL",
+            "feeder",
+            "edge",
+            "--listen",
+            "127.0.0.1:1",
+            "--brokers",
+            "b:9092",
+            "--registry",
+            "r.jsonl",
+            "--kafka-property",
+            "security.protocol=SASL_SSL",
         ])
         .unwrap();
-        let Command::Edge(e) = c.command else { panic!() };
-        assert_eq!(e.kafka.kafka_properties, vec![("security.protocol".into(), "SASL_SSL".into())]);
-        assert!(Cli::try_parse_from(["feeder", "writer", "--brokers", "b", "--data", "/d"]).is_ok());
-        assert!(Cli::try_parse_from(["feeder", "stream", "--brokers", "b", "--registry", "r"]).is_ok());
+        let Command::Edge(e) = c.command else {
+            panic!()
+        };
+        assert_eq!(
+            e.kafka.kafka_properties,
+            vec![("security.protocol".into(), "SASL_SSL".into())]
+        );
+        assert!(
+            Cli::try_parse_from(["feeder", "writer", "--brokers", "b", "--data", "/d"]).is_ok()
+        );
+        assert!(
+            Cli::try_parse_from(["feeder", "stream", "--brokers", "b", "--registry", "r"]).is_ok()
+        );
         assert!(Cli::try_parse_from(["feeder", "demo"]).is_ok());
-        assert!(Cli::try_parse_from([
-            "feeder", "devices", "keygen", "--meters", "2", "--vehicles", "1", "--registry", "r", "--secrets", "s"
+        assert!(
+            Cli::try_parse_from([
+                "feeder",
+                "devices",
+                "keygen",
+                "--meters",
+                "2",
+                "--vehicles",
+                "1",
+                "--registry",
+                "r",
+                "--secrets",
+                "s"
+            ])
+            .is_ok()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "feeder",
+                "loadgen",
+                "--target",
+                "http://x",
+                "--secrets",
+                "s",
+                "--seconds",
+                "1"
+            ])
+            .is_ok()
+        );
+        let err = Cli::try_parse_from([
+            "feeder",
+            "edge",
+            "--brokers",
+            "b",
+            "--registry",
+            "r",
+            "--kafka-property",
+            "novalue",
         ])
-        .is_ok());
-        assert!(Cli::try_parse_from(["feeder", "loadgen", "--target", "http://x", "--secrets", "s", "--seconds", "1"]).is_ok());
-        let err = Cli::try_parse_from(["feeder", "edge", "--brokers", "b", "--registry", "r", "--kafka-property", "novalue"])
-            .unwrap_err();
+        .unwrap_err();
         assert!(err.to_string().contains("not key=value"), "{err}");
     }
 }

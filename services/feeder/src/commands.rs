@@ -19,14 +19,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edge(a) => {
             serve_metrics(a.metrics.metrics_listen)?;
             let registry = Registry::load(&a.registry).context("loading the device registry")?;
-            tracing::info!(devices = registry.len(), keys = registry.key_count(), "registry loaded");
+            tracing::info!(
+                devices = registry.len(),
+                keys = registry.key_count(),
+                "registry loaded"
+            );
             let cfg = EdgeConfig {
                 edge_id: a.edge_id,
                 max_frames_per_request: a.max_frames_per_request,
                 max_payload_bytes: a.max_payload_bytes,
                 ..EdgeConfig::default()
             };
-            feeder_edge::run(a.listen, &a.kafka.kafka(), &a.kafka.topics(), cfg, SharedRegistry::new(registry), on_signals()).await?;
+            feeder_edge::run(
+                a.listen,
+                &a.kafka.kafka(),
+                &a.kafka.topics(),
+                cfg,
+                SharedRegistry::new(registry),
+                on_signals(),
+            )
+            .await?;
         }
         Command::Stream(a) => {
             serve_metrics(a.metrics.metrics_listen)?;
@@ -36,7 +48,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 group_id: a.group,
                 ..StreamConfig::default()
             };
-            feeder_stream::run(&a.kafka.kafka(), &a.kafka.topics(), cfg, Arc::default(), on_signals()).await?;
+            feeder_stream::run(
+                &a.kafka.kafka(),
+                &a.kafka.topics(),
+                cfg,
+                Arc::default(),
+                on_signals(),
+            )
+            .await?;
         }
         Command::Writer(a) => {
             serve_metrics(a.metrics.metrics_listen)?;
@@ -46,7 +65,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 writer_id: a.writer_id,
                 ..WriterConfig::default()
             };
-            feeder_writer::run(&a.kafka.kafka(), &a.kafka.topics(), cfg, Arc::default(), on_signals()).await?;
+            feeder_writer::run(
+                &a.kafka.kafka(),
+                &a.kafka.topics(),
+                cfg,
+                Arc::default(),
+                on_signals(),
+            )
+            .await?;
         }
         Command::Demo(a) => crate::demo::run(a).await?,
         Command::Loadgen(a) => {
@@ -58,7 +84,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = loadgen::run(cfg, on_signals()).await?;
             report.print();
         }
-        Command::Devices { command: DevicesCommand::Keygen(a) } => {
+        Command::Devices {
+            command: DevicesCommand::Keygen(a),
+        } => {
             let s = keygen(&KeygenConfig {
                 meters: a.meters,
                 vehicles: a.vehicles,

@@ -34,7 +34,10 @@ fn prepare_root(root: &Path) -> anyhow::Result<()> {
         }
     }
     std::fs::create_dir_all(root)?;
-    std::fs::write(root.join(MARKER), "made by feeder demo; rerunning the demo replaces it\n")?;
+    std::fs::write(
+        root.join(MARKER),
+        "made by feeder demo; rerunning the demo replaces it\n",
+    )?;
     Ok(())
 }
 
@@ -65,11 +68,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     // Every run gets its own topics and groups: a new fleet restarts its seqs at 1.
-    let run_id = format!("demo-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
+    let run_id = format!(
+        "demo-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
     let (broker, kafka, topics) = match &args.brokers {
         Some(b) => {
             println!("broker: Kafka at {b}");
-            (None, KafkaConfig::new(b.clone()), Topics::with_prefix(&run_id, 6, 1))
+            (
+                None,
+                KafkaConfig::new(b.clone()),
+                Topics::with_prefix(&run_id, 6, 1),
+            )
         }
         None => {
             let topics = Topics::with_prefix(&run_id, 6, 1);
@@ -88,7 +100,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     cfg.stream.group_id = format!("{run_id}-stream");
     cfg.writer.group_id = format!("{run_id}-writer");
     let pipeline = Pipeline::start(cfg).await?;
-    println!("edge: {}  datasets: {}", pipeline.edge_url(), root.display());
+    println!(
+        "edge: {}  datasets: {}",
+        pipeline.edge_url(),
+        root.display()
+    );
     println!("sending for {:.0} s...", args.seconds);
 
     let started = Instant::now();
@@ -97,7 +113,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     lg.seconds = args.seconds;
     lg.progress = Some(tx);
     let stop_progress = CancellationToken::new();
-    let progress = tokio::spawn(show_progress(rx, stop_progress.clone(), pipeline.writer_stats.clone(), pipeline.stream_stats.clone()));
+    let progress = tokio::spawn(show_progress(
+        rx,
+        stop_progress.clone(),
+        pipeline.writer_stats.clone(),
+        pipeline.stream_stats.clone(),
+    ));
     let report = loadgen::run(lg, CancellationToken::new()).await?;
     stop_progress.cancel();
     let _ = progress.await;
@@ -119,24 +140,41 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("frames refused      {n} with code {code}");
     }
     println!("retries             {}", report.retries);
-    println!("ack latency         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", ms(report.latency_us.p50), ms(report.latency_us.p99), ms(report.latency_us.max));
+    println!(
+        "ack latency         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(report.latency_us.p50),
+        ms(report.latency_us.p99),
+        ms(report.latency_us.max)
+    );
     println!("hostile frames:");
     let mut all_ok = true;
     for c in &cases {
         all_ok &= c.ok();
-        let downstream = c.quarantine_reason.map(|r| format!(", then quarantined as {r}")).unwrap_or_default();
+        let downstream = c
+            .quarantine_reason
+            .map(|r| format!(", then quarantined as {r}"))
+            .unwrap_or_default();
         println!(
             "  {:<15} {} seq {:<8} -> code {:>2} {}{}{}",
             c.case,
             c.device_id,
             c.seq,
             c.code,
-            if c.message.is_empty() { String::new() } else { format!("({})", c.message) },
+            if c.message.is_empty() {
+                String::new()
+            } else {
+                format!("({})", c.message)
+            },
             downstream,
             if c.ok() { "" } else { "   << UNEXPECTED" }
         );
     }
-    println!("stream: {} checked, {} quarantined, {} gap flags", ss.checked.load(Ordering::Relaxed), ss.quarantined.load(Ordering::Relaxed), ss.gaps.load(Ordering::Relaxed));
+    println!(
+        "stream: {} checked, {} quarantined, {} gap flags",
+        ss.checked.load(Ordering::Relaxed),
+        ss.quarantined.load(Ordering::Relaxed),
+        ss.gaps.load(Ordering::Relaxed)
+    );
     println!(
         "stored: {} readings, {} telematics samples, {} events, {} frames, {} quarantined, in {} Parquet files",
         readings,
@@ -193,7 +231,13 @@ async fn show_progress(
 fn print_queries(root: &Path) {
     let r = root.display();
     println!("\nQuery the datasets (pip install duckdb pyarrow):");
-    println!("  duckdb -c \"SELECT date, count(*) AS readings, count(DISTINCT device_id) AS meters FROM read_parquet('{r}/readings/**/*.parquet', hive_partitioning = true) GROUP BY date ORDER BY date LIMIT 10\"");
-    println!("  duckdb -c \"SELECT reason, count(*) FROM read_parquet('{r}/quarantine/**/*.parquet', hive_partitioning = true) GROUP BY reason\"");
-    println!("  python3 -c \"import pyarrow.dataset as ds; t = ds.dataset('{r}/readings', format='parquet', partitioning='hive').to_table(); print(t.num_rows, t.schema)\"");
+    println!(
+        "  duckdb -c \"SELECT date, count(*) AS readings, count(DISTINCT device_id) AS meters FROM read_parquet('{r}/readings/**/*.parquet', hive_partitioning = true) GROUP BY date ORDER BY date LIMIT 10\""
+    );
+    println!(
+        "  duckdb -c \"SELECT reason, count(*) FROM read_parquet('{r}/quarantine/**/*.parquet', hive_partitioning = true) GROUP BY reason\""
+    );
+    println!(
+        "  python3 -c \"import pyarrow.dataset as ds; t = ds.dataset('{r}/readings', format='parquet', partitioning='hive').to_table(); print(t.num_rows, t.schema)\""
+    );
 }

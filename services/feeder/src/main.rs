@@ -5,11 +5,17 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let mut cli = feeder::cli::Cli::parse();
     // The demo prints its own progress; keep stage logs to warnings unless asked.
-    if matches!(cli.command, feeder::cli::Command::Demo(_)) && std::env::var_os("FEEDER_LOG").is_none() && cli.log.filter == "info" {
+    if matches!(cli.command, feeder::cli::Command::Demo(_))
+        && std::env::var_os("FEEDER_LOG").is_none()
+        && cli.log.filter == "info"
+    {
         cli.log.filter = "warn".into();
     }
     feeder::telemetry::init_logging(&cli.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("feeder: cannot start the runtime: {e}");

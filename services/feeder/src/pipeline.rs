@@ -75,17 +75,35 @@ impl Pipeline {
         let writer_stats = Arc::new(WriterStats::default());
 
         let edge = {
-            let (k, t, c, r, s) = (cfg.kafka.clone(), cfg.topics.clone(), cfg.edge.clone(), registry.clone(), edge_stop.clone());
+            let (k, t, c, r, s) = (
+                cfg.kafka.clone(),
+                cfg.topics.clone(),
+                cfg.edge.clone(),
+                registry.clone(),
+                edge_stop.clone(),
+            );
             tokio::spawn(async move { feeder_edge::serve(listener, &k, &t, c, r, s).await })
         };
         let stream_group = cfg.stream.group_id.clone();
         let stream = {
-            let (k, t, c, st, s) = (cfg.kafka.clone(), cfg.topics.clone(), cfg.stream.clone(), stream_stats.clone(), stages_stop.clone());
+            let (k, t, c, st, s) = (
+                cfg.kafka.clone(),
+                cfg.topics.clone(),
+                cfg.stream.clone(),
+                stream_stats.clone(),
+                stages_stop.clone(),
+            );
             tokio::spawn(async move { feeder_stream::run(&k, &t, c, st, s).await })
         };
         let writer_group = cfg.writer.group_id.clone();
         let writer = {
-            let (k, t, c, st, s) = (cfg.kafka.clone(), cfg.topics.clone(), cfg.writer, writer_stats.clone(), stages_stop.clone());
+            let (k, t, c, st, s) = (
+                cfg.kafka.clone(),
+                cfg.topics.clone(),
+                cfg.writer,
+                writer_stats.clone(),
+                stages_stop.clone(),
+            );
             tokio::spawn(async move { feeder_writer::run(&k, &t, c, st, s).await })
         };
         let p = Self {
@@ -131,7 +149,13 @@ impl Pipeline {
     pub async fn lag(&self) -> anyhow::Result<(i64, i64)> {
         let p = self.topics.partitions;
         let s = group_lag(&self.kafka, &self.stream_group, &[&self.topics.raw], p).await?;
-        let w = group_lag(&self.kafka, &self.writer_group, &[&self.topics.checked, &self.topics.quarantine], p).await?;
+        let w = group_lag(
+            &self.kafka,
+            &self.writer_group,
+            &[&self.topics.checked, &self.topics.quarantine],
+            p,
+        )
+        .await?;
         Ok((s, w))
     }
 
@@ -152,7 +176,9 @@ impl Pipeline {
                 zero_in_a_row = 0;
             }
             if Instant::now() > deadline {
-                anyhow::bail!("pipeline not drained after {timeout:?}: stream lag {s}, writer lag {w}");
+                anyhow::bail!(
+                    "pipeline not drained after {timeout:?}: stream lag {s}, writer lag {w}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }

@@ -16,7 +16,6 @@ use crate::schema::{
     events_schema, frames_schema, quarantine_schema, readings_schema, telematics_schema,
 };
 
-
 fn append_flags<'a>(b: &mut ListBuilder<StringBuilder>, flags: impl Iterator<Item = &'a str>) {
     for f in flags {
         b.values().append_value(f);
@@ -65,7 +64,11 @@ pub(crate) struct ReadingsBuilder {
 }
 
 impl ReadingsBuilder {
-    pub fn append<'a, F: Iterator<Item = &'a str>>(&mut self, k: FrameKey<'_>, r: ReadingRow<'_, F>) {
+    pub fn append<'a, F: Iterator<Item = &'a str>>(
+        &mut self,
+        k: FrameKey<'_>,
+        r: ReadingRow<'_, F>,
+    ) {
         self.device_id.append_value(k.device_id);
         self.seq.append_value(k.seq);
         self.ts.append_value(r.ts_ms);
@@ -213,7 +216,14 @@ pub(crate) struct FramesBuilder {
 }
 
 impl FramesBuilder {
-    pub fn append(&mut self, k: FrameKey<'_>, key_id: &str, edge_id: &str, payload: &[u8], signature: &[u8]) {
+    pub fn append(
+        &mut self,
+        k: FrameKey<'_>,
+        key_id: &str,
+        edge_id: &str,
+        payload: &[u8],
+        signature: &[u8],
+    ) {
         self.device_id.append_value(k.device_id);
         self.seq.append_value(k.seq);
         self.key_id.append_value(key_id);

@@ -134,8 +134,12 @@ impl Rows {
     fn add_checked_record(&mut self, rec: &SourceRecord) {
         match rec.payload.as_deref().map(CheckedFrame::decode) {
             Some(Ok(cf)) if !cf.device_id.is_empty() => self.add_checked(&cf),
-            Some(Ok(_)) => self.add_undecodable(TopicKind::Checked, rec, "CheckedFrame has no device_id"),
-            Some(Err(e)) => self.add_undecodable(TopicKind::Checked, rec, &format!("not a CheckedFrame: {e}")),
+            Some(Ok(_)) => {
+                self.add_undecodable(TopicKind::Checked, rec, "CheckedFrame has no device_id")
+            }
+            Some(Err(e)) => {
+                self.add_undecodable(TopicKind::Checked, rec, &format!("not a CheckedFrame: {e}"))
+            }
             None => self.add_undecodable(TopicKind::Checked, rec, "null record value"),
         }
     }
@@ -143,9 +147,11 @@ impl Rows {
     fn add_quarantine_record(&mut self, rec: &SourceRecord) {
         match rec.payload.as_deref().map(QuarantinedFrame::decode) {
             Some(Ok(q)) => self.add_quarantined(&q),
-            Some(Err(e)) => {
-                self.add_undecodable(TopicKind::Quarantine, rec, &format!("not a QuarantinedFrame: {e}"))
-            }
+            Some(Err(e)) => self.add_undecodable(
+                TopicKind::Quarantine,
+                rec,
+                &format!("not a QuarantinedFrame: {e}"),
+            ),
             None => self.add_undecodable(TopicKind::Quarantine, rec, "null record value"),
         }
     }
@@ -157,7 +163,11 @@ impl Rows {
             seq: 0,
             received_at_ms: rec.timestamp_ms.unwrap_or(0),
         };
-        let detail = format!("{} topic record at offset {}: {why}", kind.name(), rec.offset);
+        let detail = format!(
+            "{} topic record at offset {}: {why}",
+            kind.name(),
+            rec.offset
+        );
         let raw = rec.payload.as_deref().unwrap_or(&[]);
         self.quarantine
             .append(key, REASON_UNDECODABLE_RECORD, &detail, raw);

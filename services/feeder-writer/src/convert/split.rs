@@ -38,11 +38,17 @@ pub fn partition_date(ms: i64) -> NaiveDate {
 }
 
 fn missing(dataset: Dataset, col: &str) -> ArrowError {
-    ArrowError::SchemaError(format!("{}: column {col} missing or mistyped", dataset.name()))
+    ArrowError::SchemaError(format!(
+        "{}: column {col} missing or mistyped",
+        dataset.name()
+    ))
 }
 
 /// Sorts `batch` (rows of `dataset` in append order) and splits it by partition date.
-pub(crate) fn sort_and_split(dataset: Dataset, batch: &RecordBatch) -> Result<Vec<(NaiveDate, RecordBatch)>> {
+pub(crate) fn sort_and_split(
+    dataset: Dataset,
+    batch: &RecordBatch,
+) -> Result<Vec<(NaiveDate, RecordBatch)>> {
     let n = batch.num_rows();
     if n == 0 {
         return Ok(Vec::new());

@@ -147,13 +147,25 @@ fn readings_scale_values_name_units_and_merge_flags() {
     assert_eq!(str_values(r, "obis")[1], "1-0:1.8.0");
     assert_eq!(u64s(r, "seq"), [9, 9, 9, 9]);
     assert_eq!(times(r, "received_at"), [LATE + 500; 4]);
-    let raw = r.column_by_name("value_raw").unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+    let raw = r
+        .column_by_name("value_raw")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::Int64Type>();
     assert_eq!(raw.values().to_vec(), [2305, 12, -7, 5]);
-    let scaler = r.column_by_name("scaler").unwrap().as_primitive::<arrow::datatypes::Int32Type>();
+    let scaler = r
+        .column_by_name("scaler")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::Int32Type>();
     assert_eq!(scaler.values().to_vec(), [-1, 3, 0, 0]);
-    let status = r.column_by_name("status").unwrap().as_primitive::<arrow::datatypes::UInt32Type>();
+    let status = r
+        .column_by_name("status")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt32Type>();
     assert_eq!(status.values().to_vec(), [0x10; 4]);
-    let interval = r.column_by_name("interval_s").unwrap().as_primitive::<arrow::datatypes::UInt32Type>();
+    let interval = r
+        .column_by_name("interval_s")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt32Type>();
     assert_eq!(interval.values().to_vec(), [900; 4]);
     // one frames row per accepted frame, carrying the signed bytes unchanged
     let f = only(&c, Dataset::Frames);
@@ -349,8 +361,14 @@ fn undecodable_records_become_quarantine_rows() {
         .collect();
     // dated by the record's log timestamp (0 when the broker gave none)
     let dates: Vec<NaiveDate> = q.iter().map(|b| b.date).collect();
-    assert_eq!(dates, [date("1970-01-01"), date("2024-03-10"), date("2024-03-11")]);
-    let all: Vec<String> = q.iter().flat_map(|b| str_values(&b.batch, "reason")).collect();
+    assert_eq!(
+        dates,
+        [date("1970-01-01"), date("2024-03-10"), date("2024-03-11")]
+    );
+    let all: Vec<String> = q
+        .iter()
+        .flat_map(|b| str_values(&b.batch, "reason"))
+        .collect();
     assert_eq!(all, [REASON_UNDECODABLE_RECORD; 3]);
     let late = &q[1].batch;
     assert_eq!(str_values(late, "device_id"), [""]);

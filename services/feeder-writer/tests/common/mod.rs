@@ -43,7 +43,7 @@ pub fn checked_frame(device: &str, seq: u64) -> CheckedFrame {
                 status: 0,
             },
         ],
-        events: if seq % 3 == 0 {
+        events: if seq.is_multiple_of(3) {
             vec![Event {
                 ts_ms: ts,
                 kind: 3,
@@ -150,7 +150,10 @@ pub fn read_dataset(root: &Path, dataset: Dataset) -> Vec<RecordBatch> {
 }
 
 pub fn rows(root: &Path, dataset: Dataset) -> usize {
-    read_dataset(root, dataset).iter().map(RecordBatch::num_rows).sum()
+    read_dataset(root, dataset)
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum()
 }
 
 /// `(device_id, seq, time)` of every row of a dataset.
@@ -158,7 +161,10 @@ pub fn keys(root: &Path, dataset: Dataset) -> Vec<(String, u64, i64)> {
     let mut out = Vec::new();
     for b in read_dataset(root, dataset) {
         let dev = b.column_by_name("device_id").unwrap().as_string::<i32>();
-        let seq = b.column_by_name("seq").unwrap().as_primitive::<UInt64Type>();
+        let seq = b
+            .column_by_name("seq")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
         let ts = b
             .column_by_name(dataset.time_column())
             .unwrap()
@@ -175,7 +181,10 @@ pub fn reading_keys(root: &Path) -> Vec<(String, u64, i64, String)> {
     let mut out = Vec::new();
     for b in read_dataset(root, Dataset::Readings) {
         let dev = b.column_by_name("device_id").unwrap().as_string::<i32>();
-        let seq = b.column_by_name("seq").unwrap().as_primitive::<UInt64Type>();
+        let seq = b
+            .column_by_name("seq")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
         let ts = b
             .column_by_name("ts")
             .unwrap()
