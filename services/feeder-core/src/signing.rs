@@ -252,7 +252,16 @@ mod tests {
         let good_ed = ed.sign("d", "k", 1, b"p");
         let good_hm = SigningKey::hmac(&seed).sign("d", "k", 1, b"p");
         let mut s = Vec::new();
-        let cases: Vec<(&VerifyingKey, &str, &str, u64, &[u8], Vec<u8>, VerifyError)> = vec![
+        type Case<'a> = (
+            &'a VerifyingKey,
+            &'a str,
+            &'a str,
+            u64,
+            &'a [u8],
+            Vec<u8>,
+            VerifyError,
+        );
+        let cases: Vec<Case<'_>> = vec![
             (
                 &ed_vk,
                 "d",
