@@ -18,6 +18,8 @@ pub struct Topics {
     pub checked: String,
     /// Stream -> writer: one `QuarantinedFrame` per frame refused downstream.
     pub quarantine: String,
+    /// Stream -> writer: one `Anomaly` per finding of the checks.
+    pub anomalies: String,
     pub partitions: i32,
     pub replication: i32,
 }
@@ -28,13 +30,15 @@ impl Topics {
             raw: format!("{prefix}.raw"),
             checked: format!("{prefix}.checked"),
             quarantine: format!("{prefix}.quarantine"),
+            anomalies: format!("{prefix}.anomalies"),
             partitions,
             replication,
         }
     }
 
-    pub fn data_topics(&self) -> [&str; 3] {
-        [&self.raw, &self.checked, &self.quarantine]
+    /// Every topic of the data path; all share one partition count.
+    pub fn data_topics(&self) -> [&str; 4] {
+        [&self.raw, &self.checked, &self.quarantine, &self.anomalies]
     }
 }
 
