@@ -1,6 +1,25 @@
-//! Edge settings. Defaults suit a small deployment; every limit is explicit.
+//! Edge settings. Defaults suit a small deployment; every limit is explicit, and
+//! [`EdgeConfig::validate`] refuses combinations that could never admit a frame.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// TLS for the device-facing port (PEM files).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The edge's certificate chain.
+    pub cert: PathBuf,
+    /// The edge's private key.
+    pub key: PathBuf,
+    /// Require client certificates issued by this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// With mutual TLS: a frame is taken only if the client certificate is valid for a DNS
+    /// name equal to its device_id (subjectAltName); otherwise code 7. Off for
+    /// concentrators that relay many meters' frames over one connection.
+    pub require_device_identity: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
@@ -14,6 +33,27 @@ pub struct EdgeConfig {
     pub producer_queue_max: usize,
     /// How long a frame may wait for the broker's ack before it gets code 14.
     pub ack_timeout: Duration,
+    /// Frames admitted but not yet answered (verifying or waiting for the broker), across
+    /// all calls. A request whose frames do not fit gets code 8 for them.
+    pub max_frames_in_flight: usize,
+    /// Per-device sustained rate, frames per second; over it: code 8.
+    pub device_rate_per_sec: f64,
+    /// Per-device burst (token bucket capacity), frames.
+    pub device_burst: u32,
+    /// Bound on devices whose rate state is held at once (memory bound of the limiter:
+    /// about 100 bytes each). Only devices that are not at a full bucket need state.
+    pub rate_limiter_capacity: usize,
+    /// Registry file to watch and reload (also on SIGHUP); `None`: no hot reload.
+    pub registry_path: Option<PathBuf>,
+    /// How often the registry file is checked for changes.
+    pub registry_poll: Duration,
+    /// After shutdown is requested, in-flight calls get this long to finish before
+    /// their connections are dropped and the producer is flushed.
+    pub shutdown_deadline: Duration,
+    /// How often broker reachability (health) and the gauges are refreshed.
+    pub health_interval: Duration,
+    /// Serve TLS (and optionally mutual TLS) instead of plaintext.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for EdgeConfig {
@@ -24,6 +64,15 @@ impl Default for EdgeConfig {
             max_payload_bytes: 256 * 1024,
             producer_queue_max: 100_000,
             ack_timeout: Duration::from_secs(10),
+            max_frames_in_flight: 50_000,
+            device_rate_per_sec: 50.0,
+            device_burst: 200,
+            rate_limiter_capacity: 1_000_000,
+            registry_path: None,
+            registry_poll: Duration::from_secs(1),
+            shutdown_deadline: Duration::from_secs(30),
+            health_interval: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -34,5 +83,111 @@ impl EdgeConfig {
         self.max_frames_per_request
             .saturating_mul(self.max_payload_bytes + 512)
             .min(64 * 1024 * 1024)
+    }
+
+    /// Checks the limits are usable; the message names the offending setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.edge_id.is_empty() {
+            return bad("edge_id must not be empty".into());
+        }
+        if self.max_frames_per_request == 0 {
+            return bad("max_frames_per_request must be at least 1".into());
+        }
+        if self.max_payload_bytes == 0 {
+            return bad("max_payload_bytes must be at least 1".into());
+        }
+        if self.producer_queue_max == 0 {
+            return bad("producer_queue_max must be at least 1".into());
+        }
+        if self.ack_timeout.is_zero() {
+            return bad("ack_timeout must be positive".into());
+        }
+        if self.max_frames_in_flight < self.max_frames_per_request {
+            return bad(format!(
+                "max_frames_in_flight ({}) must be at least max_frames_per_request ({})",
+                self.max_frames_in_flight, self.max_frames_per_request
+            ));
+        }
+        if self.max_frames_in_flight > u32::MAX as usize {
+            return bad("max_frames_in_flight must be at most 4294967295".into());
+        }
+        if !(self.device_rate_per_sec.is_finite() && self.device_rate_per_sec > 0.0) {
+            return bad("device_rate_per_sec must be a positive number".into());
+        }
+        if self.device_burst == 0 {
+            return bad("device_burst must be at least 1".into());
+        }
+        if self.rate_limiter_capacity == 0 {
+            return bad("rate_limiter_capacity must be at least 1".into());
+        }
+        if self.registry_poll.is_zero() || self.health_interval.is_zero() {
+            return bad("registry_poll and health_interval must be positive".into());
+        }
+        if let Some(t) = &self.tls
+            && t.require_device_identity
+            && t.client_ca.is_none()
+        {
+            return bad("require_device_identity needs a client CA (mutual TLS)".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_limits_are_named() {
+        EdgeConfig::default().validate().unwrap();
+        let cases: Vec<(EdgeConfig, &str)> = vec![
+            (
+                EdgeConfig {
+                    max_frames_in_flight: 10,
+                    ..EdgeConfig::default()
+                },
+                "max_frames_in_flight",
+            ),
+            (
+                EdgeConfig {
+                    device_rate_per_sec: 0.0,
+                    ..EdgeConfig::default()
+                },
+                "device_rate_per_sec",
+            ),
+            (
+                EdgeConfig {
+                    device_rate_per_sec: f64::NAN,
+                    ..EdgeConfig::default()
+                },
+                "device_rate_per_sec",
+            ),
+            (
+                EdgeConfig {
+                    device_burst: 0,
+                    ..EdgeConfig::default()
+                },
+                "device_burst",
+            ),
+            (
+                EdgeConfig {
+                    max_frames_per_request: 0,
+                    ..EdgeConfig::default()
+                },
+                "max_frames_per_request",
+            ),
+            (
+                EdgeConfig {
+                    ack_timeout: Duration::ZERO,
+                    ..EdgeConfig::default()
+                },
+                "ack_timeout",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
     }
 }

@@ -16,6 +16,8 @@ pub enum Error {
     TooManyFrames { got: usize, limit: usize },
     #[error("request has no frames")]
     EmptyRequest,
+    #[error("invalid edge config: {0}")]
+    Config(String),
     #[error("internal: {0}")]
     Internal(String),
 }

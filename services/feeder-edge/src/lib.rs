@@ -11,19 +11,28 @@
 //! `acks=all`. Every other outcome gets a non-zero code and nothing is promised. The edge
 //! holds no state of its own: it can be killed at any time without losing acked data.
 //!
-//! # Backpressure
-//! The producer queue is bounded: when it is full the frame gets code 8 (retryable), and a
-//! broker that cannot be reached gives code 14 after `ack_timeout`. Nothing is buffered
-//! beyond those bounds.
+//! # Backpressure and admission
+//! Every bound answers a retryable code instead of buffering: a device over its rate
+//! ([`ratelimit`], bounded memory) or frames beyond `max_frames_in_flight` get code 8, a
+//! full producer queue gets 8, and a broker that cannot be reached gives code 14 after
+//! `ack_timeout`. See docs/edge.md for the order of checks.
+//!
+//! # Operability
+//! The registry is hot-reloaded ([`reload`]: file change or SIGHUP; a malformed file keeps
+//! the last good one); gRPC health is NOT_SERVING until the registry is loaded and the
+//! broker answers; shutdown gives open calls until `shutdown_deadline`, then flushes.
 
 pub mod admission;
 pub mod config;
 pub mod error;
 pub mod produce;
+pub mod ratelimit;
+pub mod reload;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod verify;
 
-pub use config::EdgeConfig;
+pub use config::{EdgeConfig, TlsFiles};
 pub use error::{Error, Result};
 pub use server::{SharedRegistry, run, serve};

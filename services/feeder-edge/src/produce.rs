@@ -80,6 +80,22 @@ impl RawProducer {
         self.producer.in_flight_count()
     }
 
+    /// Whether a broker answers a metadata request for the raw topic within `timeout`
+    /// (blocking: call from the blocking pool).
+    pub fn broker_reachable(&self, timeout: Duration) -> bool {
+        match self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topic), timeout)
+        {
+            Ok(md) => md
+                .topics()
+                .iter()
+                .any(|t| t.name() == self.topic && t.error().is_none()),
+            Err(_) => false,
+        }
+    }
+
     /// Flushes the queue on shutdown.
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = self.producer.flush(timeout) {

@@ -52,3 +52,26 @@ pub async fn verify_off_runtime(
     .await
     .unwrap_or_default()
 }
+
+/// The edge's whole per-frame decision for `raw`, short of producing it: admission, then
+/// the signature, synchronously. The service runs the same two steps (verification on
+/// the blocking pool); the fuzz target and the no-panic property test call this.
+pub fn admit_and_verify(
+    raw: &bytes::Bytes,
+    registry: &feeder_core::Registry,
+    cfg: &crate::EdgeConfig,
+) -> Result<feeder_proto::v1::SignedFrame, Refusal> {
+    match crate::admission::admit(raw, registry, cfg) {
+        crate::admission::Admitted::Refused(_, r) => Err(r),
+        crate::admission::Admitted::Candidate(c) => {
+            let c = *c;
+            let res = verify_all(std::slice::from_ref(&c));
+            match res.into_iter().next() {
+                Some(Ok(())) => Ok(c.frame),
+                Some(Err(r)) => Err(r),
+                // verify_all answers every candidate; unreachable, but refuse rather than panic
+                None => Err(Refusal::new(AckCode::Unavailable, "internal", "retry")),
+            }
+        }
+    }
+}

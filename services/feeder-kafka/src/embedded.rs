@@ -11,11 +11,17 @@ use rdkafka::mocking::MockCluster;
 
 use crate::{Error, Result};
 
+/// What the cluster's thread can be asked to do (the cluster handle is not `Send`).
+enum Command {
+    /// Take broker `id` down (`true`) or bring it back up (`false`).
+    SetDown(i32, bool, mpsc::Sender<Result<()>>),
+}
+
 /// A running mock cluster. The cluster handle is not `Send`, so it lives on its own thread
 /// until [`EmbeddedBroker::stop`] (or drop).
 pub struct EmbeddedBroker {
     bootstrap: String,
-    stop: Option<mpsc::Sender<()>>,
+    stop: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -26,7 +32,7 @@ impl EmbeddedBroker {
     pub fn start(brokers: i32, topics: &[&str], partitions: i32) -> Result<Self> {
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String>>();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (stop_tx, stop_rx) = mpsc::channel::<Command>();
         let thread = std::thread::Builder::new()
             .name("embedded-broker".into())
             .spawn(move || match MockCluster::new(brokers) {
@@ -38,8 +44,19 @@ impl EmbeddedBroker {
                         }
                     }
                     let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                    // Hold the cluster until asked to stop (or the sender is dropped).
-                    let _ = stop_rx.recv();
+                    // Serve commands; hold the cluster until the sender is dropped.
+                    while let Ok(cmd) = stop_rx.recv() {
+                        match cmd {
+                            Command::SetDown(id, down, reply) => {
+                                let r = if down {
+                                    cluster.broker_down(id)
+                                } else {
+                                    cluster.broker_up(id)
+                                };
+                                let _ = reply.send(r.map_err(|e| Error::Embedded(e.to_string())));
+                            }
+                        }
+                    }
                     drop(cluster);
                 }
                 Err(e) => {
@@ -59,6 +76,28 @@ impl EmbeddedBroker {
 
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap
+    }
+
+    /// Takes mock broker `id` (1-based) down: its connections close and it refuses new
+    /// ones, as a crashed or unreachable broker would (for failure tests).
+    pub fn broker_down(&self, id: i32) -> Result<()> {
+        self.set_down(id, true)
+    }
+
+    /// Brings mock broker `id` back up after [`EmbeddedBroker::broker_down`].
+    pub fn broker_up(&self, id: i32) -> Result<()> {
+        self.set_down(id, false)
+    }
+
+    fn set_down(&self, id: i32, down: bool) -> Result<()> {
+        let gone = || Error::Embedded("embedded broker stopped".into());
+        let (tx, rx) = mpsc::channel();
+        self.stop
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(Command::SetDown(id, down, tx))
+            .map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
     }
 
     pub fn stop(mut self) {

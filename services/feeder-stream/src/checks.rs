@@ -1,12 +1,18 @@
-//! The per-record decision, free of I/O: decode, then classify against the device's
-//! replay window. Everything refused keeps the device's bytes and a snake_case reason.
+//! The per-record decision, free of I/O: decode, classify against the device's replay
+//! window, then run the data rules ([`crate::rules`]) on accepted frames. Everything
+//! refused keeps the device's bytes and a snake_case reason; rule findings become flags
+//! on the checked frame and anomaly records, and never refuse a frame.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use feeder_proto::pipeline::{CheckedFrame, QuarantinedFrame, RawFrame};
+use feeder_proto::pipeline::{Anomaly, CheckedFrame, QuarantinedFrame, RawFrame};
 use feeder_proto::v1::{Frame, SignedFrame};
 use prost::Message;
 
+use crate::config::DeviceLabels;
+use crate::rules::cohort::{self, CohortDevice};
+use crate::rules::{DeviceRules, Findings, FrameCtx, RulesConfig};
 use crate::window::{SeqWindow, Verdict};
 
 /// What one raw record becomes.
@@ -25,18 +31,44 @@ impl Outcome {
     }
 }
 
-/// Replay windows of the devices of one partition.
+/// One device's state: its replay window and its rule state.
+#[derive(Debug, Default, Clone)]
+struct Device {
+    window: SeqWindow,
+    rules: DeviceRules,
+    cohort: CohortDevice,
+}
+
+/// Replay windows and rule state of the devices of one partition.
 #[derive(Debug, Default)]
 pub struct PartitionState {
-    devices: HashMap<String, SeqWindow>,
+    devices: HashMap<String, Device>,
     window: u64,
+    rules: Arc<RulesConfig>,
+    labels: DeviceLabels,
+    /// Anomalies of the frames processed since the last [`Self::take_anomalies`].
+    anomalies: Vec<Anomaly>,
+    /// Flag and anomaly counts per rule since the last [`Self::take_rule_counts`].
+    rule_counts: BTreeMap<&'static str, u64>,
+    /// The cohort window the partition's clock (received_at of checked frames) is in.
+    cohort_window: i64,
 }
 
 impl PartitionState {
+    /// Replay windows only, default rules and no labels (tests, tools).
     pub fn new(window: u64) -> Self {
+        Self::with_rules(window, Arc::default(), DeviceLabels::default())
+    }
+
+    pub fn with_rules(window: u64, rules: Arc<RulesConfig>, labels: DeviceLabels) -> Self {
         Self {
             devices: HashMap::new(),
             window,
+            rules,
+            labels,
+            anomalies: Vec::new(),
+            rule_counts: BTreeMap::new(),
+            cohort_window: i64::MIN,
         }
     }
 
@@ -44,21 +76,99 @@ impl PartitionState {
         self.devices.len()
     }
 
-    /// Replays an accepted frame from the checked log (recovery).
-    pub fn apply_accepted(&mut self, device_id: &str, seq: u64) {
-        let window = self.window;
-        self.window_mut(device_id).accept(seq, window);
+    /// Approximate bytes of state held for `device_id` (window + rules).
+    pub fn device_bytes(&self, device_id: &str) -> Option<usize> {
+        self.devices
+            .get(device_id)
+            .map(|d| d.window.approx_bytes() + d.rules.approx_bytes())
     }
 
-    fn window_mut(&mut self, device_id: &str) -> &mut SeqWindow {
+    /// Replays an accepted frame's seq only (tests; recovery uses [`Self::replay_checked`]).
+    pub fn apply_accepted(&mut self, device_id: &str, seq: u64) {
+        let window = self.window;
+        self.device_mut(device_id).window.accept(seq, window);
+    }
+
+    /// Replays a frame from the checked log: accepts its seq and runs the rules on it,
+    /// so rule state is what it was after the frame was first processed. Returns the
+    /// anomalies it raised then (the rules are deterministic), which recovery compares
+    /// with what the anomalies topic holds.
+    pub fn replay_checked(&mut self, c: &CheckedFrame) -> Vec<Anomaly> {
+        let window = self.window;
+        self.device_mut(&c.device_id).window.accept(c.seq, window);
+        let Ok(frame) = Frame::decode(c.payload.clone()) else {
+            return Vec::new(); // cannot happen: only decodable payloads are checked
+        };
+        let findings = self.evaluate(&c.device_id, c.received_at_ms, &frame);
+        findings.anomaly_records(&c.device_id, c.seq, c.received_at_ms, c.source_offset)
+    }
+
+    /// The anomalies raised since the last call, in processing order.
+    pub fn take_anomalies(&mut self) -> Vec<Anomaly> {
+        std::mem::take(&mut self.anomalies)
+    }
+
+    /// Flags and anomalies per rule since the last call (for per-batch metrics).
+    pub fn take_rule_counts(&mut self) -> BTreeMap<&'static str, u64> {
+        std::mem::take(&mut self.rule_counts)
+    }
+
+    fn device_mut(&mut self, device_id: &str) -> &mut Device {
         if !self.devices.contains_key(device_id) {
             self.devices
-                .insert(device_id.to_string(), SeqWindow::default());
+                .insert(device_id.to_string(), Device::default());
         }
         // invariant: inserted just above when missing
         self.devices
             .get_mut(device_id)
-            .expect("window inserted above")
+            .expect("device inserted above")
+    }
+
+    fn evaluate(&mut self, device_id: &str, received_at_ms: i64, frame: &Frame) -> Findings {
+        let labels = self.labels.get(device_id).map(|l| &**l);
+        let ctx = FrameCtx {
+            received_at_ms,
+            labels,
+        };
+        let mut findings = Findings::default();
+        let rules = &self.rules;
+        // `device_mut` without borrowing all of self: labels and rules are read above
+        let Some(dev) = self.devices.get_mut(device_id) else {
+            return findings;
+        };
+        dev.rules.evaluate(rules, ctx, frame, &mut findings);
+        self.cohort_step(device_id, received_at_ms, &frame.firmware, &mut findings);
+        findings
+    }
+
+    /// Advances the partition's cohort clock; judges the window it leaves.
+    fn cohort_step(
+        &mut self,
+        device_id: &str,
+        received_at_ms: i64,
+        firmware: &str,
+        out: &mut Findings,
+    ) {
+        let cfg = &self.rules.cohort;
+        if cfg.groupings.is_empty() || cfg.window_ms <= 0 {
+            return;
+        }
+        let w = received_at_ms.div_euclid(cfg.window_ms);
+        if self.cohort_window != i64::MIN && w > self.cohort_window {
+            let labels = &self.labels;
+            out.anomalies.extend(cohort::judge(
+                cfg,
+                self.cohort_window,
+                self.devices
+                    .iter()
+                    .filter_map(|(id, d)| labels.get(id).map(|l| (&d.cohort, &**l))),
+            ));
+        }
+        self.cohort_window = self.cohort_window.max(w);
+        let now = self.cohort_window;
+        if let Some(dev) = self.devices.get_mut(device_id) {
+            dev.cohort.seen(now, firmware);
+        }
     }
 
     /// Decides what the raw record at `offset` becomes, and updates the window.
@@ -109,19 +219,22 @@ impl PartitionState {
                 );
             }
         };
-        if let Err(e) = Frame::decode(sf.payload.clone()) {
-            return quarantine(
-                raw.received_at_ms,
-                raw.edge_id,
-                sf.device_id,
-                sf.seq,
-                "malformed_payload",
-                e.to_string(),
-                raw.signed_frame,
-            );
-        }
+        let frame = match Frame::decode(sf.payload.clone()) {
+            Ok(f) => f,
+            Err(e) => {
+                return quarantine(
+                    raw.received_at_ms,
+                    raw.edge_id,
+                    sf.device_id,
+                    sf.seq,
+                    "malformed_payload",
+                    e.to_string(),
+                    raw.signed_frame,
+                );
+            }
+        };
         let window = self.window;
-        let w = self.window_mut(&sf.device_id);
+        let w = &mut self.device_mut(&sf.device_id).window;
         match w.classify(sf.seq, window) {
             Verdict::Duplicate => quarantine(
                 raw.received_at_ms,
@@ -149,10 +262,24 @@ impl PartitionState {
             }
             Verdict::New { gap_before } => {
                 w.accept(sf.seq, window);
-                let mut frame_flags = Vec::new();
+                let findings = self.evaluate(&sf.device_id, raw.received_at_ms, &frame);
+                let mut frame_flags = Vec::with_capacity(findings.frame_flags.len() + 1);
                 if gap_before {
                     frame_flags.push("gap_before".to_string());
                 }
+                frame_flags.extend(findings.frame_flags.iter().map(|f| f.to_string()));
+                for rule in findings
+                    .rule_names()
+                    .chain(findings.anomalies.iter().map(|a| a.rule))
+                {
+                    *self.rule_counts.entry(rule).or_default() += 1;
+                }
+                self.anomalies.extend(findings.anomaly_records(
+                    &sf.device_id,
+                    sf.seq,
+                    raw.received_at_ms,
+                    offset,
+                ));
                 Outcome::Checked(CheckedFrame {
                     device_id: sf.device_id,
                     seq: sf.seq,
@@ -162,8 +289,8 @@ impl PartitionState {
                     received_at_ms: raw.received_at_ms,
                     edge_id: raw.edge_id,
                     frame_flags,
-                    reading_flags: Vec::new(),
-                    sample_flags: Vec::new(),
+                    reading_flags: Findings::row_flags(&findings.reading_flags),
+                    sample_flags: Findings::row_flags(&findings.sample_flags),
                     source_offset: offset,
                 })
             }
@@ -258,6 +385,64 @@ mod tests {
         };
         let r = RawFrame::decode(v.as_slice()).unwrap();
         assert_eq!(q.raw, r.signed_frame);
+    }
+
+    #[test]
+    fn rule_findings_become_row_flags_and_anomaly_records() {
+        use feeder_proto::v1::{Event, EventKind, Reading, Unit};
+        let payload = Frame {
+            sent_at_ms: 1000,
+            readings: vec![Reading {
+                ts_ms: 900,
+                obis: "1-0:32.7.0".into(),
+                value: 2600,
+                scaler: -1,
+                unit: Unit::V as i32,
+                ..Default::default()
+            }],
+            events: vec![Event {
+                ts_ms: 950,
+                kind: EventKind::MagneticTamper as i32,
+                detail: "field".into(),
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut st = PartitionState::new(4096);
+        let Outcome::Checked(c) = st.process(7, &raw("m", 1, payload)) else {
+            panic!()
+        };
+        assert!(c.frame_flags.is_empty());
+        assert_eq!(
+            c.reading_flags,
+            [feeder_proto::pipeline::RowFlags {
+                index: 0,
+                flags: vec!["voltage_out_of_band".into()]
+            }]
+        );
+        let a = st.take_anomalies();
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            (
+                a[0].rule.as_str(),
+                a[0].severity.as_str(),
+                a[0].seq,
+                a[0].source_offset
+            ),
+            ("magnetic_tamper", "critical", Some(1), 7)
+        );
+        assert_eq!(
+            (
+                a[0].device_id.as_str(),
+                a[0].detected_at_ms,
+                a[0].ts_from_ms
+            ),
+            ("m", 1000, 950)
+        );
+        assert!(st.take_anomalies().is_empty());
+        let counts = st.take_rule_counts();
+        assert_eq!(counts.get("voltage_out_of_band"), Some(&1));
+        assert_eq!(counts.get("magnetic_tamper"), Some(&1));
     }
 
     #[test]

@@ -1,6 +1,24 @@
 //! Stream-stage settings.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::rules::RulesConfig;
+
+/// Registry labels by device id, shared by every partition (rules are overridden by
+/// label, e.g. `net_metered=true`). Devices missing from it get the default rules.
+pub type DeviceLabels = Arc<HashMap<String, Arc<BTreeMap<String, String>>>>;
+
+/// Labels of every device in a registry.
+pub fn labels_from_registry(registry: &feeder_core::Registry) -> DeviceLabels {
+    Arc::new(
+        registry
+            .iter()
+            .map(|(id, e)| (id.to_string(), e.labels.clone()))
+            .collect(),
+    )
+}
 
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
@@ -12,6 +30,10 @@ pub struct StreamConfig {
     pub batch_max_records: usize,
     /// ...or this long after its first record.
     pub batch_linger: Duration,
+    /// Data-rule thresholds (`docs/checks.md`).
+    pub rules: RulesConfig,
+    /// Registry labels for per-label rule overrides; empty = default rules everywhere.
+    pub device_labels: DeviceLabels,
 }
 
 impl Default for StreamConfig {
@@ -22,6 +44,8 @@ impl Default for StreamConfig {
             replay_window: 4096,
             batch_max_records: 5000,
             batch_linger: Duration::from_millis(50),
+            rules: RulesConfig::default(),
+            device_labels: DeviceLabels::default(),
         }
     }
 }

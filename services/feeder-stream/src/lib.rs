@@ -1,11 +1,14 @@
 //! The stream stage: a Kafka consumer group on the raw topic that decides, per device,
 //! whether each frame is new, and forwards it to the checked topic (with flags) or to the
-//! quarantine topic (with a reason).
+//! quarantine topic (with a reason). Accepted frames go through the data rules
+//! ([`rules`], listed in `docs/checks.md`): their findings are flags on the checked
+//! frame's rows and `Anomaly` records on the anomalies topic.
 //!
 //! # Exactly once without broker transactions
 //! A raw record from partition *p* produces its output in partition *p* of the checked or
-//! quarantine topic, tagged with its source offset. The per-device replay windows are a
-//! pure function of what the checked topic holds, so on (re)assignment the stage rebuilds
+//! quarantine topic (and its anomalies in partition *p* of the anomalies topic), tagged
+//! with its source offset. The per-device replay windows and rule state are a pure
+//! function of what the checked topic holds, so on (re)assignment the stage rebuilds
 //! them by reading its own output ([`recovery`]), and skips raw offsets whose output is
 //! already in the log. A crash between producing and committing therefore neither loses
 //! nor duplicates a frame, and a replay is still refused after a restart.
@@ -19,6 +22,7 @@ pub mod checks;
 pub mod config;
 pub mod error;
 pub mod recovery;
+pub mod rules;
 pub mod run;
 pub mod window;
 

@@ -3,17 +3,18 @@
 //! durable in the output topics.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use feeder_kafka::{KafkaConfig, Topics, ensure_topics};
+use feeder_proto::pipeline::Anomaly;
 use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -28,11 +29,18 @@ pub struct StreamStats {
     pub checked: AtomicU64,
     pub quarantined: AtomicU64,
     pub gaps: AtomicU64,
+    /// Anomaly records produced.
+    pub anomalies: AtomicU64,
+    /// Checked frames carrying any rule flag (besides `gap_before`) on the frame or a row.
+    pub flagged: AtomicU64,
 }
 
 struct Partition {
     state: PartitionState,
-    already_output: HashSet<i64>,
+    /// Decided before a crash: produce only the anomalies listed (see `recovery`).
+    already_output: HashMap<i64, Vec<Anomaly>>,
+    /// Not decided, but this many of its anomalies are already in the log.
+    anomalies_present: HashMap<i64, usize>,
 }
 
 pub async fn run(
@@ -98,29 +106,55 @@ async fn process_batch(
     let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
     let mut pending = Vec::with_capacity(batch.len());
     let (mut checked, mut quarantined, mut gaps) = (0u64, 0u64, 0u64);
+    let (mut anomalies, mut flagged) = (0u64, 0u64);
     for m in &batch {
         let p = m.partition();
         let part = match parts.entry(p) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                let r = recover(kafka, topics, p, m.offset(), cfg.replay_window).await?;
+                let r = recover(kafka, topics, p, m.offset(), cfg).await?;
                 e.insert(Partition {
                     state: r.state,
                     already_output: r.already_output,
+                    anomalies_present: r.anomalies_present,
                 })
             }
         };
         next_offsets.insert(p, m.offset() + 1);
-        if part.already_output.remove(&m.offset()) {
-            continue; // output written by a run that crashed before committing
+        if let Some(missing) = part.already_output.remove(&m.offset()) {
+            // decided by a run that crashed before committing: only what it left out
+            for a in &missing {
+                let bytes = a.encode_to_vec();
+                let fut = send(
+                    producer,
+                    &topics.anomalies,
+                    p,
+                    anomaly_key(a),
+                    &bytes,
+                    m.offset(),
+                )
+                .await?;
+                pending.push((m.offset(), fut));
+            }
+            anomalies += missing.len() as u64;
+            continue;
         }
         let outcome = part
             .state
             .process(m.offset(), m.payload().unwrap_or_default());
+        let mut found = part.state.take_anomalies();
+        if let Some(n) = part.anomalies_present.remove(&m.offset()) {
+            found.drain(..n.min(found.len()));
+        }
         let (topic, bytes) = match &outcome {
             Outcome::Checked(c) => {
                 checked += 1;
                 gaps += u64::from(c.frame_flags.iter().any(|f| f == "gap_before"));
+                flagged += u64::from(
+                    c.frame_flags.iter().any(|f| f != "gap_before")
+                        || !c.reading_flags.is_empty()
+                        || !c.sample_flags.is_empty(),
+                );
                 (&topics.checked, c.encode_to_vec())
             }
             Outcome::Quarantined(q) => {
@@ -129,28 +163,22 @@ async fn process_batch(
                 (&topics.quarantine, q.encode_to_vec())
             }
         };
-        let mut rec = FutureRecord::to(topic)
-            .partition(p)
-            .key(outcome.device_id())
-            .payload(&bytes);
-        // A full local queue means the broker is slow: wait for room (the queue is
-        // bounded), never drop.
-        let fut = loop {
-            match producer.send_result(rec) {
-                Ok(f) => break f,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    rec = back;
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => {
-                    return Err(Error::Delivery {
-                        offset: m.offset(),
-                        reason: e.to_string(),
-                    });
-                }
-            }
-        };
+        let fut = send(producer, topic, p, outcome.device_id(), &bytes, m.offset()).await?;
         pending.push((m.offset(), fut));
+        for a in &found {
+            let bytes = a.encode_to_vec();
+            let fut = send(
+                producer,
+                &topics.anomalies,
+                p,
+                anomaly_key(a),
+                &bytes,
+                m.offset(),
+            )
+            .await?;
+            pending.push((m.offset(), fut));
+        }
+        anomalies += found.len() as u64;
     }
     for (offset, fut) in pending {
         match fut.await {
@@ -181,11 +209,60 @@ async fn process_batch(
     stats.checked.fetch_add(checked, Ordering::Relaxed);
     stats.quarantined.fetch_add(quarantined, Ordering::Relaxed);
     stats.gaps.fetch_add(gaps, Ordering::Relaxed);
+    stats.anomalies.fetch_add(anomalies, Ordering::Relaxed);
+    stats.flagged.fetch_add(flagged, Ordering::Relaxed);
+    metrics::counter!("feeder_stream_anomalies_total").increment(anomalies);
+    metrics::counter!("feeder_stream_flagged_frames_total").increment(flagged);
+    for part in parts.values_mut() {
+        for (rule, n) in part.state.take_rule_counts() {
+            metrics::counter!("feeder_stream_rule_findings_total", "rule" => rule).increment(n);
+        }
+    }
     metrics::counter!("feeder_stream_records_total").increment(batch.len() as u64);
     metrics::counter!("feeder_stream_checked_total").increment(checked);
     metrics::counter!("feeder_stream_gap_flags_total").increment(gaps);
     metrics::histogram!("feeder_stream_batch_seconds").record(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The anomalies topic's key: the device, or the cohort of a fleet finding.
+fn anomaly_key(a: &Anomaly) -> &str {
+    if a.device_id.is_empty() {
+        &a.cohort
+    } else {
+        &a.device_id
+    }
+}
+
+/// Queues one output record; a full local queue means the broker is slow: wait for room
+/// (the queue is bounded), never drop.
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    payload: &[u8],
+    offset: i64,
+) -> Result<DeliveryFuture> {
+    let mut rec = FutureRecord::to(topic)
+        .partition(partition)
+        .key(key)
+        .payload(payload);
+    loop {
+        match producer.send_result(rec) {
+            Ok(f) => return Ok(f),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                rec = back;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => {
+                return Err(Error::Delivery {
+                    offset,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
 }
 
 /// Quarantine reasons are a closed set; anything else is folded into "other".

@@ -23,6 +23,8 @@ pub enum Error {
     },
     #[error("storage: {0}")]
     Storage(String),
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
     #[error("rebalance handling failed: {0}")]
     Rebalance(String),
     #[error("background task failed: {0}")]

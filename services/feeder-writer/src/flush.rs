@@ -1,7 +1,8 @@
 //! Writing one complete offset range: convert its records, encode one Parquet file per
 //! (dataset, date), and store each under the range's name. Blocking (CPU and I/O); the
 //! consumer loop runs it on a blocking thread. Committing the range is the caller's
-//! job, and only after this returns `Ok`: then every file of the range is durable.
+//! job, and only after this returns `Ok`: then every file of the range is durable (or,
+//! for a replayed range, already held by a compacted file).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use crate::convert::records_to_batches;
 use crate::naming;
 use crate::parquet_file::{self, FileProvenance};
 use crate::record::{SourceRecord, TopicKind};
+use crate::recovery::Container;
 use crate::schema::Dataset;
 use crate::storage::Storage;
 
@@ -38,6 +40,8 @@ pub struct FlushReport {
     pub bytes: BTreeMap<Dataset, u64>,
     pub undecodable_records: u64,
     pub undecodable_payloads: u64,
+    /// Files not written because a compacted file already holds their rows.
+    pub files_in_compacted: u64,
     pub duration: Duration,
 }
 
@@ -46,6 +50,17 @@ pub fn write_range(
     storage: &dyn Storage,
     spec: RangeSpec<'_>,
     records: &[SourceRecord],
+) -> Result<FlushReport> {
+    write_range_except(storage, spec, records, &[])
+}
+
+/// [`write_range`], except into directories where one of `containers` (compacted files
+/// found by recovery) already holds the range's rows: writing there would store them twice.
+pub fn write_range_except(
+    storage: &dyn Storage,
+    spec: RangeSpec<'_>,
+    records: &[SourceRecord],
+    containers: &[Container],
 ) -> Result<FlushReport> {
     let started = Instant::now();
     let converted = records_to_batches(spec.kind, records)?;
@@ -63,8 +78,15 @@ pub fn write_range(
         ..Default::default()
     };
     for part in &converted.batches {
-        let bytes = parquet_file::encode(part.dataset, &part.batch, &prov)?;
         let dir = naming::date_dir(part.dataset, part.date);
+        if containers
+            .iter()
+            .any(|c| c.holds(&dir, spec.first, spec.last))
+        {
+            report.files_in_compacted += 1;
+            continue;
+        }
+        let bytes = parquet_file::encode(part.dataset, &part.batch, &prov)?;
         storage.put(&dir, &name, &bytes)?;
         report.files.push(format!("{dir}/{name}"));
         *report.files_by_dataset.entry(part.dataset).or_default() += 1;

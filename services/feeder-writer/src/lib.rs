@@ -34,6 +34,14 @@
 //!    range that is only partly buffered is dropped instead of written short (a shorter
 //!    name would duplicate the stored rows); the next owner replays it.
 //!
+//! # Tools over stored data
+//!
+//! - [`verify`] (`feeder verify`) re-verifies every stored frame's signature against the
+//!   registry and checks every data row against the signed payload it came from.
+//! - [`compact`] (`feeder compact`) merges a closed date directory's committed files into
+//!   large ones with one atomic directory swap; merged files are named by the union of
+//!   their ranges, which recovery understands ([`recovery`], `write_range_except`).
+//!
 //! Undecodable records are never dropped: they become `quarantine` rows with reason
 //! `undecodable_record` and are counted in `feeder_writer_undecodable_records_total`.
 //!
@@ -50,6 +58,7 @@
 //! fencing that needs storage-side conditional writes.
 
 pub mod buffer;
+pub mod compact;
 pub mod config;
 pub mod convert;
 pub mod error;
@@ -61,11 +70,14 @@ pub mod recovery;
 pub mod schema;
 pub mod stats;
 pub mod storage;
+pub mod verify;
 
 mod observe;
 mod partitions;
 mod run;
 
+/// The date type of `date=` partitions, re-exported for callers that name one.
+pub use chrono::NaiveDate;
 pub use config::WriterConfig;
 pub use convert::{checked_to_batches, quarantined_to_batches, records_to_batches};
 pub use error::{Error, Result};

@@ -73,6 +73,7 @@ fn properties(
     dataset: Dataset,
     batch: &RecordBatch,
     prov: &FileProvenance<'_>,
+    extra: &[(&str, String)],
 ) -> Result<WriterProperties> {
     let schema = dataset.schema();
     // The sort columns precede every nested column in each schema, so a field's index is
@@ -94,6 +95,12 @@ fn properties(
         },
     ];
     let device = ColumnPath::from("device_id");
+    let mut key_values = prov.key_values(dataset);
+    key_values.extend(
+        extra
+            .iter()
+            .map(|(k, v)| KeyValue::new((*k).to_string(), v.clone())),
+    );
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -102,13 +109,24 @@ fn properties(
         .set_column_bloom_filter_enabled(device.clone(), true)
         .set_column_bloom_filter_fpp(device.clone(), BLOOM_FPP)
         .set_column_bloom_filter_ndv(device, distinct_devices(batch))
-        .set_key_value_metadata(Some(prov.key_values(dataset)))
+        .set_key_value_metadata(Some(key_values))
         .build())
 }
 
 /// Encodes `batch` (rows of `dataset`, already sorted) as a complete Parquet file.
 pub fn encode(dataset: Dataset, batch: &RecordBatch, prov: &FileProvenance<'_>) -> Result<Vec<u8>> {
-    let props = properties(dataset, batch, prov)?;
+    encode_with(dataset, batch, prov, &[])
+}
+
+/// [`encode`] with extra key-value metadata (`feeder.*` keys of other tools, e.g. the
+/// compactor's source ranges).
+pub fn encode_with(
+    dataset: Dataset,
+    batch: &RecordBatch,
+    prov: &FileProvenance<'_>,
+    extra: &[(&str, String)],
+) -> Result<Vec<u8>> {
+    let props = properties(dataset, batch, prov, extra)?;
     let mut writer = ArrowWriter::try_new(Vec::new(), dataset.schema(), Some(props))?;
     writer.write(batch)?;
     Ok(writer.into_inner()?)

@@ -17,10 +17,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use crate::buffer::{Batch, FlushReason, Limits, Offered, PartitionBuffer};
-use crate::flush::{FlushReport, RangeSpec, write_range};
+use crate::flush::{FlushReport, RangeSpec, write_range_except};
 use crate::observe;
 use crate::record::{SourceRecord, TopicKind};
-use crate::recovery::RecoveryPlan;
+use crate::recovery::{Container, RecoveryPlan};
 use crate::storage::Storage;
 use crate::{Result, WriterConfig, WriterStats};
 
@@ -34,6 +34,8 @@ struct PartitionState {
     uncommitted: u64,
     /// `last` of the most recent range written.
     last_written: Option<i64>,
+    /// Compacted files that hold replayed ranges (see `recovery`).
+    containers: Vec<Container>,
 }
 
 pub(crate) struct Shared {
@@ -89,6 +91,7 @@ impl Shared {
             buffer: PartitionBuffer::new(self.limits, plan),
             uncommitted: 0,
             last_written: None,
+            containers: plan.containers.clone(),
         };
         lock(&self.partitions).insert(key, st);
     }
@@ -131,7 +134,19 @@ impl Shared {
             last: batch.last,
             writer_id: &self.cfg.writer_id,
         };
-        write_range(self.storage.as_ref(), spec, &batch.records)
+        // Only a replayed piece can lie inside a container (pieces cover every container),
+        // and a replay is never flushed on revocation, when the state is already removed.
+        let containers: Vec<Container> = lock(&self.partitions)
+            .get(key)
+            .map(|st| {
+                st.containers
+                    .iter()
+                    .filter(|c| c.first <= batch.first && batch.last <= c.last)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        write_range_except(self.storage.as_ref(), spec, &batch.records, &containers)
     }
 
     /// Counts a durable range in stats and metrics.

@@ -9,6 +9,8 @@ pub enum TopicKind {
     Checked,
     /// `QuarantinedFrame` records: quarantine rows.
     Quarantine,
+    /// `Anomaly` records: anomalies rows.
+    Anomalies,
 }
 
 impl TopicKind {
@@ -16,6 +18,7 @@ impl TopicKind {
         match self {
             TopicKind::Checked => "checked",
             TopicKind::Quarantine => "quarantine",
+            TopicKind::Anomalies => "anomalies",
         }
     }
 }

@@ -14,6 +14,18 @@
 //!   (retention, or a reset into the middle of it), so it cannot be reproduced; its
 //!   files already hold every row of it, so its remaining records are skipped.
 //!
+//! # Compacted files
+//!
+//! `feeder compact` replaces a directory's files of one partition by one file named by
+//! the union of their ranges ([`crate::compact`]), so files of one partition may overlap:
+//! the frames of range `[100, 199]` are still in `frames/date=D/…+100+199.parquet` while
+//! its readings are inside `readings/date=D/…+0+299.parquet`. Every name's endpoints are
+//! endpoints of ranges the writer flushed, so cutting the union of all named ranges at
+//! every endpoint gives pieces that are whole flushed ranges (or unions of them); those
+//! pieces are the durable ranges above. A file whose range spans several pieces is a
+//! [`Container`]: replaying a piece writes every (dataset, date) file of it except into
+//! directories where a container already holds the piece's rows ([`crate::flush`]).
+//!
 //! Scanning lists every date directory of every dataset, so its cost grows with the
 //! number of files kept; it runs once per partition per assignment.
 
@@ -44,9 +56,53 @@ pub struct RecoveryPlan {
     pub committed_ranges: usize,
     /// Temporary files of this topic-partition that were removed.
     pub stale_temp_removed: usize,
-    /// Ranges that overlapped an earlier one and were ignored (never produced by this
-    /// writer; reported so an operator can look).
-    pub overlapping_ignored: usize,
+    /// Named ranges that span several pieces (compacted files), counted once per range.
+    pub containing_ranges: usize,
+    /// Files whose range spans several pieces and ends at or after `C`, by directory.
+    pub containers: Vec<Container>,
+}
+
+/// A file holding the rows of several pieces (a compacted file): a replayed piece inside
+/// `[first, last]` must not be written again into `dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// `<dataset>/date=YYYY-MM-DD`.
+    pub dir: String,
+    pub first: i64,
+    pub last: i64,
+}
+
+impl Container {
+    /// True when a range `[first, last]` written into `dir` is already inside this file.
+    pub fn holds(&self, dir: &str, first: i64, last: i64) -> bool {
+        self.dir == dir
+            && self.first <= first
+            && last <= self.last
+            && (self.first, self.last) != (first, last)
+    }
+}
+
+/// Cuts the union of `ranges` at every range's endpoints: sorted, disjoint pieces, each
+/// covered by at least one range and split by none.
+pub fn pieces(ranges: impl IntoIterator<Item = (i64, i64)>) -> Vec<(i64, i64)> {
+    // +1 where a range starts, -1 just after it ends
+    let mut delta: BTreeMap<i64, i64> = BTreeMap::new();
+    for (first, last) in ranges {
+        *delta.entry(first).or_default() += 1;
+        *delta.entry(last.saturating_add(1)).or_default() -= 1;
+    }
+    let mut out = Vec::new();
+    let mut active = 0;
+    let mut iter = delta.into_iter().peekable();
+    while let Some((at, d)) = iter.next() {
+        active += d;
+        if let Some(&(next, _)) = iter.peek()
+            && active > 0
+        {
+            out.push((at, next - 1));
+        }
+    }
+    out
 }
 
 impl RecoveryPlan {
@@ -59,26 +115,23 @@ impl RecoveryPlan {
             .collect()
     }
 
-    /// Classifies distinct `(first, last)` ranges against `resume_from` (pure; no I/O).
+    /// Classifies the pieces of the named `(first, last)` ranges against `resume_from`
+    /// (pure; no I/O). Ranges that span several pieces are counted in
+    /// `containing_ranges`; `containers` is left to the caller, which knows directories.
     pub fn from_ranges(resume_from: i64, ranges: impl IntoIterator<Item = (i64, i64)>) -> Self {
-        let distinct: BTreeMap<i64, i64> =
-            ranges.into_iter().fold(BTreeMap::new(), |mut m, (f, l)| {
-                // same first, different last (never written by this writer): keep the longer
-                let e = m.entry(f).or_insert(l);
-                *e = (*e).max(l);
-                m
-            });
+        let mut distinct: Vec<(i64, i64)> = ranges.into_iter().collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let pieces = pieces(distinct.iter().copied());
         let mut plan = RecoveryPlan {
             resume_from,
+            containing_ranges: distinct
+                .iter()
+                .filter(|r| pieces.binary_search(r).is_err())
+                .count(),
             ..Default::default()
         };
-        let mut end_of_previous: Option<i64> = None;
-        for (first, last) in distinct {
-            if end_of_previous.is_some_and(|end| first <= end) {
-                plan.overlapping_ignored += 1;
-                continue;
-            }
-            end_of_previous = Some(last);
+        for (first, last) in pieces {
             if last < resume_from {
                 plan.committed_ranges += 1;
             } else {
@@ -102,6 +155,7 @@ pub fn recover(
     resume_from: i64,
 ) -> Result<RecoveryPlan> {
     let mut ranges = Vec::new();
+    let mut named = Vec::new();
     let mut temps = Vec::new();
     for dataset in Dataset::ALL {
         for listed in storage.list(dataset)? {
@@ -117,6 +171,7 @@ pub fn recover(
                 temps.push(listed);
             } else {
                 ranges.push((range.first, range.last));
+                named.push((listed.dir, range.first, range.last));
             }
         }
     }
@@ -126,6 +181,14 @@ pub fn recover(
         storage.delete(&t.dir, &t.name)?;
     }
     let mut plan = RecoveryPlan::from_ranges(resume_from, ranges);
+    let pieces: Vec<(i64, i64)> = plan.ranges.iter().map(|r| (r.first, r.last)).collect();
+    plan.containers = named
+        .into_iter()
+        .filter(|&(_, first, last)| {
+            last >= resume_from && pieces.binary_search(&(first, last)).is_err()
+        })
+        .map(|(dir, first, last)| Container { dir, first, last })
+        .collect();
     plan.stale_temp_removed = temps.len();
     Ok(plan)
 }
@@ -177,9 +240,43 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_ranges_are_reported_not_trusted() {
-        let plan = RecoveryPlan::from_ranges(0, [(0, 10), (5, 20), (0, 3), (21, 30)]);
-        assert_eq!(plan.ranges, [r(0, 10, true), r(21, 30, true)]);
-        assert_eq!(plan.overlapping_ignored, 1);
+    fn compacted_ranges_are_cut_into_the_flushed_pieces() {
+        // frames kept the flushed ranges, readings were compacted into (0, 299), and a
+        // second directory into (100, 399): every endpoint is a flushed boundary
+        let files = [
+            (0, 99),
+            (100, 199),
+            (200, 299),
+            (0, 299),
+            (100, 399),
+            (300, 399),
+        ];
+        assert_eq!(pieces(files), [(0, 99), (100, 199), (200, 299), (300, 399)]);
+        let plan = RecoveryPlan::from_ranges(0, files);
+        assert_eq!(plan.forced_boundaries(), [99, 199, 299, 399]);
+        assert_eq!(plan.containing_ranges, 2);
+        // a compacted file with no flushed range left elsewhere is one piece
+        let plan = RecoveryPlan::from_ranges(150, [(0, 299), (300, 310)]);
+        assert_eq!(plan.ranges, [r(0, 299, false), r(300, 310, true)]);
+        assert_eq!(plan.containing_ranges, 0);
+        // disjoint and gapped ranges stay as they are
+        assert_eq!(pieces([(0, 3), (10, 12)]), [(0, 3), (10, 12)]);
+        assert!(pieces([]).is_empty());
+    }
+
+    #[test]
+    fn containers_hold_strictly_inner_ranges_of_their_directory() {
+        let c = Container {
+            dir: "readings/date=2024-01-01".into(),
+            first: 0,
+            last: 299,
+        };
+        assert!(c.holds("readings/date=2024-01-01", 100, 199));
+        assert!(
+            !c.holds("readings/date=2024-01-01", 0, 299),
+            "same name: replace"
+        );
+        assert!(!c.holds("frames/date=2024-01-01", 100, 199));
+        assert!(!c.holds("readings/date=2024-01-01", 250, 310));
     }
 }

@@ -39,7 +39,7 @@ pub async fn run(
     cfg.validate()?;
     feeder_kafka::ensure_topics(
         kafka,
-        &[&topics.checked, &topics.quarantine],
+        &[&topics.checked, &topics.quarantine, &topics.anomalies],
         topics.partitions,
         topics.replication,
     )
@@ -62,12 +62,13 @@ pub async fn run_with_storage(
     let kinds = HashMap::from([
         (topics.checked.clone(), TopicKind::Checked),
         (topics.quarantine.clone(), TopicKind::Quarantine),
+        (topics.anomalies.clone(), TopicKind::Anomalies),
     ]);
     let shared = Arc::new(Shared::new(storage, cfg, stats, kinds));
     let consumer: StreamConsumer<WriterContext> = kafka
         .consumer(&shared.cfg.group_id, &shared.cfg.writer_id)
         .create_with_context(WriterContext::new(Arc::clone(&shared)))?;
-    consumer.subscribe(&[&topics.checked, &topics.quarantine])?;
+    consumer.subscribe(&[&topics.checked, &topics.quarantine, &topics.anomalies])?;
     info!(
         group = %shared.cfg.group_id,
         writer = %shared.cfg.writer_id,
@@ -176,7 +177,7 @@ async fn on_record(
             forced_boundaries = ?plan.forced_boundaries(),
             committed_ranges = plan.committed_ranges,
             stale_temp_removed = plan.stale_temp_removed,
-            overlapping_ignored = plan.overlapping_ignored,
+            containing_ranges = plan.containing_ranges,
             "partition recovered from storage"
         );
         shared.install(key.clone(), kind, &plan);

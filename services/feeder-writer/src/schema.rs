@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-/// A dataset this writer produces (the `anomalies` dataset belongs to the stream stage).
+/// A dataset this writer produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Dataset {
     Readings,
@@ -14,15 +14,18 @@ pub enum Dataset {
     Events,
     Frames,
     Quarantine,
+    /// Findings of the stream stage's rules (`anomalies` topic).
+    Anomalies,
 }
 
 impl Dataset {
-    pub const ALL: [Dataset; 5] = [
+    pub const ALL: [Dataset; 6] = [
         Dataset::Readings,
         Dataset::Telematics,
         Dataset::Events,
         Dataset::Frames,
         Dataset::Quarantine,
+        Dataset::Anomalies,
     ];
 
     /// The directory name under the data root.
@@ -33,6 +36,7 @@ impl Dataset {
             Dataset::Events => "events",
             Dataset::Frames => "frames",
             Dataset::Quarantine => "quarantine",
+            Dataset::Anomalies => "anomalies",
         }
     }
 
@@ -43,6 +47,7 @@ impl Dataset {
             Dataset::Events => events_schema(),
             Dataset::Frames => frames_schema(),
             Dataset::Quarantine => quarantine_schema(),
+            Dataset::Anomalies => anomalies_schema(),
         }
     }
 
@@ -52,6 +57,7 @@ impl Dataset {
         match self {
             Dataset::Readings | Dataset::Telematics | Dataset::Events => "ts",
             Dataset::Frames | Dataset::Quarantine => "received_at",
+            Dataset::Anomalies => "ts_from",
         }
     }
 }
@@ -163,6 +169,26 @@ pub fn quarantine_schema() -> SchemaRef {
     QUARANTINE.clone()
 }
 
+static ANOMALIES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        ts("detected_at"),
+        // null for a fleet-level finding
+        Field::new("device_id", DataType::Utf8, true),
+        // null for a device finding
+        Field::new("cohort", DataType::Utf8, true),
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("severity", DataType::Utf8, false),
+        ts("ts_from"),
+        ts("ts_to"),
+        Field::new("detail", DataType::Utf8, false),
+        Field::new("seq", DataType::UInt64, true),
+    ])
+});
+
+pub fn anomalies_schema() -> SchemaRef {
+    ANOMALIES.clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +258,20 @@ mod tests {
             columns(Dataset::Quarantine),
             ["received_at", "device_id", "seq", "reason", "detail", "raw"]
         );
+        assert_eq!(
+            columns(Dataset::Anomalies),
+            [
+                "detected_at",
+                "device_id",
+                "cohort",
+                "rule",
+                "severity",
+                "ts_from",
+                "ts_to",
+                "detail",
+                "seq"
+            ]
+        );
     }
 
     #[test]
@@ -242,8 +282,13 @@ mod tests {
                 s.field_with_name("seq").unwrap().data_type(),
                 &DataType::UInt64
             );
+            let provenance = if d == Dataset::Anomalies {
+                "detected_at"
+            } else {
+                "received_at"
+            };
             assert_eq!(
-                s.field_with_name("received_at").unwrap().data_type(),
+                s.field_with_name(provenance).unwrap().data_type(),
                 &timestamp_type()
             );
             assert_eq!(

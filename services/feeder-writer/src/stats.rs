@@ -15,6 +15,7 @@ pub struct WriterStats {
     pub events_written: AtomicU64,
     pub frames_written: AtomicU64,
     pub quarantine_written: AtomicU64,
+    pub anomalies_written: AtomicU64,
     /// Kafka records whose offsets were committed after their files became durable.
     pub records_committed: AtomicU64,
 }
@@ -27,6 +28,7 @@ impl WriterStats {
             Dataset::Events => &self.events_written,
             Dataset::Frames => &self.frames_written,
             Dataset::Quarantine => &self.quarantine_written,
+            Dataset::Anomalies => &self.anomalies_written,
         };
         counter.fetch_add(rows, Ordering::Relaxed);
     }

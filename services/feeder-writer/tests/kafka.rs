@@ -116,8 +116,7 @@ fn committed_offsets(kafka: &KafkaConfig) -> Vec<(String, i32, Option<i64>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_commits_and_restarts_without_duplicates() {
     let t = topics();
-    let broker =
-        EmbeddedBroker::start(1, &[&t.raw, &t.checked, &t.quarantine], t.partitions).unwrap();
+    let broker = EmbeddedBroker::start(1, &t.data_topics(), t.partitions).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
     let producer: FutureProducer = kafka
         .producer("it-producer", 10_000, 10_000)

@@ -51,6 +51,10 @@ pub enum Command {
         #[command(subcommand)]
         command: DevicesCommand,
     },
+    /// Re-verify stored frames against the registry and stored rows against the frames.
+    Verify(VerifyArgs),
+    /// Merge the small files of a closed date partition into large ones, atomically.
+    Compact(CompactArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,10 +127,75 @@ pub struct EdgeArgs {
     pub max_frames_per_request: usize,
     #[arg(long, env = "FEEDER_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
     pub max_payload_bytes: usize,
+    /// Frames admitted and not yet answered, across all calls; beyond it: code 8.
+    #[arg(long, env = "FEEDER_MAX_FRAMES_IN_FLIGHT", default_value_t = 50_000)]
+    pub max_frames_in_flight: usize,
+    /// Records the producer may queue locally; when full: code 8.
+    #[arg(long, env = "FEEDER_PRODUCER_QUEUE_MAX", default_value_t = 100_000)]
+    pub producer_queue_max: usize,
+    /// How long a frame waits for the broker's ack before code 14 (e.g. `10s`, `500ms`).
+    #[arg(long, env = "FEEDER_ACK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub ack_timeout: std::time::Duration,
+    /// Per-device sustained rate in frames per second; over it: code 8.
+    #[arg(long, env = "FEEDER_DEVICE_RATE", default_value_t = 50.0)]
+    pub device_rate: f64,
+    /// Per-device burst in frames.
+    #[arg(long, env = "FEEDER_DEVICE_BURST", default_value_t = 200)]
+    pub device_burst: u32,
+    /// Devices whose rate state is held at once (about 100 bytes each).
+    #[arg(
+        long,
+        env = "FEEDER_RATE_LIMITER_CAPACITY",
+        default_value_t = 1_000_000
+    )]
+    pub rate_limiter_capacity: usize,
+    /// How often the registry file is checked for changes (it also reloads on SIGHUP).
+    #[arg(long, env = "FEEDER_REGISTRY_POLL", default_value = "1s", value_parser = parse_duration)]
+    pub registry_poll: std::time::Duration,
+    /// After SIGTERM, how long in-flight calls may take before they are dropped.
+    #[arg(long, env = "FEEDER_SHUTDOWN_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_deadline: std::time::Duration,
+    /// Serve TLS with this certificate chain (PEM); needs `--tls-key`.
+    #[arg(long, env = "FEEDER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM).
+    #[arg(long, env = "FEEDER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates from this CA (mutual TLS).
+    #[arg(long, env = "FEEDER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With mutual TLS: refuse (code 7) frames whose device_id the client certificate's
+    /// subjectAltName does not name.
+    #[arg(
+        long,
+        env = "FEEDER_REQUIRE_DEVICE_IDENTITY",
+        requires = "tls_client_ca"
+    )]
+    pub require_device_identity: bool,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+}
+
+/// `250ms`, `10s`, `2m` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s or 2m"))?;
+    std::time::Duration::try_from_secs_f64(v * scale)
+        .map_err(|_| format!("{s:?} is not a valid duration"))
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +278,40 @@ pub struct KeygenArgs {
     pub seed: Option<u64>,
 }
 
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Root of the datasets.
+    #[arg(long, env = "FEEDER_DATA")]
+    pub data: PathBuf,
+    /// Device registry (JSON Lines).
+    #[arg(long, env = "FEEDER_REGISTRY")]
+    pub registry: PathBuf,
+    /// Only rows under `date=D` (YYYY-MM-DD) and the frames behind them.
+    #[arg(long)]
+    pub date: Option<feeder_writer::NaiveDate>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Root of the datasets.
+    #[arg(long, env = "FEEDER_DATA")]
+    pub data: PathBuf,
+    /// Dataset to compact (`readings`, `telematics`, `events`, `frames`, `quarantine`).
+    #[arg(long)]
+    pub dataset: String,
+    /// The `date=` partition (YYYY-MM-DD).
+    #[arg(long)]
+    pub date: feeder_writer::NaiveDate,
+    /// The writer's consumer group: only ranges it committed are merged.
+    #[arg(long, env = "FEEDER_WRITER_GROUP", default_value = "feeder-writer")]
+    pub group: String,
+    /// Rows per merged file.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub target_rows: u64,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +392,60 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("not key=value"), "{err}");
+    }
+
+    #[test]
+    fn parses_verify_and_compact() {
+        let c = Cli::try_parse_from([
+            "feeder",
+            "verify",
+            "--data",
+            "/d",
+            "--registry",
+            "r.jsonl",
+            "--date",
+            "2024-03-11",
+        ])
+        .unwrap();
+        let Command::Verify(v) = c.command else {
+            panic!()
+        };
+        assert_eq!(v.date.map(|d| d.to_string()).as_deref(), Some("2024-03-11"));
+        assert!(
+            Cli::try_parse_from(["feeder", "verify", "--data", "/d", "--registry", "r"]).is_ok()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "feeder",
+                "verify",
+                "--data",
+                "/d",
+                "--registry",
+                "r",
+                "--date",
+                "11/03/2024"
+            ])
+            .is_err()
+        );
+        let c = Cli::try_parse_from([
+            "feeder",
+            "compact",
+            "--data",
+            "/d",
+            "--dataset",
+            "readings",
+            "--date",
+            "2024-03-10",
+            "--brokers",
+            "b:9092",
+        ])
+        .unwrap();
+        let Command::Compact(a) = c.command else {
+            panic!()
+        };
+        assert_eq!(
+            (a.dataset.as_str(), a.group.as_str()),
+            ("readings", "feeder-writer")
+        );
     }
 }

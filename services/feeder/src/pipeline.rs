@@ -66,6 +66,10 @@ pub struct Pipeline {
 impl Pipeline {
     pub async fn start(cfg: PipelineConfig) -> anyhow::Result<Self> {
         let registry = Registry::load(&cfg.registry).context("loading the device registry")?;
+        let mut cfg = cfg;
+        if cfg.stream.device_labels.is_empty() {
+            cfg.stream.device_labels = feeder_stream::config::labels_from_registry(&registry);
+        }
         let registry = SharedRegistry::new(registry);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let edge_addr = listener.local_addr()?;

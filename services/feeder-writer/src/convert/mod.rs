@@ -11,6 +11,7 @@
 //!   reason `undecodable_payload` and `raw` = the `SignedFrame` rebuilt from its fields
 //!   (so it can still be re-verified); it has no `frames` row, as it contributed no rows.
 
+mod anomalies;
 mod builders;
 mod split;
 
@@ -24,11 +25,13 @@ use feeder_proto::pipeline::{CheckedFrame, QuarantinedFrame, RowFlags};
 use feeder_proto::v1::{EventKind, Frame, SignedFrame};
 use prost::Message;
 
+pub use self::anomalies::anomalies_to_batches;
 use self::builders::{
     EventsBuilder, FrameKey, FramesBuilder, QuarantineBuilder, ReadingRow, ReadingsBuilder,
     SampleRow, TelematicsBuilder,
 };
 pub use self::split::partition_date;
+pub(crate) use self::split::sort_and_split;
 use crate::Result;
 use crate::record::{SourceRecord, TopicKind};
 use crate::schema::Dataset;
@@ -70,11 +73,15 @@ impl Converted {
 
 /// Converts consumed records of one topic (in offset order) to sorted, date-split batches.
 pub fn records_to_batches(kind: TopicKind, records: &[SourceRecord]) -> Result<Converted> {
+    if kind == TopicKind::Anomalies {
+        return anomalies::records_to_batches(records);
+    }
     let mut rows = Rows::default();
     for rec in records {
         match kind {
             TopicKind::Checked => rows.add_checked_record(rec),
             TopicKind::Quarantine => rows.add_quarantine_record(rec),
+            TopicKind::Anomalies => {} // converted above
         }
     }
     rows.finish()

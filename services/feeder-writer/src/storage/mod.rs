@@ -1,5 +1,6 @@
 //! Where files go, behind one small trait so the flush and recovery logic do not care
-//! whether the root is a local directory ([`LocalFs`]) or, later, an object store.
+//! whether the root is a local directory ([`LocalFs`]) or an S3-compatible bucket
+//! ([`S3Storage`]).
 //!
 //! The contract each backend keeps:
 //! - [`Storage::put`] makes a file visible under its final name atomically (readers never
@@ -9,8 +10,10 @@
 //!   including temporary files a crashed `put` left behind, so recovery can remove them.
 
 mod local;
+mod s3;
 
 pub use self::local::LocalFs;
+pub use self::s3::{S3Config, S3Storage};
 use crate::Result;
 use crate::schema::Dataset;
 

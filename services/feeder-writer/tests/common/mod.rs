@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{TimestampMillisecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
+use feeder_core::{Registry, SigningKey};
 use feeder_proto::pipeline::{CheckedFrame, QuarantinedFrame};
 use feeder_proto::v1::{Event, Frame, Reading};
+use feeder_writer::flush::{RangeSpec, write_range};
 use feeder_writer::schema::Dataset;
+use feeder_writer::storage::LocalFs;
+use feeder_writer::{SourceRecord, TopicKind};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use prost::Message;
 
@@ -210,4 +214,71 @@ pub fn assert_unique<T: Ord + Clone + std::fmt::Debug>(keys: &[T]) {
     for w in sorted.windows(2) {
         assert_ne!(w[0], w[1], "duplicate row");
     }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Two Ed25519 meters and one HMAC device, with their registry.
+pub fn fleet() -> (Vec<(String, SigningKey)>, Registry) {
+    let mut keys = Vec::new();
+    let mut lines = String::new();
+    for (n, dev) in ["mtr-0", "mtr-1"].iter().enumerate() {
+        let seed = [n as u8 + 1; 32];
+        let sk = SigningKey::ed25519_from_seed(&seed).unwrap();
+        let pk = sk.ed25519_public().unwrap();
+        lines.push_str(&format!(
+            r#"{{"device_id":"{dev}","key_id":"k1","alg":"ed25519","public_key":"{}","kind":"meter","status":"active","labels":{{}}}}"#,
+            hex(&pk)
+        ));
+        lines.push('\n');
+        keys.push((dev.to_string(), sk));
+    }
+    let secret = [7u8; 32];
+    lines.push_str(&format!(
+        r#"{{"device_id":"mtr-2","key_id":"k1","alg":"hmac-sha256","secret":"{}","kind":"meter","status":"active","labels":{{}}}}"#,
+        hex(&secret)
+    ));
+    keys.push(("mtr-2".into(), SigningKey::hmac(&secret)));
+    (keys, Registry::parse("test", &lines).unwrap())
+}
+
+pub fn signed(dev: &str, sk: &SigningKey, seq: u64) -> CheckedFrame {
+    let mut cf = checked_frame(dev, seq);
+    cf.signature = sk.sign(dev, &cf.key_id, seq, &cf.payload).into();
+    cf
+}
+
+/// Writes signed frames (three devices round robin, seq = offset / 3 + 1, straddling
+/// midnight) as the writer flushes them, one range per `(first, last)`; returns the registry.
+pub fn write_signed_root(root: &Path, topic: &str, ranges: &[(i64, i64)]) -> Registry {
+    let fs = LocalFs::new(root).unwrap();
+    for &(first, last) in ranges {
+        let spec = RangeSpec {
+            kind: TopicKind::Checked,
+            topic,
+            partition: 0,
+            first,
+            last,
+            writer_id: "w",
+        };
+        write_range(&fs, spec, &signed_records(first..last + 1)).unwrap();
+    }
+    fleet().1
+}
+
+/// The records `write_signed_root` writes, for replays.
+pub fn signed_records(offsets: std::ops::Range<i64>) -> Vec<SourceRecord> {
+    let (keys, _) = fleet();
+    offsets
+        .map(|o| {
+            let (dev, sk) = &keys[o as usize % 3];
+            SourceRecord {
+                offset: o,
+                timestamp_ms: Some(BASE_TS),
+                payload: Some(signed(dev, sk, o as u64 / 3 + 1).encode_to_vec()),
+            }
+        })
+        .collect()
 }

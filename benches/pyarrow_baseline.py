@@ -1,0 +1,74 @@
+"""pyarrow writing the same readings Arrow data as benches/writer_readings.rs, with the
+same settings (zstd level 3, row groups of 1,000,000 rows, page statistics and page
+index, declared sorting columns), on one core: the baseline for the writer's rows/s and
+bytes per row.
+
+Why: a writer number alone says little; set beside the reference Parquet implementation
+writing identical data on the same machine in the same run, it shows what Feeder's
+encode path costs. Run `cargo bench -p feeder-benches --bench writer_readings` first: it
+leaves the Arrow data in $FEEDER_BENCH_READINGS (default: <tmp>/feeder-bench-readings.parquet).
+
+The bloom filter on device_id that Feeder also writes is not set here (pyarrow's writer
+has no bloom filter option), so pyarrow does slightly less work per file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def main() -> int:
+    path = os.environ.get(
+        "FEEDER_BENCH_READINGS", os.path.join(tempfile.gettempdir(), "feeder-bench-readings.parquet")
+    )
+    if not os.path.exists(path):
+        print(f"{path} not found: run the writer_readings bench first", file=sys.stderr)
+        return 2
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    table = pq.read_table(path)
+    table = table.combine_chunks()
+    names = table.schema.names
+    sorting = [pq.SortingColumn(names.index("device_id")), pq.SortingColumn(names.index("ts"))]
+
+    def write() -> int:
+        sink = io.BytesIO()
+        pq.write_table(
+            table,
+            sink,
+            compression="zstd",
+            compression_level=3,
+            row_group_size=1_000_000,
+            write_statistics=True,
+            write_page_index=True,
+            sorting_columns=sorting,
+        )
+        return sink.tell()
+
+    size = write()  # warm-up
+    runs = []
+    deadline = time.perf_counter() + 5.0
+    while time.perf_counter() < deadline or len(runs) < 10:
+        t = time.perf_counter()
+        write()
+        runs.append(time.perf_counter() - t)
+    runs.sort()
+    median = runs[len(runs) // 2]
+    rows = table.num_rows
+    print(f"pyarrow {pa.__version__}: {rows} rows, {size} bytes, {size / rows:.2f} bytes/row")
+    print(
+        f"pyarrow encode: median {median * 1e3:.2f} ms over {len(runs)} runs, "
+        f"{rows / median / 1e6:.3f} Mrows/s (best {rows / runs[0] / 1e6:.3f} Mrows/s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+//! Stream-stage throughput on one core: `PartitionState::process` (decode, replay window,
+//! every data rule, flag and anomaly records) on simulated frames, beside decoding alone,
+//! so the ratio shows what the checks cost on top of protobuf.
+//!
+//! `cargo bench -p feeder-benches --bench stream_checks`; throughput is in rows
+//! (meter readings or vehicle samples) per second.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use feeder_core::keyfile::DeviceKey;
+use feeder_core::{DeviceKind, SigningKey};
+use feeder_proto::pipeline::RawFrame;
+use feeder_proto::v1::{Frame, SignedFrame};
+use feeder_sim::fleet::SimDevice;
+use feeder_sim::labels::labels_for;
+use feeder_stream::checks::PartitionState;
+use feeder_stream::rules::RulesConfig;
+use prost::Message;
+
+const NOW_MS: i64 = 1_764_028_800_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// `devices` of `kind`, `frames` each, interleaved; returns raw records and their rows.
+fn frames(kind: DeviceKind, devices: usize, frames: usize) -> (Vec<Vec<u8>>, u64) {
+    let start = (NOW_MS / DAY_MS - 365) * DAY_MS;
+    let mut devs: Vec<SimDevice> = (0..devices)
+        .map(|i| {
+            SimDevice::from_key(
+                DeviceKey {
+                    device_id: format!("{kind:?}-{i:06}"),
+                    key_id: "k1".into(),
+                    kind,
+                    labels: labels_for(kind, i),
+                    key: SigningKey::hmac(&[7; 32]),
+                },
+                start,
+            )
+        })
+        .collect();
+    let (mut out, mut rows) = (Vec::new(), 0u64);
+    let mut clock = NOW_MS;
+    for _ in 0..frames {
+        for d in &mut devs {
+            clock += 5;
+            let f = d.next_frame(clock);
+            rows += (f.readings + f.samples) as u64;
+            out.push(
+                RawFrame {
+                    signed_frame: f.frame.encode_to_vec().into(),
+                    received_at_ms: clock + 30,
+                    edge_id: "e".into(),
+                }
+                .encode_to_vec(),
+            );
+        }
+    }
+    (out, rows)
+}
+
+fn bench(c: &mut Criterion) {
+    let rules = Arc::new(RulesConfig::default());
+    // meters: 100 devices x 14 days (the spike rule judges from day 5);
+    // vehicles: 100 devices x 10 one-minute frames
+    for (name, (raw, rows)) in [
+        ("meters", frames(DeviceKind::Meter, 100, 14)),
+        ("vehicles", frames(DeviceKind::Vehicle, 100, 10)),
+    ] {
+        let mut g = c.benchmark_group(format!("stream_{name}"));
+        g.throughput(Throughput::Elements(rows));
+        g.sample_size(20);
+        g.bench_function("decode_only", |b| {
+            b.iter(|| {
+                for v in &raw {
+                    let r = RawFrame::decode(v.as_slice()).expect("raw");
+                    let sf = SignedFrame::decode(r.signed_frame).expect("signed");
+                    black_box(Frame::decode(sf.payload).expect("frame"));
+                }
+            })
+        });
+        g.bench_function("process_with_rules", |b| {
+            b.iter_batched(
+                || PartitionState::with_rules(4096, rules.clone(), Default::default()),
+                |mut st| {
+                    for (i, v) in raw.iter().enumerate() {
+                        black_box(st.process(i as i64, v));
+                    }
+                    black_box(st.take_anomalies());
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

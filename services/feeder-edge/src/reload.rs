@@ -1,0 +1,142 @@
+//! Registry hot reload: the edge picks up a changed registry file (polled) or reloads on
+//! SIGHUP, with no restart and no dropped call.
+//!
+//! The file is polled every `registry_poll` for a change of modification time, size or
+//! inode (a rename-into-place changes the inode even within one mtime tick). A changed
+//! file is parsed on the blocking pool and swapped in atomically through
+//! [`SharedRegistry::replace`]: calls in progress finish against the snapshot they took.
+//! A malformed file is logged with every bad line number, counted
+//! (`feeder_edge_registry_reload_failures_total`), and the last good registry stays in
+//! force; the same bad file is not re-parsed until it changes again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use feeder_core::Registry;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::SharedRegistry;
+
+/// What identifies a version of the file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    ino: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Some(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        ino,
+    })
+}
+
+/// Outcome of one reload attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    Swapped,
+    KeptLastGood,
+}
+
+/// Loads `path` and swaps it in, or logs why not and keeps the registry in force.
+pub async fn reload_once(path: &Path, registry: &SharedRegistry) -> Reloaded {
+    let p = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || Registry::load(&p)).await;
+    match loaded {
+        Ok(Ok(reg)) => {
+            tracing::info!(
+                devices = reg.len(),
+                keys = reg.key_count(),
+                file = %path.display(),
+                "registry reloaded"
+            );
+            metrics::counter!("feeder_edge_registry_reloads_total").increment(1);
+            metrics::gauge!("feeder_edge_registry_devices").set(reg.len() as f64);
+            registry.replace(reg);
+            Reloaded::Swapped
+        }
+        Ok(Err(e)) => {
+            // The error lists every bad line as `<file>: line N: reason`; it never holds
+            // key material (the registry's own messages name fields, not values).
+            tracing::error!(error = %e, "registry reload refused; the last good registry stays in force");
+            metrics::counter!("feeder_edge_registry_reload_failures_total").increment(1);
+            Reloaded::KeptLastGood
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "registry reload task failed");
+            metrics::counter!("feeder_edge_registry_reload_failures_total").increment(1);
+            Reloaded::KeptLastGood
+        }
+    }
+}
+
+/// Watches `path` until `shutdown`: reloads when the file changes or `trigger` fires.
+pub async fn watch(
+    path: PathBuf,
+    registry: SharedRegistry,
+    poll: Duration,
+    trigger: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut last = stamp(&path);
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => false,
+            _ = trigger.notified() => true,
+        };
+        let now = stamp(&path);
+        if !forced && now == last {
+            continue;
+        }
+        if now.is_none() {
+            tracing::warn!(file = %path.display(), "registry file missing; keeping the registry in force");
+            last = now;
+            continue;
+        }
+        last = now;
+        reload_once(&path, &registry).await;
+    }
+}
+
+/// Turns SIGHUP into `trigger` notifications until `shutdown` (Unix only). The handler is
+/// installed before this returns, so a SIGHUP sent afterwards never hits the default
+/// action (which would terminate the process).
+pub fn spawn_sighup(trigger: Arc<Notify>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; registry reloads on file change only");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    got = hup.recv() => {
+                        if got.is_none() { return; }
+                        tracing::info!("SIGHUP: reloading the registry");
+                        trigger.notify_one();
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (trigger, shutdown);
+}

@@ -1,0 +1,206 @@
+//! Fleet cohorts: devices grouped by registry labels (by default `module`, `firmware`
+//! and `module`+`region`). Per cohort and time window the stage compares how many of the
+//! devices that usually report did report, against the rest of the fleet in the same
+//! window, and raises
+//! - `cohort_silence` (critical) when a cohort reports far less than the rest of the
+//!   fleet would predict: the signature of a module-level bricking. Normal diurnal
+//!   reporting lowers every cohort alike, so it raises nothing;
+//! - `cohort_firmware_change` (warning) when many devices of a cohort change firmware in
+//!   one window.
+//!
+//! # Scope: one partition
+//! The view is per partition, over the devices hashed to it, so it stays a pure function
+//! of the checked log (rebuilt on recovery like the device rules). Devices spread evenly
+//! over partitions, so a cohort going silent shows in every partition holding enough of
+//! its devices; each such partition raises its own finding (the detail names the
+//! counts). A fleet-wide view across partitions would need a second, keyed aggregation
+//! stage. The clock is the `received_at` of checked frames: a window is judged when the
+//! first frame of a later window arrives, and the finding is attached to that frame's
+//! raw record, so the exactly-once scheme covers it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Finding, Severity};
+
+pub const COHORT_SILENCE: &str = "cohort_silence";
+pub const COHORT_FIRMWARE_CHANGE: &str = "cohort_firmware_change";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CohortConfig {
+    /// Label sets that define cohorts; a device lacking a label is in no cohort of that set.
+    pub groupings: Vec<Vec<String>>,
+    /// Window length, ms.
+    pub window_ms: i64,
+    /// A device "usually reports" when it reported in one of this many previous windows.
+    pub baseline_windows: i64,
+    /// `cohort_silence`: raised when the cohort's reports fall below (1 − this) of what
+    /// the rest of the fleet's reporting ratio predicts...
+    pub silent_share: f64,
+    /// ...and that prediction is at least this many devices (statistical floor).
+    pub min_expected: f64,
+    /// `cohort_firmware_change`: at least this share of the cohort's usual devices...
+    pub firmware_change_share: f64,
+    /// ...and at least this many devices changed firmware in one window.
+    pub firmware_change_min: u64,
+}
+
+impl Default for CohortConfig {
+    fn default() -> Self {
+        Self {
+            groupings: vec![
+                vec!["module".into()],
+                vec!["firmware".into()],
+                vec!["module".into(), "region".into()],
+            ],
+            window_ms: 3_600_000,
+            baseline_windows: 24,
+            silent_share: 0.8,
+            min_expected: 20.0,
+            firmware_change_share: 0.2,
+            firmware_change_min: 10,
+        }
+    }
+}
+
+/// Per-device cohort bookkeeping (40 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CohortDevice {
+    last_window: i64,
+    prev_window: i64,
+    firmware_hash: u64,
+    firmware_changed_window: i64,
+}
+
+impl Default for CohortDevice {
+    fn default() -> Self {
+        Self {
+            last_window: i64::MIN,
+            prev_window: i64::MIN,
+            firmware_hash: 0,
+            firmware_changed_window: i64::MIN,
+        }
+    }
+}
+
+impl CohortDevice {
+    /// Records a report in window `w` with `firmware`.
+    pub fn seen(&mut self, w: i64, firmware: &str) {
+        if w > self.last_window {
+            self.prev_window = self.last_window;
+            self.last_window = w;
+        }
+        let h = fnv1a64(firmware.as_bytes());
+        if self.firmware_hash != 0 && self.firmware_hash != h {
+            self.firmware_changed_window = self.last_window;
+        }
+        self.firmware_hash = h;
+    }
+
+    fn usual(&self, w: i64, baseline: i64) -> bool {
+        let in_base = |x: i64| x < w && x >= w - baseline;
+        in_base(self.last_window) || (self.last_window >= w && in_base(self.prev_window))
+    }
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// `module=bg95,region=north`, or `None` when a label is missing.
+fn cohort_key(grouping: &[String], labels: &BTreeMap<String, String>) -> Option<String> {
+    let mut key = String::new();
+    for l in grouping {
+        let v = labels.get(l)?;
+        if !key.is_empty() {
+            key.push(',');
+        }
+        key.push_str(l);
+        key.push('=');
+        key.push_str(v);
+    }
+    Some(key)
+}
+
+#[derive(Default)]
+struct Counts {
+    usual: u64,
+    reported: u64,
+    fw_changed: u64,
+}
+
+/// Judges window `w` over `devices` (each with its labels): the findings, ordered by
+/// grouping then cohort key (deterministic).
+pub fn judge<'a>(
+    cfg: &CohortConfig,
+    w: i64,
+    devices: impl Iterator<Item = (&'a CohortDevice, &'a BTreeMap<String, String>)>,
+) -> Vec<Finding> {
+    let mut per: Vec<BTreeMap<String, Counts>> =
+        cfg.groupings.iter().map(|_| BTreeMap::new()).collect();
+    let (mut all_usual, mut all_reported) = (0u64, 0u64);
+    for (d, labels) in devices {
+        let usual = d.usual(w, cfg.baseline_windows);
+        let reported = usual && d.last_window >= w;
+        let changed = d.firmware_changed_window == w;
+        if !usual && !changed {
+            continue;
+        }
+        all_usual += u64::from(usual);
+        all_reported += u64::from(reported);
+        for (g, map) in cfg.groupings.iter().zip(per.iter_mut()) {
+            if let Some(key) = cohort_key(g, labels) {
+                let c = map.entry(key).or_default();
+                c.usual += u64::from(usual);
+                c.reported += u64::from(reported);
+                c.fw_changed += u64::from(changed);
+            }
+        }
+    }
+    let (from, to) = (w * cfg.window_ms, (w + 1) * cfg.window_ms);
+    let mut out = Vec::new();
+    for map in &per {
+        for (key, c) in map {
+            let others_usual = all_usual - c.usual;
+            if others_usual > 0 && c.usual > 0 {
+                let ratio = (all_reported - c.reported) as f64 / others_usual as f64;
+                let expected = c.usual as f64 * ratio;
+                if expected >= cfg.min_expected
+                    && (c.reported as f64) <= (1.0 - cfg.silent_share) * expected
+                {
+                    out.push(Finding {
+                        rule: COHORT_SILENCE,
+                        severity: Severity::Critical,
+                        ts_from_ms: from,
+                        ts_to_ms: to,
+                        detail: format!(
+                            "{} of {} usually reporting devices reported; the rest of the fleet predicts {:.0}",
+                            c.reported, c.usual, expected
+                        ),
+                        cohort: key.clone(),
+                    });
+                }
+            }
+            if c.fw_changed >= cfg.firmware_change_min
+                && c.fw_changed as f64 >= cfg.firmware_change_share * c.usual.max(1) as f64
+            {
+                out.push(Finding {
+                    rule: COHORT_FIRMWARE_CHANGE,
+                    severity: Severity::Warning,
+                    ts_from_ms: from,
+                    ts_to_ms: to,
+                    detail: format!(
+                        "{} of {} devices changed firmware in the window",
+                        c.fw_changed, c.usual
+                    ),
+                    cohort: key.clone(),
+                });
+            }
+        }
+    }
+    out
+}

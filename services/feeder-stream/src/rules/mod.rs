@@ -1,0 +1,234 @@
+//! Data-quality rules run on every accepted frame: pure functions of the frame, the
+//! device's bounded rule state and the configuration, so that replaying the checked log
+//! in order rebuilds the state exactly (see [`crate::recovery`]).
+//!
+//! Rules never read the wall clock: "now" is the edge's `received_at_ms` of the record.
+//! Each rule family lives in its own module and writes into [`Findings`]: flags on the
+//! frame, flags on individual readings/samples, and anomalies (findings worth a row in the
+//! `anomalies` dataset). Flags never quarantine anything.
+//!
+//! # State size per device
+//! [`DeviceRules`] holds, for a meter, at most [`meter::MAX_CHANNELS`] interval channels
+//! (each: last ts, usual interval, zero-run and sum accumulators, and a same-slot
+//! history of `history_days` × 96 `f32` values = 2,688 bytes at the default 7 days),
+//! at most [`meter::MAX_REGISTERS`] registers (40 bytes each) and the open-outage mark;
+//! for a vehicle, the last fix (40 bytes). A typical meter with one interval channel and
+//! one register costs about 3 KB; the worst case about 11 KB. The replay window
+//! ([`crate::window::SeqWindow`]) comes on top.
+
+pub mod cohort;
+pub mod config;
+pub mod events;
+pub mod integrity;
+pub mod meter;
+pub mod telematics;
+
+use std::collections::BTreeMap;
+
+use feeder_proto::pipeline::{Anomaly, RowFlags};
+use feeder_proto::v1::Frame;
+
+pub use config::{LabelOverride, RulesConfig};
+
+/// Anomaly severity, as the `anomalies` dataset spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One finding worth an `anomalies` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub ts_from_ms: i64,
+    pub ts_to_ms: i64,
+    pub detail: String,
+    /// The cohort of a fleet-level finding (`module=bg95,region=north`); empty for a
+    /// device finding.
+    pub cohort: String,
+}
+
+/// Everything the rules found in one frame. Rule names are `&'static str` so that they
+/// double as bounded metric labels.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Findings {
+    pub frame_flags: Vec<&'static str>,
+    /// index into `Frame.readings` -> flags, in index order.
+    pub reading_flags: BTreeMap<u32, Vec<&'static str>>,
+    pub sample_flags: BTreeMap<u32, Vec<&'static str>>,
+    pub anomalies: Vec<Finding>,
+}
+
+impl Findings {
+    pub fn frame(&mut self, rule: &'static str) {
+        if !self.frame_flags.contains(&rule) {
+            self.frame_flags.push(rule);
+        }
+    }
+
+    pub fn reading(&mut self, index: usize, rule: &'static str) {
+        push_unique(self.reading_flags.entry(index as u32).or_default(), rule);
+    }
+
+    pub fn sample(&mut self, index: usize, rule: &'static str) {
+        push_unique(self.sample_flags.entry(index as u32).or_default(), rule);
+    }
+
+    pub fn anomaly(
+        &mut self,
+        rule: &'static str,
+        severity: Severity,
+        ts_from_ms: i64,
+        ts_to_ms: i64,
+        detail: String,
+    ) {
+        self.anomalies.push(Finding {
+            rule,
+            severity,
+            ts_from_ms,
+            ts_to_ms,
+            detail,
+            cohort: String::new(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frame_flags.is_empty()
+            && self.reading_flags.is_empty()
+            && self.sample_flags.is_empty()
+            && self.anomalies.is_empty()
+    }
+
+    /// Every flag and anomaly rule name, once per occurrence (for per-batch metrics).
+    pub fn rule_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.frame_flags
+            .iter()
+            .chain(self.reading_flags.values().flatten())
+            .chain(self.sample_flags.values().flatten())
+            .copied()
+    }
+
+    pub fn row_flags(map: &BTreeMap<u32, Vec<&'static str>>) -> Vec<RowFlags> {
+        map.iter()
+            .map(|(i, f)| RowFlags {
+                index: *i,
+                flags: f.iter().map(|s| s.to_string()).collect(),
+            })
+            .collect()
+    }
+
+    /// The anomaly records for a frame of `device_id`/`seq` read at raw `source_offset`.
+    pub fn anomaly_records(
+        &self,
+        device_id: &str,
+        seq: u64,
+        received_at_ms: i64,
+        source_offset: i64,
+    ) -> Vec<Anomaly> {
+        self.anomalies
+            .iter()
+            .map(|f| {
+                // a fleet finding is attached to the frame that closed its window, but
+                // belongs to no device
+                let fleet = !f.cohort.is_empty();
+                Anomaly {
+                    detected_at_ms: received_at_ms,
+                    device_id: if fleet {
+                        String::new()
+                    } else {
+                        device_id.to_string()
+                    },
+                    cohort: f.cohort.clone(),
+                    rule: f.rule.to_string(),
+                    severity: f.severity.as_str().to_string(),
+                    ts_from_ms: f.ts_from_ms,
+                    ts_to_ms: f.ts_to_ms,
+                    detail: f.detail.clone(),
+                    seq: if fleet { None } else { Some(seq) },
+                    source_offset,
+                }
+            })
+            .collect()
+    }
+}
+
+fn push_unique(v: &mut Vec<&'static str>, rule: &'static str) {
+    if !v.contains(&rule) {
+        v.push(rule);
+    }
+}
+
+/// What the rules know about the frame besides its payload.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameCtx<'a> {
+    pub received_at_ms: i64,
+    pub labels: Option<&'a BTreeMap<String, String>>,
+}
+
+/// Rule state of one device; bounded (see the module docs).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DeviceRules {
+    pub meter: meter::MeterState,
+    pub vehicle: telematics::VehicleState,
+}
+
+impl DeviceRules {
+    /// Runs every enabled rule on `frame`, updating the state.
+    pub fn evaluate(
+        &mut self,
+        cfg: &RulesConfig,
+        ctx: FrameCtx<'_>,
+        frame: &Frame,
+        out: &mut Findings,
+    ) {
+        let eff = cfg.effective(ctx.labels);
+        integrity::check(&eff, ctx, frame, out);
+        events::check(&eff, frame, out);
+        if !frame.readings.is_empty() || !frame.events.is_empty() {
+            self.meter.check(&eff, ctx, frame, out);
+        }
+        if !frame.samples.is_empty() {
+            self.vehicle.check(&eff, frame, out);
+        }
+    }
+
+    pub fn approx_bytes(&self) -> usize {
+        self.meter.approx_bytes() + std::mem::size_of::<telematics::VehicleState>()
+    }
+}
+
+/// The configuration after a device's label overrides are applied.
+#[derive(Debug, Clone, Copy)]
+pub struct Effective<'a> {
+    pub cfg: &'a RulesConfig,
+    pub meter: &'a config::MeterConfig,
+    pub telematics: &'a config::TelematicsConfig,
+    pub integrity: &'a config::IntegrityConfig,
+    labels: Option<&'a BTreeMap<String, String>>,
+}
+
+impl Effective<'_> {
+    /// Whether `rule` runs for this device: not disabled globally, nor by an override
+    /// whose label matches the device.
+    pub fn enabled(&self, rule: &str) -> bool {
+        !self.cfg.disabled.iter().any(|r| r == rule)
+            && !self
+                .cfg
+                .matching(self.labels)
+                .any(|o| o.disable.iter().any(|r| r == rule))
+    }
+}

@@ -1,0 +1,153 @@
+//! Fleet cohorts over one partition: a module going silent raises `cohort_silence` for
+//! its cohorts only, a fleet-wide diurnal dip raises nothing, and a mass firmware change
+//! raises `cohort_firmware_change`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use feeder_proto::pipeline::{Anomaly, RawFrame};
+use feeder_proto::v1::{Frame, SignedFrame};
+use feeder_stream::checks::{Outcome, PartitionState};
+use feeder_stream::rules::RulesConfig;
+use prost::Message;
+
+const HOUR: i64 = 3_600_000;
+const T0: i64 = 1_764_000_000_000 / HOUR * HOUR;
+const MODULES: [&str; 3] = ["bg95", "ec25", "sara"];
+const N: usize = 600;
+
+fn id(i: usize) -> String {
+    format!("mtr-{i:04}")
+}
+
+/// 200 devices per module; regions and firmware cycle independently.
+fn labels() -> HashMap<String, Arc<BTreeMap<String, String>>> {
+    (0..N)
+        .map(|i| {
+            let l = BTreeMap::from([
+                ("module".to_string(), MODULES[i / 200].to_string()),
+                (
+                    "region".to_string(),
+                    ["n", "s", "e", "w"][i % 4].to_string(),
+                ),
+                ("firmware".to_string(), ["1", "2", "3"][i % 3].to_string()),
+            ]);
+            (id(i), Arc::new(l))
+        })
+        .collect()
+}
+
+struct Fleet {
+    st: PartitionState,
+    seq: Vec<u64>,
+    firmware: Vec<String>,
+    offset: i64,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        Self {
+            st: PartitionState::with_rules(
+                4096,
+                Arc::new(RulesConfig::default()),
+                Arc::new(labels()),
+            ),
+            seq: vec![0; N],
+            firmware: vec!["v1".to_string(); N],
+            offset: 0,
+        }
+    }
+
+    /// Window `w`: the devices `reports(i)` says report, one frame each.
+    fn window(&mut self, w: i64, reports: impl Fn(usize) -> bool) -> Vec<Anomaly> {
+        for i in (0..N).filter(|&i| reports(i)) {
+            self.seq[i] += 1;
+            let at = T0 + w * HOUR + i as i64 * 1000;
+            let payload = Frame {
+                sent_at_ms: at,
+                firmware: self.firmware[i].clone(),
+                ..Default::default()
+            }
+            .encode_to_vec();
+            let sf = SignedFrame {
+                device_id: id(i),
+                seq: self.seq[i],
+                key_id: "k1".into(),
+                payload: payload.into(),
+                signature: vec![0; 64].into(),
+            };
+            let raw = RawFrame {
+                signed_frame: sf.encode_to_vec().into(),
+                received_at_ms: at,
+                edge_id: "e".into(),
+            };
+            self.offset += 1;
+            let out = self.st.process(self.offset, &raw.encode_to_vec());
+            assert!(matches!(out, Outcome::Checked(_)));
+        }
+        self.st.take_anomalies()
+    }
+}
+
+fn cohorts(a: &[Anomaly], rule: &str) -> Vec<String> {
+    a.iter()
+        .filter(|a| a.rule == rule)
+        .map(|a| a.cohort.clone())
+        .collect()
+}
+
+#[test]
+fn a_module_going_silent_raises_cohort_silence_for_its_cohorts_only() {
+    let mut f = Fleet::new();
+    for w in 0..30 {
+        // night: only a third of every cohort reports (a pattern, not a failure)
+        let night = (10..16).contains(&w);
+        let found = f.window(w, |i| {
+            !night || (i.wrapping_mul(2_654_435_761) >> 8) % 3 == 0
+        });
+        assert!(found.is_empty(), "window {w}: {found:?}");
+    }
+    // bg95 (devices 0..200) goes silent in window 30; judged when window 31 starts
+    assert!(f.window(30, |i| i >= 200).is_empty());
+    let found = f.window(31, |i| i >= 200);
+    assert_eq!(
+        cohorts(&found, "cohort_silence"),
+        [
+            "module=bg95",
+            "module=bg95,region=e",
+            "module=bg95,region=n",
+            "module=bg95,region=s",
+            "module=bg95,region=w"
+        ]
+    );
+    let a = &found[0];
+    assert_eq!(
+        (a.severity.as_str(), a.device_id.as_str(), a.seq),
+        ("critical", "", None)
+    );
+    assert_eq!((a.ts_from_ms, a.ts_to_ms), (T0 + 30 * HOUR, T0 + 31 * HOUR));
+    assert!(a.detail.starts_with("0 of 200"), "{}", a.detail);
+    assert_eq!(found.len(), 5);
+}
+
+#[test]
+fn many_devices_changing_firmware_at_once_raise_cohort_firmware_change() {
+    let mut f = Fleet::new();
+    for w in 0..5 {
+        assert!(f.window(w, |_| true).is_empty());
+    }
+    // 60 of the 200 ec25 modules (devices 200..260) update in window 5
+    for i in 200..260 {
+        f.firmware[i] = "v2".into();
+    }
+    assert!(f.window(5, |_| true).is_empty());
+    let found = f.window(6, |_| true);
+    let got = cohorts(&found, "cohort_firmware_change");
+    assert!(got.contains(&"module=ec25".to_string()), "{got:?}");
+    assert!(got.iter().all(|c| c.contains("ec25")), "{got:?}");
+    assert!(cohorts(&found, "cohort_silence").is_empty());
+    // one device updating is no cohort event
+    f.firmware[300] = "v3".into();
+    assert!(f.window(7, |_| true).is_empty());
+    assert!(f.window(8, |_| true).is_empty());
+}
