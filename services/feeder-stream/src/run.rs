@@ -123,19 +123,15 @@ async fn process_batch(
         next_offsets.insert(p, m.offset() + 1);
         if let Some(missing) = part.already_output.remove(&m.offset()) {
             // decided by a run that crashed before committing: only what it left out
-            for a in &missing {
-                let bytes = a.encode_to_vec();
-                let fut = send(
-                    producer,
-                    &topics.anomalies,
-                    p,
-                    anomaly_key(a),
-                    &bytes,
-                    m.offset(),
-                )
-                .await?;
-                pending.push((m.offset(), fut));
-            }
+            send_anomalies(
+                producer,
+                &topics.anomalies,
+                p,
+                m.offset(),
+                &missing,
+                &mut pending,
+            )
+            .await?;
             anomalies += missing.len() as u64;
             continue;
         }
@@ -165,19 +161,15 @@ async fn process_batch(
         };
         let fut = send(producer, topic, p, outcome.device_id(), &bytes, m.offset()).await?;
         pending.push((m.offset(), fut));
-        for a in &found {
-            let bytes = a.encode_to_vec();
-            let fut = send(
-                producer,
-                &topics.anomalies,
-                p,
-                anomaly_key(a),
-                &bytes,
-                m.offset(),
-            )
-            .await?;
-            pending.push((m.offset(), fut));
-        }
+        send_anomalies(
+            producer,
+            &topics.anomalies,
+            p,
+            m.offset(),
+            &found,
+            &mut pending,
+        )
+        .await?;
         anomalies += found.len() as u64;
     }
     for (offset, fut) in pending {
@@ -236,6 +228,23 @@ fn anomaly_key(a: &Anomaly) -> &str {
 
 /// Queues one output record; a full local queue means the broker is slow: wait for room
 /// (the queue is bounded), never drop.
+/// Enqueues the anomalies raised by the raw record at `offset` (partition `partition`).
+async fn send_anomalies(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    anomalies: &[Anomaly],
+    pending: &mut Vec<(i64, DeliveryFuture)>,
+) -> Result<()> {
+    for a in anomalies {
+        let bytes = a.encode_to_vec();
+        let fut = send(producer, topic, partition, anomaly_key(a), &bytes, offset).await?;
+        pending.push((offset, fut));
+    }
+    Ok(())
+}
+
 async fn send(
     producer: &FutureProducer,
     topic: &str,
