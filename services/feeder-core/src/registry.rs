@@ -116,39 +116,30 @@ impl Registry {
         self.devices.iter().map(|(k, v)| (&**k, v))
     }
 
-    /// Loads a registry file; `Error::Invalid` lists every malformed line.
+    /// Loads a registry file; `Error::Invalid` lists every malformed line. Reads line by
+    /// line, so a 10-million-device file (GBs) never sits in memory beside the registry.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        use std::io::BufRead;
+        let io_err = |source| Error::Io {
             file: path.display().to_string(),
             source,
-        })?;
-        Self::parse(&path.display().to_string(), &text)
+        };
+        let file = std::fs::File::open(path).map_err(io_err)?;
+        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut loader = Loader::default();
+        for line in reader.lines() {
+            loader.line(&line.map_err(io_err)?);
+        }
+        loader.finish(&path.display().to_string())
     }
 
     /// Parses registry text; `file` names it in error messages.
     pub fn parse(file: &str, text: &str) -> Result<Self> {
-        let mut reg = Registry::default();
-        let mut errors = Vec::new();
-        let mut label_sets: HashMap<BTreeMap<String, String>, Arc<BTreeMap<String, String>>> =
-            HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let n = i + 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            match parse_line(line).and_then(|l| reg.insert(l, &mut label_sets)) {
-                Ok(()) => {}
-                Err(reason) => errors.push((n, reason)),
-            }
+        let mut loader = Loader::default();
+        for line in text.lines() {
+            loader.line(line);
         }
-        if errors.is_empty() {
-            Ok(reg)
-        } else {
-            Err(Error::Invalid {
-                file: file.to_string(),
-                lines: errors,
-            })
-        }
+        loader.finish(file)
     }
 
     fn insert(
@@ -195,6 +186,41 @@ impl Registry {
         });
         self.keys += 1;
         Ok(())
+    }
+}
+
+/// Builds a registry one line at a time, collecting every malformed line.
+#[derive(Default)]
+struct Loader {
+    reg: Registry,
+    errors: Vec<(usize, String)>,
+    label_sets: HashMap<BTreeMap<String, String>, Arc<BTreeMap<String, String>>>,
+    n: usize,
+}
+
+impl Loader {
+    fn line(&mut self, line: &str) {
+        self.n += 1;
+        if line.trim().is_empty() {
+            return;
+        }
+        if let Err(reason) = parse_line(line).and_then(|l| self.reg.insert(l, &mut self.label_sets))
+        {
+            self.errors.push((self.n, reason));
+        }
+    }
+
+    fn finish(self, file: &str) -> Result<Registry> {
+        if self.errors.is_empty() {
+            let mut reg = self.reg;
+            reg.devices.shrink_to_fit();
+            Ok(reg)
+        } else {
+            Err(Error::Invalid {
+                file: file.to_string(),
+                lines: self.errors,
+            })
+        }
     }
 }
 

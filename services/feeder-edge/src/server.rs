@@ -109,6 +109,7 @@ pub async fn serve(
     };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(feeder_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Internal(e.to_string()))?;
     let (health, health_svc) = tonic_health::server::health_reporter();

@@ -40,6 +40,11 @@ pub(crate) fn flushed(
 
 pub(crate) fn committed(records: u64) {
     counter!("feeder_writer_records_committed_total").increment(records);
+    // For "writer commit age" alerts: time() - this.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    metrics::gauge!("feeder_writer_last_commit_timestamp_seconds").set(now.as_secs_f64());
 }
 
 pub(crate) fn commit_failed() {

@@ -1,5 +1,6 @@
 //! The command-line contract. Operators and test tools script against these flags; every
-//! flag can also come from a `FEEDER_*` environment variable (shown in `--help`).
+//! flag can also come from a `FEEDER_*` environment variable (shown in `--help`) and from
+//! the config file (`--config`, see `config_file`): flag > environment > file > default.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +14,10 @@ use clap::{Args, Parser, Subcommand};
     about = "Signed telemetry from untrusted networks to Parquet the utility owns"
 )]
 pub struct Cli {
+    /// Config file (TOML): `[log]`, `[metrics]`, `[kafka]` and one section per
+    /// subcommand; flags and `FEEDER_*` variables override it (docs/configuration.md).
+    #[arg(long, env = "FEEDER_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub log: LogArgs,
     #[command(subcommand)]
@@ -55,6 +60,26 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Merge the small files of a closed date partition into large ones, atomically.
     Compact(CompactArgs),
+    /// Config file tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config file (`--config` or `FEEDER_CONFIG`); with a subcommand and its
+    /// flags after it (`feeder --config F config check edge --device-rate 5`), also print
+    /// the settings that subcommand would run with (secrets redacted).
+    Check {
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,7 +88,7 @@ pub enum DevicesCommand {
     Keygen(KeygenArgs),
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, comma separated.
     #[arg(long, env = "FEEDER_BROKERS")]
@@ -80,6 +105,24 @@ pub struct KafkaArgs {
     /// Extra librdkafka property `key=value` (TLS, SASL, tuning); repeatable.
     #[arg(long = "kafka-property", env = "FEEDER_KAFKA_PROPERTIES", value_delimiter = ';', value_parser = parse_property)]
     pub kafka_properties: Vec<(String, String)>,
+    /// `[kafka.properties]` of the config file; `kafka_properties` win key by key.
+    #[arg(skip)]
+    pub file_properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaArgs")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
+            .field(
+                "properties",
+                &feeder_kafka::config::redacted(&self.properties()),
+            )
+            .finish()
+    }
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -93,10 +136,20 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 }
 
 impl KafkaArgs {
+    /// The file's properties, then the command line's and environment's (later wins).
+    pub fn properties(&self) -> Vec<(String, String)> {
+        let mut merged: Vec<(String, String)> = Vec::new();
+        for (k, v) in self.file_properties.iter().chain(&self.kafka_properties) {
+            merged.retain(|(mk, _)| mk != k);
+            merged.push((k.clone(), v.clone()));
+        }
+        merged
+    }
+
     pub fn kafka(&self) -> feeder_kafka::KafkaConfig {
         feeder_kafka::KafkaConfig {
             brokers: self.brokers.clone(),
-            properties: self.kafka_properties.clone(),
+            properties: self.properties(),
         }
     }
 
@@ -205,6 +258,9 @@ pub struct StreamArgs {
     pub registry: PathBuf,
     #[arg(long, env = "FEEDER_STREAM_GROUP", default_value = "feeder-stream")]
     pub group: String,
+    /// `[stream.rules]` of the config file (rule thresholds, `docs/checks.md`).
+    #[arg(skip)]
+    pub rules: Option<feeder_stream::rules::RulesConfig>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]

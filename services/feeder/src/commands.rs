@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use anyhow::Context;
 use feeder_core::Registry;
 use feeder_edge::{EdgeConfig, SharedRegistry};
@@ -10,14 +12,16 @@ use feeder_sim::loadgen::{self, LoadgenConfig};
 use feeder_stream::StreamConfig;
 use feeder_writer::WriterConfig;
 
-use crate::cli::{Cli, Command, DevicesCommand};
+use crate::cli::{Cli, Command, ConfigCommand, DevicesCommand};
+use crate::cli::{KafkaArgs, MetricsArgs};
+use crate::http::Readiness;
 use crate::shutdown::on_signals;
-use crate::telemetry::serve_metrics;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Edge(a) => {
-            serve_metrics(a.metrics.metrics_listen)?;
+            let shutdown = on_signals();
+            let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;
             let registry = Registry::load(&a.registry).context("loading the device registry")?;
             tracing::info!(
                 devices = registry.len(),
@@ -44,53 +48,63 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         client_ca: a.tls_client_ca,
                         require_device_identity: a.require_device_identity,
                     }),
-                    _ => None,
+                    (None, None) if a.tls_client_ca.is_none() && !a.require_device_identity => None,
+                    _ => anyhow::bail!(
+                        "edge settings: TLS needs both tls_cert and tls_key \
+                         (and tls_client_ca / require_device_identity need them)"
+                    ),
                 },
                 ..EdgeConfig::default()
             };
             cfg.validate().context("edge settings")?;
+            ready.mark_started();
             feeder_edge::run(
                 a.listen,
                 &a.kafka.kafka(),
                 &a.kafka.topics(),
                 cfg,
                 SharedRegistry::new(registry),
-                on_signals(),
+                shutdown,
             )
             .await?;
         }
         Command::Stream(a) => {
-            serve_metrics(a.metrics.metrics_listen)?;
+            let shutdown = on_signals();
+            let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;
             let registry = Registry::load(&a.registry).context("loading the device registry")?;
             tracing::info!(devices = registry.len(), "registry loaded");
             let cfg = StreamConfig {
                 group_id: a.group,
                 device_labels: feeder_stream::config::labels_from_registry(&registry),
+                rules: a.rules.unwrap_or_default(),
                 ..StreamConfig::default()
             };
+            ready.mark_started();
             feeder_stream::run(
                 &a.kafka.kafka(),
                 &a.kafka.topics(),
                 cfg,
                 Arc::default(),
-                on_signals(),
+                shutdown,
             )
             .await?;
         }
         Command::Writer(a) => {
-            serve_metrics(a.metrics.metrics_listen)?;
+            let shutdown = on_signals();
+            let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;
             let cfg = WriterConfig {
                 data_root: a.data,
                 group_id: a.group,
                 writer_id: a.writer_id,
                 ..WriterConfig::default()
             };
+            ready.mark_started();
             feeder_writer::run(
                 &a.kafka.kafka(),
                 &a.kafka.topics(),
                 cfg,
                 Arc::default(),
-                on_signals(),
+                shutdown,
             )
             .await?;
         }
@@ -140,6 +154,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await??;
             print!("{report}");
         }
+        Command::Config {
+            command: ConfigCommand::Check { command },
+        } => {
+            let Some(path) = cli.config else {
+                anyhow::bail!("no config file: pass --config FILE or set FEEDER_CONFIG");
+            };
+            // The file was loaded and validated before this command was parsed.
+            println!("{}: ok", path.display());
+            if !command.is_empty() {
+                let mut args = vec!["feeder".into(), "--config".into(), path.into_os_string()];
+                args.extend(command);
+                match crate::config_file::parse_from(args) {
+                    Ok(resolved) => println!("{:#?}", resolved.command),
+                    Err(e) => e.exit(),
+                }
+            }
+        }
         Command::Devices {
             command: DevicesCommand::Keygen(a),
         } => {
@@ -161,4 +192,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Serves `/metrics`, `/livez`, `/readyz` (when `--metrics-listen` is set) and returns the
+/// readiness the stage marks as it starts; readiness drops as soon as shutdown begins.
+/// The endpoint itself keeps answering until the process exits, so a draining pod stays
+/// live.
+async fn operations(
+    metrics: &MetricsArgs,
+    kafka: &KafkaArgs,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Readiness> {
+    let ready = Readiness::default();
+    let served = crate::http::serve(
+        metrics.metrics_listen,
+        ready.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    .context("serving the operations endpoint")?;
+    if served.is_some() {
+        ready.watch_broker(&kafka.kafka(), shutdown.clone());
+    }
+    let (r, s) = (ready.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        s.cancelled().await;
+        r.mark_stopping();
+    });
+    Ok(ready)
 }

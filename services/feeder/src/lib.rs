@@ -6,7 +6,9 @@
 pub mod attacks;
 pub mod cli;
 pub mod commands;
+pub mod config_file;
 pub mod demo;
+pub mod http;
 pub mod pipeline;
 pub mod shutdown;
 pub mod telemetry;

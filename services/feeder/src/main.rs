@@ -1,9 +1,10 @@
 //! `feeder`: parses the command line and hands over to the library.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let mut cli = feeder::cli::Cli::parse();
+    let mut cli = match feeder::config_file::parse_from(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // The demo prints its own progress; keep stage logs to warnings unless asked.
     if matches!(cli.command, feeder::cli::Command::Demo(_))
         && std::env::var_os("FEEDER_LOG").is_none()

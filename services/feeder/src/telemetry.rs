@@ -1,6 +1,4 @@
-//! Logging and the Prometheus endpoint.
-
-use std::net::SocketAddr;
+//! Logging.
 
 use tracing_subscriber::EnvFilter;
 
@@ -16,15 +14,4 @@ pub fn init_logging(args: &LogArgs) {
     } else {
         builder.try_init()
     };
-}
-
-/// Serves `/metrics` on `addr` when set.
-pub fn serve_metrics(addr: Option<SocketAddr>) -> anyhow::Result<()> {
-    if let Some(addr) = addr {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()?;
-        tracing::info!(%addr, "serving prometheus metrics");
-    }
-    Ok(())
 }

@@ -1,0 +1,158 @@
+//! Registry load time and memory for 10^6 and 10^7 devices (issue #3).
+//!
+//! Not a criterion bench: one load of a 10^7-device file takes tens of seconds and
+//! gigabytes, so each size is loaded once and measured exactly instead of sampled. The
+//! heap figures come from a counting global allocator (bytes the loaded `Registry` keeps,
+//! and the peak while loading); lookups are timed at each size so their ratio shows
+//! whether lookups stay O(1) as the registry grows.
+//!
+//! Run: `cargo bench -p feeder-benches --bench registry_memory`
+//! (`FEEDER_BENCH_REGISTRY_SIZES=1000000,10000000` by default; the files are generated in
+//! a temp dir: 90 % Ed25519 meters with three labels, 10 % HMAC-SHA256 vehicles).
+
+use std::alloc::System;
+use std::io::Write;
+use std::time::Instant;
+
+use feeder_core::Registry;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("FEEDER_BENCH_REGISTRY_SIZES")
+        .unwrap_or_else(|_| "1000000,10000000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("sizes are integers"))
+        .collect();
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this as a smoke test.
+    let smoke = std::env::args().all(|a| a != "--bench");
+    let sizes = if smoke { vec![10_000] } else { sizes };
+    let dir = tempfile_dir();
+    println!(
+        "{:>10} {:>9} {:>10} {:>12} {:>12} {:>10} {:>12}",
+        "devices", "file MB", "load s", "devices/s", "heap B/dev", "peak MB", "lookup ns"
+    );
+    let mut lookups = Vec::new();
+    for n in sizes {
+        let path = dir.join(format!("registry-{n}.jsonl"));
+        let file_bytes = generate(&path, n);
+        let region = Region::new(GLOBAL);
+        let t = Instant::now();
+        let registry = Registry::load(&path).expect("registry loads");
+        let load = t.elapsed();
+        let stats = region.change();
+        let retained = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
+            + stats.bytes_reallocated as i64;
+        assert_eq!(registry.len(), n);
+        let ns = lookup_ns(&registry, n);
+        lookups.push((n, ns));
+        println!(
+            "{:>10} {:>9.0} {:>10.2} {:>12.0} {:>12.1} {:>10.0} {:>12.1}",
+            n,
+            file_bytes as f64 / 1e6,
+            load.as_secs_f64(),
+            n as f64 / load.as_secs_f64(),
+            retained as f64 / n as f64,
+            peak_mb(),
+            ns
+        );
+        drop(registry);
+        std::fs::remove_file(&path).ok();
+    }
+    if let (Some(first), Some(last)) = (lookups.first(), lookups.last())
+        && first.0 != last.0
+    {
+        {
+            println!(
+                "lookup time at {} devices / at {} devices: {:.2}",
+                last.0,
+                first.0,
+                last.1 / first.1
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("feeder-registry-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Writes `n` devices; returns the file size. Key bytes are pseudo-random (the loader
+/// checks length and hex, not curve membership).
+fn generate(path: &std::path::Path, n: usize) -> u64 {
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let modules = ["bg95", "ec25", "sara-r5", "me910"];
+    let regions = ["north", "south", "east", "west", "central"];
+    for i in 0..n {
+        let mut key = [0u8; 32];
+        for c in key.chunks_mut(8) {
+            c.copy_from_slice(&next().to_le_bytes());
+        }
+        let key = hex::encode(key);
+        if i % 10 == 9 {
+            writeln!(
+                w,
+                r#"{{"device_id":"veh-{i:08}","key_id":"k1","alg":"hmac-sha256","secret":"{key}","kind":"vehicle","status":"active","labels":{{"module":"{}"}}}}"#,
+                modules[i % 4]
+            )
+        } else {
+            writeln!(
+                w,
+                r#"{{"device_id":"mtr-{i:08}","key_id":"k1","alg":"ed25519","public_key":"{key}","kind":"meter","status":"active","labels":{{"module":"{}","region":"{}","firmware":"4.2.{}"}}}}"#,
+                modules[i % 4],
+                regions[i % 5],
+                i % 3
+            )
+        }
+        .unwrap();
+    }
+    w.flush().unwrap();
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// Mean time of a lookup of a random existing device, over 10^6 lookups.
+fn lookup_ns(registry: &Registry, n: usize) -> f64 {
+    let ids: Vec<String> = (0..1_000_000u64)
+        .map(|k| {
+            let i = (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n as u64) as usize;
+            if i % 10 == 9 {
+                format!("veh-{i:08}")
+            } else {
+                format!("mtr-{i:08}")
+            }
+        })
+        .collect();
+    let t = Instant::now();
+    let mut found = 0usize;
+    for id in &ids {
+        found += usize::from(std::hint::black_box(registry.device(id)).is_some());
+    }
+    let ns = t.elapsed().as_nanos() as f64 / ids.len() as f64;
+    assert_eq!(found, ids.len());
+    ns
+}
+
+/// Peak resident set of this process so far (VmHWM), MB.
+fn peak_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
