@@ -53,7 +53,6 @@ pub enum ConfigError {
 /// A loaded, validated config file.
 #[derive(Debug, Clone)]
 pub struct ConfigFile {
-    path: PathBuf,
     /// `(section, arg id)` → (values as the flag would take them, line).
     values: BTreeMap<(String, String), (Vec<String>, usize)>,
     kafka_properties: Vec<(String, String)>,
@@ -61,21 +60,6 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Number of settings the file holds (flags plus structured tables).
-    pub fn len(&self) -> usize {
-        self.values.len()
-            + usize::from(!self.kafka_properties.is_empty())
-            + usize::from(self.rules.is_some())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -172,7 +156,6 @@ impl ConfigFile {
             })?;
         }
         Ok(Self {
-            path: path.to_path_buf(),
             values,
             kafka_properties,
             rules,
