@@ -12,6 +12,7 @@
 pub mod codes;
 pub mod device_id;
 pub mod error;
+pub mod geo;
 pub mod keyfile;
 pub mod registry;
 pub mod signing;

@@ -29,6 +29,8 @@ pub mod raw {
     include!(concat!(env!("OUT_DIR"), "/raw_server/feeder.v1.Ingest.rs"));
 }
 
+mod reading;
+
 /// Encoded `FileDescriptorSet` of every proto file, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/feeder_descriptor.bin"));

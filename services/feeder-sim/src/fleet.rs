@@ -11,7 +11,7 @@
 //! The model's RNG is seeded from the device id, so a device's frames depend only on its
 //! key, the start time and the `now_ms` it is asked for.
 
-pub mod geo;
+pub use feeder_core::geo;
 mod meter;
 mod vehicle;
 

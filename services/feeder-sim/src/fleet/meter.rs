@@ -57,7 +57,7 @@ impl MeterModel {
                 (self.base_w + self.scale * day_factor * activity_w(hour)) * noise(rng, 0.15);
             let wh = (watts * f64::from(INTERVAL_S) / 3600.0).round().max(1.0) as i64;
             sum_wh += wh;
-            readings.push(reading(
+            readings.push(Reading::new(
                 day + (slot as i64 + 1) * INTERVAL_MS,
                 INTERVAL_S,
                 INTERVAL_OBIS,
@@ -68,7 +68,7 @@ impl MeterModel {
         }
         self.register_wh += sum_wh;
         let end = day + DAY_MS;
-        readings.push(reading(
+        readings.push(Reading::new(
             end,
             0,
             REGISTER_OBIS,
@@ -78,28 +78,9 @@ impl MeterModel {
         ));
         let volts = NOMINAL_DV * (1.0 + self.voltage_bias) * noise(rng, 0.015);
         let volts = volts.round().clamp(NOMINAL_DV * 0.975, NOMINAL_DV * 1.025) as i64;
-        readings.push(reading(end, 0, VOLTAGE_OBIS, volts, -1, Unit::V));
+        readings.push(Reading::new(end, 0, VOLTAGE_OBIS, volts, -1, Unit::V));
         self.day_start_ms = end;
         readings
-    }
-}
-
-fn reading(
-    ts_ms: i64,
-    interval_s: u32,
-    obis: &str,
-    value: i64,
-    scaler: i32,
-    unit: Unit,
-) -> Reading {
-    Reading {
-        ts_ms,
-        interval_s,
-        obis: obis.to_string(),
-        value,
-        scaler,
-        unit: unit as i32,
-        status: 0,
     }
 }
 

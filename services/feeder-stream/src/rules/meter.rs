@@ -511,25 +511,6 @@ mod tests {
         (0..N as i64).map(|s| 50 + (s % 7) * 3).collect()
     }
 
-    fn reading(
-        ts_ms: i64,
-        interval_s: u32,
-        obis: &str,
-        value: i64,
-        scaler: i32,
-        unit: Unit,
-    ) -> Reading {
-        Reading {
-            ts_ms,
-            interval_s,
-            obis: obis.into(),
-            value,
-            scaler,
-            unit: unit as i32,
-            status: 0,
-        }
-    }
-
     impl Meter {
         fn new() -> Self {
             Self {
@@ -554,7 +535,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(s, v)| {
-                    reading(
+                    Reading::new(
                         self.day + (s as i64 + 1) * 900_000,
                         900,
                         "1-0:1.29.0",
@@ -566,7 +547,7 @@ mod tests {
                 .collect();
             self.register = register.unwrap_or(self.register + values.iter().sum::<i64>());
             self.day += DAY_MS;
-            readings.push(reading(
+            readings.push(Reading::new(
                 self.day,
                 0,
                 "1-0:1.8.0",
@@ -574,7 +555,7 @@ mod tests {
                 0,
                 Unit::Wh,
             ));
-            readings.push(reading(self.day, 0, "1-0:32.7.0", dv, -1, Unit::V));
+            readings.push(Reading::new(self.day, 0, "1-0:32.7.0", dv, -1, Unit::V));
             Frame {
                 sent_at_ms: self.day,
                 firmware: "4.2.1".into(),

@@ -11,6 +11,7 @@
 //! - `moving_ignition_off`: speed reported, or the position moved, with the ignition off
 //!   on both fixes (the fix where the engine is switched off may still move).
 
+use feeder_core::geo::haversine_m;
 use feeder_proto::v1::{Frame, Sample};
 
 use super::{Effective, Findings, Severity};
@@ -21,17 +22,6 @@ pub const TELEPORT: &str = "teleport";
 pub const ODOMETER_ROLLBACK: &str = "odometer_rollback";
 pub const ODOMETER_MISMATCH: &str = "odometer_mismatch";
 pub const MOVING_IGNITION_OFF: &str = "moving_ignition_off";
-
-const EARTH_RADIUS_M: f64 = 6_371_000.0;
-
-/// Great-circle distance in metres (haversine, same sphere as the simulator's tracks).
-pub fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_M * a.sqrt().asin()
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Fix {

@@ -1,8 +1,11 @@
-//! Spherical geometry for the vehicle model and for checking its tracks.
+//! Spherical geometry shared by the vehicle simulator and the stream stage's telematics
+//! rules.
 //!
-//! Positions move with the great-circle destination formula, and distances use the
-//! haversine formula on the same sphere, so a vehicle's odometer and the distance between
-//! its fixes agree up to rounding.
+//! Simulated positions move with the great-circle destination formula, and distances use
+//! the haversine formula on the same sphere, so a vehicle's odometer and the distance
+//! between its fixes agree up to rounding. The plausibility rules measure with this same
+//! function: one formula in one place, so a simulated clean track can never be flagged
+//! because the two sides disagree about the Earth.
 
 /// Mean Earth radius, metres.
 pub const EARTH_RADIUS_M: f64 = 6_371_000.0;
