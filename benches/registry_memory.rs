@@ -3,8 +3,11 @@
 //! Not a criterion bench: one load of a 10^7-device file takes tens of seconds and
 //! gigabytes, so each size is loaded once and measured exactly instead of sampled. The
 //! heap figures come from a counting global allocator (bytes the loaded `Registry` keeps,
-//! and the peak while loading); lookups are timed at each size so their ratio shows
-//! whether lookups stay O(1) as the registry grows.
+//! and the peak while loading). Lookups are timed at each size beside a baseline from
+//! the same run: random 8-byte reads from an array as large as the registry's heap. A
+//! hash lookup is a constant number of such random memory accesses, so lookup ns divided
+//! by the baseline staying flat from 10^6 to 10^7 shows lookups are O(1); the absolute
+//! lookup time grows only as far as the memory hierarchy does (cache and TLB misses).
 //!
 //! Run: `cargo bench -p feeder-benches --bench registry_memory`
 //! (`FEEDER_BENCH_REGISTRY_SIZES=1000000,10000000` by default; the files are generated in
@@ -31,8 +34,16 @@ fn main() {
     let sizes = if smoke { vec![10_000] } else { sizes };
     let dir = tempfile_dir();
     println!(
-        "{:>10} {:>9} {:>10} {:>12} {:>12} {:>10} {:>12}",
-        "devices", "file MB", "load s", "devices/s", "heap B/dev", "peak MB", "lookup ns"
+        "{:>10} {:>9} {:>10} {:>12} {:>12} {:>10} {:>12} {:>12} {:>8}",
+        "devices",
+        "file MB",
+        "load s",
+        "devices/s",
+        "heap B/dev",
+        "peak MB",
+        "lookup ns",
+        "random rd ns",
+        "ratio"
     );
     let mut lookups = Vec::new();
     for n in sizes {
@@ -47,16 +58,20 @@ fn main() {
             + stats.bytes_reallocated as i64;
         assert_eq!(registry.len(), n);
         let ns = lookup_ns(&registry, n);
-        lookups.push((n, ns));
+        let peak = peak_mb();
+        let baseline = random_read_ns(retained.max(8) as usize);
+        lookups.push((n, ns, baseline));
         println!(
-            "{:>10} {:>9.0} {:>10.2} {:>12.0} {:>12.1} {:>10.0} {:>12.1}",
+            "{:>10} {:>9.0} {:>10.2} {:>12.0} {:>12.1} {:>10.0} {:>12.1} {:>12.1} {:>8.2}",
             n,
             file_bytes as f64 / 1e6,
             load.as_secs_f64(),
             n as f64 / load.as_secs_f64(),
             retained as f64 / n as f64,
-            peak_mb(),
-            ns
+            peak,
+            ns,
+            baseline,
+            ns / baseline
         );
         drop(registry);
         std::fs::remove_file(&path).ok();
@@ -64,14 +79,16 @@ fn main() {
     if let (Some(first), Some(last)) = (lookups.first(), lookups.last())
         && first.0 != last.0
     {
-        {
-            println!(
-                "lookup time at {} devices / at {} devices: {:.2}",
-                last.0,
-                first.0,
-                last.1 / first.1
-            );
-        }
+        println!(
+            "lookup time at {} devices / at {} devices: {:.2} (random-read baseline: {:.2}; \
+             lookup/baseline ratio: {:.2} -> {:.2})",
+            last.0,
+            first.0,
+            last.1 / first.1,
+            last.2 / first.2,
+            first.1 / first.2,
+            last.1 / last.2
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -141,6 +158,24 @@ fn lookup_ns(registry: &Registry, n: usize) -> f64 {
     }
     let ns = t.elapsed().as_nanos() as f64 / ids.len() as f64;
     assert_eq!(found, ids.len());
+    ns
+}
+
+/// Mean time of one random 8-byte read from an array of `bytes` bytes (10^6 reads at
+/// pseudo-random indexes, the same access pattern as [`lookup_ns`]).
+fn random_read_ns(bytes: usize) -> f64 {
+    let words = (bytes / 8).max(1);
+    let array: Vec<u64> = (0..words as u64).collect();
+    let idx: Vec<usize> = (0..1_000_000u64)
+        .map(|k| (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) % words as u64) as usize)
+        .collect();
+    let t = Instant::now();
+    let mut sum = 0u64;
+    for &i in &idx {
+        sum = sum.wrapping_add(std::hint::black_box(array[i]));
+    }
+    let ns = t.elapsed().as_nanos() as f64 / idx.len() as f64;
+    std::hint::black_box(sum);
     ns
 }
 
