@@ -9,7 +9,7 @@ use feeder_tests::{assert_scenario, run_scenario};
 async fn fleet_and_hostile_frames_end_to_end_on_mock_cluster() {
     let work = tempfile::tempdir().unwrap();
     let topics = Topics::with_prefix("e2e-mock", 4, 1);
-    let broker = EmbeddedBroker::start(1, &topics.data_topics(), topics.partitions).unwrap();
+    let broker = EmbeddedBroker::start(1, &topics.all_topics(), topics.partitions).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
     let frames = 600;
     let r = run_scenario(kafka, topics, work.path(), frames)

@@ -24,7 +24,7 @@ async fn python_grpcio_client_is_accepted_and_forgeries_refused() {
     })
     .unwrap();
     let topics = Topics::with_prefix("interop", 2, 1);
-    let broker = EmbeddedBroker::start(1, &topics.data_topics(), topics.partitions).unwrap();
+    let broker = EmbeddedBroker::start(1, &topics.all_topics(), topics.partitions).unwrap();
     let cfg = PipelineConfig::new(
         KafkaConfig::new(broker.bootstrap_servers()),
         topics,

@@ -20,6 +20,8 @@ pub struct Topics {
     pub quarantine: String,
     /// Stream -> writer: one `Anomaly` per finding of the checks.
     pub anomalies: String,
+    /// The stream stage's state changelog (compacted; key = device id).
+    pub stream_state: String,
     pub partitions: i32,
     pub replication: i32,
 }
@@ -31,6 +33,7 @@ impl Topics {
             checked: format!("{prefix}.checked"),
             quarantine: format!("{prefix}.quarantine"),
             anomalies: format!("{prefix}.anomalies"),
+            stream_state: format!("{prefix}.stream-state"),
             partitions,
             replication,
         }
@@ -40,6 +43,19 @@ impl Topics {
     pub fn data_topics(&self) -> [&str; 4] {
         [&self.raw, &self.checked, &self.quarantine, &self.anomalies]
     }
+
+    /// Topics holding state rather than data: compacted, latest record per key kept.
+    pub fn state_topics(&self) -> [&str; 1] {
+        [&self.stream_state]
+    }
+
+    /// Every topic of the pipeline (data and state), e.g. to create them up front on a
+    /// broker without the CreateTopics API (the embedded mock cluster).
+    pub fn all_topics(&self) -> Vec<&str> {
+        let mut all = self.data_topics().to_vec();
+        all.extend(self.state_topics());
+        all
+    }
 }
 
 impl Default for Topics {
@@ -48,12 +64,36 @@ impl Default for Topics {
     }
 }
 
+/// The topic configuration of state topics ([`Topics::state_topics`]).
+pub const COMPACTED: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+
 /// Creates each topic that is missing, then checks every one has `partitions` partitions.
 pub async fn ensure_topics(
     cfg: &KafkaConfig,
     names: &[&str],
     partitions: i32,
     replication: i32,
+) -> Result<()> {
+    ensure(cfg, names, partitions, replication, &[]).await
+}
+
+/// [`ensure_topics`] for state topics: created with `cleanup.policy=compact`. An existing
+/// topic is left as it is (its policy is the operator's, e.g. a Strimzi `KafkaTopic`).
+pub async fn ensure_compacted_topics(
+    cfg: &KafkaConfig,
+    names: &[&str],
+    partitions: i32,
+    replication: i32,
+) -> Result<()> {
+    ensure(cfg, names, partitions, replication, COMPACTED).await
+}
+
+async fn ensure(
+    cfg: &KafkaConfig,
+    names: &[&str],
+    partitions: i32,
+    replication: i32,
+    config: &[(&str, &str)],
 ) -> Result<()> {
     let existing = existing_partition_counts(cfg, names).await?;
     let missing: Vec<&str> = names
@@ -62,7 +102,7 @@ pub async fn ensure_topics(
         .filter(|n| !existing.iter().any(|(e, _)| e == n))
         .collect();
     if !missing.is_empty() {
-        create_topics(cfg, &missing, partitions, replication).await?;
+        create_topics(cfg, &missing, partitions, replication, config).await?;
     }
     for name in names {
         let got = wait_partition_count(cfg, name, Duration::from_secs(30)).await?;
@@ -105,11 +145,17 @@ async fn create_topics(
     names: &[&str],
     partitions: i32,
     replication: i32,
+    config: &[(&str, &str)],
 ) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = cfg.client().create()?;
     let new: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
+        .map(|n| {
+            config.iter().fold(
+                NewTopic::new(n, partitions, TopicReplication::Fixed(replication)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for res in admin.create_topics(new.iter(), &opts).await? {

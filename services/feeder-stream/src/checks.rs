@@ -3,7 +3,7 @@
 //! refused keeps the device's bytes and a snake_case reason; rule findings become flags
 //! on the checked frame and anomaly records, and never refuse a frame.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use feeder_proto::pipeline::{Anomaly, CheckedFrame, QuarantinedFrame, RawFrame};
@@ -31,8 +31,9 @@ impl Outcome {
     }
 }
 
-/// One device's state: its replay window and its rule state.
-#[derive(Debug, Default, Clone)]
+/// One device's state: its replay window and its rule state (what the changelog
+/// stores per device, [`crate::changelog`]).
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct Device {
     window: SeqWindow,
     rules: DeviceRules,
@@ -52,6 +53,14 @@ pub struct PartitionState {
     rule_counts: BTreeMap<&'static str, u64>,
     /// The cohort window the partition's clock (received_at of checked frames) is in.
     cohort_window: i64,
+    /// Devices whose state changed since the last [`Self::take_dirty`].
+    dirty: HashSet<String>,
+}
+
+/// The partition-wide part of the state (the changelog's checkpoint record carries it).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PartitionWide {
+    cohort_window: i64,
 }
 
 impl PartitionState {
@@ -69,7 +78,13 @@ impl PartitionState {
             anomalies: Vec::new(),
             rule_counts: BTreeMap::new(),
             cohort_window: i64::MIN,
+            dirty: HashSet::new(),
         }
+    }
+
+    /// A state with the same settings and no devices.
+    pub fn emptied(&self) -> Self {
+        Self::with_rules(self.window, self.rules.clone(), self.labels.clone())
     }
 
     pub fn devices(&self) -> usize {
@@ -113,7 +128,56 @@ impl PartitionState {
         std::mem::take(&mut self.rule_counts)
     }
 
+    /// How many devices changed since the last [`Self::take_dirty`].
+    pub fn dirty_devices(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// The serialized state of every device changed since the last call, in device-id
+    /// order: the changelog's device records.
+    pub fn take_dirty(&mut self) -> Result<Vec<(String, Vec<u8>)>, postcard::Error> {
+        let mut ids: Vec<String> = self.dirty.drain().collect();
+        ids.sort_unstable();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(d) = self.devices.get(&id) {
+                let bytes = postcard::to_stdvec(d)?;
+                out.push((id, bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets which devices changed (after a restore: restored state is already stored).
+    pub fn clear_dirty(&mut self) {
+        self.dirty.clear();
+    }
+
+    /// The partition-wide state (the cohort clock), serialized.
+    pub fn partition_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_stdvec(&PartitionWide {
+            cohort_window: self.cohort_window,
+        })
+    }
+
+    /// Restores what [`Self::partition_bytes`] produced.
+    pub fn restore_partition(&mut self, bytes: &[u8]) -> Result<(), postcard::Error> {
+        let p: PartitionWide = postcard::from_bytes(bytes)?;
+        self.cohort_window = p.cohort_window;
+        Ok(())
+    }
+
+    /// Restores one device from its changelog record (see [`Self::take_dirty`]).
+    pub fn restore_device(&mut self, device_id: &str, bytes: &[u8]) -> Result<(), postcard::Error> {
+        let d: Device = postcard::from_bytes(bytes)?;
+        self.devices.insert(device_id.to_string(), d);
+        Ok(())
+    }
+
     fn device_mut(&mut self, device_id: &str) -> &mut Device {
+        if !self.dirty.contains(device_id) {
+            self.dirty.insert(device_id.to_string());
+        }
         if !self.devices.contains_key(device_id) {
             self.devices
                 .insert(device_id.to_string(), Device::default());

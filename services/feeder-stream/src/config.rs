@@ -34,6 +34,9 @@ pub struct StreamConfig {
     pub rules: RulesConfig,
     /// Registry labels for per-label rule overrides; empty = default rules everywhere.
     pub device_labels: DeviceLabels,
+    /// How often changed device state is written to the state changelog: a restart
+    /// replays at most about this much of the checked log on top of the snapshot.
+    pub snapshot_interval: Duration,
 }
 
 impl Default for StreamConfig {
@@ -46,6 +49,7 @@ impl Default for StreamConfig {
             batch_linger: Duration::from_millis(50),
             rules: RulesConfig::default(),
             device_labels: DeviceLabels::default(),
+            snapshot_interval: Duration::from_secs(10),
         }
     }
 }

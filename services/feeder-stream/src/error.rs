@@ -10,6 +10,8 @@ pub enum Error {
     Delivery { offset: i64, reason: String },
     #[error("recovery of partition {partition}: {reason}")]
     Recovery { partition: i32, reason: String },
+    #[error("state snapshot of partition {partition}: {reason}")]
+    Snapshot { partition: i32, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -9,15 +9,16 @@
 //! quarantine topic (and its anomalies in partition *p* of the anomalies topic), tagged
 //! with its source offset. The per-device replay windows and rule state are a pure
 //! function of what the checked topic holds, so on (re)assignment the stage rebuilds
-//! them by reading its own output ([`recovery`]), and skips raw offsets whose output is
+//! them from its last snapshot and its own output ([`recovery`]), and skips raw offsets whose output is
 //! already in the log. A crash between producing and committing therefore neither loses
 //! nor duplicates a frame, and a replay is still refused after a restart.
 //!
-//! The rebuild reads the whole output partition; with long retention this is slow, and
-//! with a broker that evicts old data (the embedded mock cluster) windows older than the
-//! retained data are lost. A compacted changelog of snapshots replaces the full read in a
-//! later version.
+//! The state is also snapshotted to a compacted changelog topic ([`changelog`]), so a
+//! restart reads one record per device plus the checked log since the last checkpoint,
+//! and a device silent for longer than the data topics' retention keeps its replay
+//! window.
 
+pub mod changelog;
 pub mod checks;
 pub mod config;
 pub mod error;

@@ -1,9 +1,12 @@
-//! Rebuilding a partition's state from the stage's own output.
+//! Rebuilding a partition's state from the changelog and the stage's own output.
 //!
-//! The checked topic is the record of what was accepted, so replaying its partition *p*
-//! in log order through [`PartitionState::replay_checked`] reproduces the replay windows
-//! and the rule state exactly (the rules are deterministic: their "now" is the record's
-//! `received_at_ms`). The source offsets found in checked and quarantine at or after the
+//! The state changelog ([`crate::changelog`]) holds every device's state as of its last
+//! checkpoint; the checked topic is the record of what was accepted since, so replaying
+//! its partition *p* from the checkpoint in log order through
+//! [`PartitionState::replay_checked`] reproduces the replay windows and the rule state
+//! exactly (the rules are deterministic: their "now" is the record's `received_at_ms`).
+//! Without a usable checkpoint (first start, or a state layout from another version) the
+//! whole checked partition is replayed, which is as complete as the topic's retention. The source offsets found in checked and quarantine at or after the
 //! committed raw position are outputs of a run that crashed before committing: those raw
 //! records are not decided again when they are read again.
 //!
@@ -26,6 +29,7 @@ use prost::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
+use crate::changelog::{OutputPositions, Restored};
 use crate::checks::PartitionState;
 use crate::{Error, Result, StreamConfig};
 
@@ -49,7 +53,12 @@ pub struct Recovered {
     /// Raw offsets (>= the committed position) with no checked/quarantine output but
     /// this many anomalies in the log: skip that many when deciding them again.
     pub anomalies_present: HashMap<i64, usize>,
+    /// Checked records replayed into the state.
     pub checked_records: u64,
+    /// Next offsets of the partition's output topics when recovery read them.
+    pub positions: OutputPositions,
+    /// Devices restored from the changelog (0: the state comes from a full replay).
+    pub restored_devices: usize,
 }
 
 /// Rebuilds partition `partition`'s state; `committed` is the raw offset processing
@@ -70,30 +79,55 @@ pub async fn recover(
     );
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let mut r = Reconciler::new(PartitionState::with_rules(window, rules, labels), committed);
-        read_partition(&kafka, &topics.anomalies, partition, |_, v| {
-            // An anomaly we cannot parse counts for nothing: at worst it is produced twice.
-            if let Ok(h) = AnomalyHeader::decode(v) {
-                r.anomaly(h.source_offset);
-            }
+        let mut state = PartitionState::with_rules(window, rules, labels);
+        let mut changelog = Restored::default();
+        read_partition(&kafka, &topics.stream_state, partition, 0, |_, k, v| {
+            changelog.record(k, v);
             Ok(())
         })?;
-        read_partition(&kafka, &topics.quarantine, partition, |_, v| {
-            // A quarantine record we cannot parse marks nothing as done: reprocessing its
-            // source at worst quarantines it twice, never loses it.
-            if let Ok(h) = QuarantineHeader::decode(v) {
-                r.quarantined(h.source_offset);
-            }
-            Ok(())
-        })?;
-        read_partition(&kafka, &topics.checked, partition, |_, v| {
-            let c = CheckedFrame::decode(v).map_err(|e| Error::Recovery {
-                partition,
-                reason: format!("undecodable checked record: {e}"),
-            })?;
-            r.checked(&c);
-            Ok(())
-        })?;
+        let (start, ahead, restored_devices) = restore(&mut state, &changelog, partition);
+        let mut r = Reconciler::new(state, committed, ahead);
+        let anomalies = read_partition(
+            &kafka,
+            &topics.anomalies,
+            partition,
+            start.anomalies,
+            |_, _, v| {
+                // An anomaly we cannot parse counts for nothing: at worst it is produced twice.
+                if let Ok(h) = AnomalyHeader::decode(v) {
+                    r.anomaly(h.source_offset);
+                }
+                Ok(())
+            },
+        )?;
+        let quarantine = read_partition(
+            &kafka,
+            &topics.quarantine,
+            partition,
+            start.quarantine,
+            |_, _, v| {
+                // A quarantine record we cannot parse marks nothing as done: reprocessing its
+                // source at worst quarantines it twice, never loses it.
+                if let Ok(h) = QuarantineHeader::decode(v) {
+                    r.quarantined(h.source_offset);
+                }
+                Ok(())
+            },
+        )?;
+        let checked = read_partition(
+            &kafka,
+            &topics.checked,
+            partition,
+            start.checked,
+            |o, _, v| {
+                let c = CheckedFrame::decode(v).map_err(|e| Error::Recovery {
+                    partition,
+                    reason: format!("undecodable checked record: {e}"),
+                })?;
+                r.checked(o, &c);
+                Ok(())
+            },
+        )?;
         let Reconciler {
             mut state,
             already_output,
@@ -105,6 +139,7 @@ pub async fn recover(
         state.take_rule_counts();
         tracing::info!(
             partition,
+            restored_devices,
             checked_records,
             devices = state.devices(),
             skipped = already_output.len(),
@@ -118,6 +153,12 @@ pub async fn recover(
             already_output,
             anomalies_present,
             checked_records,
+            positions: OutputPositions {
+                checked,
+                quarantine,
+                anomalies,
+            },
+            restored_devices,
         })
     })
     .await
@@ -127,22 +168,72 @@ pub async fn recover(
     })?
 }
 
+/// Loads the changelog into `state` when it is usable. Returns where to start reading
+/// the output topics, the devices whose records are newer than the checkpoint, and how
+/// many devices were restored. Anything unusable falls back to a full replay (start at
+/// offset 0, empty state): slower, never wrong.
+fn restore(
+    state: &mut PartitionState,
+    changelog: &Restored,
+    partition: i32,
+) -> (OutputPositions, HashMap<String, i64>, usize) {
+    let full_replay = (OutputPositions::default(), HashMap::new(), 0);
+    let Some(cp) = changelog.checkpoint.as_ref().filter(|_| changelog.usable()) else {
+        if changelog.unusable > 0 || !changelog.devices.is_empty() {
+            tracing::warn!(
+                partition,
+                unusable = changelog.unusable,
+                "state changelog not usable (no checkpoint, or another state format): \
+                 replaying the whole checked partition"
+            );
+        }
+        return full_replay;
+    };
+    let mut restored = || -> std::result::Result<(), postcard::Error> {
+        state.restore_partition(&cp.partition_state)?;
+        for (id, d) in &changelog.devices {
+            state.restore_device(id, &d.state)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = restored() {
+        tracing::warn!(partition, error = %e, "state changelog does not decode: replaying the whole checked partition");
+        let fresh = state.emptied();
+        *state = fresh;
+        return full_replay;
+    }
+    let start = OutputPositions {
+        checked: cp.checked_next,
+        quarantine: cp.quarantine_next,
+        anomalies: cp.anomalies_next,
+    };
+    (
+        start,
+        changelog.ahead_of_checkpoint(),
+        changelog.devices.len(),
+    )
+}
+
 /// What the output logs say about raw offsets at or after `committed`, fed in topic
 /// order: anomalies, then quarantine, then checked (the checked frames in log order,
 /// replayed into the state). Free of I/O so the bookkeeping is unit-tested.
 struct Reconciler {
     state: PartitionState,
     committed: i64,
+    /// Devices restored from a snapshot newer than the checkpoint: checked offsets below
+    /// the value are already in their state.
+    ahead: HashMap<String, i64>,
     already_output: HashMap<i64, Vec<Anomaly>>,
     anomalies_present: HashMap<i64, usize>,
     checked_records: u64,
 }
 
 impl Reconciler {
-    fn new(state: PartitionState, committed: i64) -> Self {
+    fn new(state: PartitionState, committed: i64, ahead: HashMap<String, i64>) -> Self {
         Self {
             state,
             committed,
+            ahead,
             already_output: HashMap::new(),
             anomalies_present: HashMap::new(),
             checked_records: 0,
@@ -161,7 +252,21 @@ impl Reconciler {
         }
     }
 
-    fn checked(&mut self, c: &CheckedFrame) {
+    /// A checked record at `offset` of the checked partition.
+    fn checked(&mut self, offset: i64, c: &CheckedFrame) {
+        if self
+            .ahead
+            .get(&c.device_id)
+            .is_some_and(|next| offset < *next)
+        {
+            // already in the device's snapshot, and every output of it was acknowledged
+            // before the snapshot was written
+            if c.source_offset >= self.committed {
+                self.anomalies_present.remove(&c.source_offset);
+                self.already_output.insert(c.source_offset, Vec::new());
+            }
+            return;
+        }
         let anomalies = self.state.replay_checked(c);
         self.checked_records += 1;
         if c.source_offset >= self.committed {
@@ -172,20 +277,33 @@ impl Reconciler {
     }
 }
 
-/// Calls `f(offset, value)` for every record of `topic`/`partition` up to its current end.
+/// Calls `f(offset, key, value)` for every record of `topic`/`partition` from offset
+/// `from` (or the oldest retained) up to its current end; returns that end (the next
+/// offset).
 fn read_partition(
     kafka: &KafkaConfig,
     topic: &str,
     partition: i32,
-    mut f: impl FnMut(i64, &[u8]) -> Result<()>,
-) -> Result<()> {
+    from: i64,
+    mut f: impl FnMut(i64, &[u8], &[u8]) -> Result<()>,
+) -> Result<i64> {
     let consumer: BaseConsumer = kafka.reader("stream-recovery").create()?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
-    if high <= low {
-        return Ok(());
+    if from > high {
+        return Err(Error::Recovery {
+            partition,
+            reason: format!(
+                "{topic} ends at offset {high}, before the checkpoint's {from}: \
+                 was the topic deleted and created again?"
+            ),
+        });
+    }
+    let start = from.max(low);
+    if high <= start {
+        return Ok(high);
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(low))?;
+    tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
     consumer.assign(&tpl)?;
     let deadline = Duration::from_secs(60);
     let mut last_progress = Instant::now();
@@ -193,9 +311,13 @@ fn read_partition(
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
                 last_progress = Instant::now();
-                f(m.offset(), m.payload().unwrap_or_default())?;
+                f(
+                    m.offset(),
+                    m.key().unwrap_or_default(),
+                    m.payload().unwrap_or_default(),
+                )?;
                 if m.offset() >= high - 1 {
-                    return Ok(());
+                    return Ok(high);
                 }
             }
             Some(Err(e)) => return Err(e.into()),
@@ -241,7 +363,7 @@ mod tests {
 
     #[test]
     fn outputs_split_across_topics_are_completed_never_repeated() {
-        let mut r = Reconciler::new(PartitionState::new(4096), 10);
+        let mut r = Reconciler::new(PartitionState::new(4096), 10, HashMap::new());
         // offset 5 is committed: whatever it left is history
         r.anomaly(5);
         // offset 10: checked and 1 of its 2 anomalies made it before the crash
@@ -250,8 +372,8 @@ mod tests {
         r.anomaly(11);
         // offset 12: quarantined
         r.quarantined(12);
-        r.checked(&checked(1, 5, 1));
-        r.checked(&checked(2, 10, 2));
+        r.checked(0, &checked(1, 5, 1));
+        r.checked(1, &checked(2, 10, 2));
         assert_eq!(r.checked_records, 2);
         assert_eq!(r.already_output.len(), 2);
         let missing = &r.already_output[&10];
@@ -263,5 +385,22 @@ mod tests {
         let mut st = r.state;
         assert_eq!(st.devices(), 1);
         assert!(st.take_anomalies().is_empty());
+    }
+
+    #[test]
+    fn records_already_in_a_snapshot_newer_than_the_checkpoint_are_not_replayed() {
+        // m's snapshot includes checked offsets < 3; the checkpoint is older
+        let ahead = HashMap::from([("m".to_string(), 3)]);
+        let mut r = Reconciler::new(PartitionState::new(4096), 12, ahead);
+        r.anomaly(12);
+        r.checked(1, &checked(1, 11, 1));
+        r.checked(2, &checked(2, 12, 1));
+        r.checked(3, &checked(3, 13, 0));
+        assert_eq!(r.checked_records, 1, "only offset 3 is replayed");
+        // offset 12 was output in full before the snapshot: nothing left to produce
+        assert_eq!(r.already_output[&12], Vec::new());
+        assert!(r.anomalies_present.is_empty());
+        assert!(r.already_output[&13].is_empty());
+        assert!(!r.already_output.contains_key(&11), "committed: history");
     }
 }

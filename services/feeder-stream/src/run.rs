@@ -1,6 +1,8 @@
 //! The consumer loop: batch, recover partitions on first sight, decide, produce, wait for
 //! every output ack, then commit. Offsets are committed only after what they cover is
-//! durable in the output topics.
+//! durable in the output topics. After a commit, once per `snapshot_interval`, changed
+//! state goes to the state changelog ([`crate::changelog`]): after, so a checkpoint never
+//! covers raw records whose offsets are not committed.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -8,16 +10,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use feeder_kafka::{KafkaConfig, Topics, ensure_topics};
+use feeder_kafka::{KafkaConfig, Topics, ensure_compacted_topics, ensure_topics};
 use feeder_proto::pipeline::Anomaly;
 use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
+use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::changelog::{CHECKPOINT_KEY, DeviceSnapshot, OutputPositions, STATE_FORMAT};
 use crate::checks::{Outcome, PartitionState};
 use crate::recovery::recover;
 use crate::{Error, Result, StreamConfig};
@@ -33,6 +37,10 @@ pub struct StreamStats {
     pub anomalies: AtomicU64,
     /// Checked frames carrying any rule flag (besides `gap_before`) on the frame or a row.
     pub flagged: AtomicU64,
+    /// Devices restored from the state changelog when partitions were assigned.
+    pub restored_devices: AtomicU64,
+    /// Checked records replayed on top of the changelog (all of them without one).
+    pub replayed_checked: AtomicU64,
 }
 
 struct Partition {
@@ -41,7 +49,22 @@ struct Partition {
     already_output: HashMap<i64, Vec<Anomaly>>,
     /// Not decided, but this many of its anomalies are already in the log.
     anomalies_present: HashMap<i64, usize>,
+    /// Next offsets of this partition's outputs, as acknowledged.
+    positions: OutputPositions,
+    /// Next raw offset to process.
+    raw_next: i64,
 }
+
+/// Which output a produced record went to (to track [`OutputPositions`]).
+#[derive(Debug, Clone, Copy)]
+enum Output {
+    Checked,
+    Quarantine,
+    Anomalies,
+}
+
+/// Records produced and not yet acknowledged: (raw offset, partition, output, ack).
+type Pending = Vec<(i64, i32, Output, DeliveryFuture)>;
 
 pub async fn run(
     kafka: &KafkaConfig,
@@ -57,12 +80,20 @@ pub async fn run(
         topics.replication,
     )
     .await?;
+    ensure_compacted_topics(
+        kafka,
+        &topics.state_topics(),
+        topics.partitions,
+        topics.replication,
+    )
+    .await?;
     let consumer: StreamConsumer = kafka.consumer(&cfg.group_id, &cfg.client_id).create()?;
     consumer.subscribe(&[&topics.raw])?;
     let producer: FutureProducer = kafka.producer(&cfg.client_id, 200_000, 30_000).create()?;
     let mut parts: HashMap<i32, Partition> = HashMap::new();
     tracing::info!(topic = %topics.raw, group = %cfg.group_id, "stream stage consuming");
 
+    let mut last_snapshot = Instant::now();
     loop {
         let batch = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -72,7 +103,13 @@ pub async fn run(
             kafka, topics, &cfg, &consumer, &producer, &mut parts, &stats, batch,
         )
         .await?;
+        if last_snapshot.elapsed() >= cfg.snapshot_interval {
+            snapshot(&producer, topics, &mut parts).await?;
+            last_snapshot = Instant::now();
+        }
     }
+    // a clean stop leaves a fresh checkpoint: the next owner replays nothing
+    snapshot(&producer, topics, &mut parts).await?;
     tracing::info!("stream stage stopped");
     Ok(())
 }
@@ -113,14 +150,23 @@ async fn process_batch(
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let r = recover(kafka, topics, p, m.offset(), cfg).await?;
+                stats
+                    .restored_devices
+                    .fetch_add(r.restored_devices as u64, Ordering::Relaxed);
+                stats
+                    .replayed_checked
+                    .fetch_add(r.checked_records, Ordering::Relaxed);
                 e.insert(Partition {
                     state: r.state,
                     already_output: r.already_output,
                     anomalies_present: r.anomalies_present,
+                    positions: r.positions,
+                    raw_next: m.offset(),
                 })
             }
         };
         next_offsets.insert(p, m.offset() + 1);
+        part.raw_next = m.offset() + 1;
         if let Some(missing) = part.already_output.remove(&m.offset()) {
             // decided by a run that crashed before committing: only what it left out
             send_anomalies(
@@ -142,7 +188,7 @@ async fn process_batch(
         if let Some(n) = part.anomalies_present.remove(&m.offset()) {
             found.drain(..n.min(found.len()));
         }
-        let (topic, bytes) = match &outcome {
+        let (topic, output, bytes) = match &outcome {
             Outcome::Checked(c) => {
                 checked += 1;
                 gaps += u64::from(c.frame_flags.iter().any(|f| f == "gap_before"));
@@ -151,16 +197,16 @@ async fn process_batch(
                         || !c.reading_flags.is_empty()
                         || !c.sample_flags.is_empty(),
                 );
-                (&topics.checked, c.encode_to_vec())
+                (&topics.checked, Output::Checked, c.encode_to_vec())
             }
             Outcome::Quarantined(q) => {
                 quarantined += 1;
                 metrics::counter!("feeder_stream_quarantined_total", "reason" => reason_label(&q.reason)).increment(1);
-                (&topics.quarantine, q.encode_to_vec())
+                (&topics.quarantine, Output::Quarantine, q.encode_to_vec())
             }
         };
         let fut = send(producer, topic, p, outcome.device_id(), &bytes, m.offset()).await?;
-        pending.push((m.offset(), fut));
+        pending.push((m.offset(), p, output, fut));
         send_anomalies(
             producer,
             &topics.anomalies,
@@ -172,21 +218,15 @@ async fn process_batch(
         .await?;
         anomalies += found.len() as u64;
     }
-    for (offset, fut) in pending {
-        match fut.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => {
-                return Err(Error::Delivery {
-                    offset,
-                    reason: e.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(Error::Delivery {
-                    offset,
-                    reason: "producer dropped".into(),
-                });
-            }
+    for (offset, p, output, fut) in pending {
+        let at = acked(offset, fut).await?.offset;
+        if let Some(part) = parts.get_mut(&p) {
+            let next = match output {
+                Output::Checked => &mut part.positions.checked,
+                Output::Quarantine => &mut part.positions.quarantine,
+                Output::Anomalies => &mut part.positions.anomalies,
+            };
+            *next = (*next).max(at + 1);
         }
     }
     let mut tpl = TopicPartitionList::new();
@@ -235,14 +275,93 @@ async fn send_anomalies(
     partition: i32,
     offset: i64,
     anomalies: &[Anomaly],
-    pending: &mut Vec<(i64, DeliveryFuture)>,
+    pending: &mut Pending,
 ) -> Result<()> {
     for a in anomalies {
         let bytes = a.encode_to_vec();
         let fut = send(producer, topic, partition, anomaly_key(a), &bytes, offset).await?;
-        pending.push((offset, fut));
+        pending.push((offset, partition, Output::Anomalies, fut));
     }
     Ok(())
+}
+
+/// Writes every partition's changed device state, then its checkpoint, to the state
+/// changelog, and waits for the acks. Called only after the raw offsets the state
+/// covers are committed.
+async fn snapshot(
+    producer: &FutureProducer,
+    topics: &Topics,
+    parts: &mut HashMap<i32, Partition>,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    let mut written = 0u64;
+    for (&p, part) in parts.iter_mut() {
+        if part.state.dirty_devices() == 0 {
+            continue;
+        }
+        let encode = |e: postcard::Error| Error::Snapshot {
+            partition: p,
+            reason: e.to_string(),
+        };
+        let devices = part.state.take_dirty().map_err(encode)?;
+        let checked_next = part.positions.checked;
+        for (id, state) in devices {
+            let rec = DeviceSnapshot {
+                checked_next,
+                format: STATE_FORMAT,
+                state,
+            };
+            let fut = send(
+                producer,
+                &topics.stream_state,
+                p,
+                &id,
+                &rec.encode_to_vec(),
+                part.raw_next,
+            )
+            .await?;
+            pending.push((part.raw_next, fut));
+            written += 1;
+        }
+        let cp = part
+            .positions
+            .checkpoint(part.state.partition_bytes().map_err(encode)?, part.raw_next);
+        let fut = send(
+            producer,
+            &topics.stream_state,
+            p,
+            CHECKPOINT_KEY,
+            &cp.encode_to_vec(),
+            part.raw_next,
+        )
+        .await?;
+        pending.push((part.raw_next, fut));
+    }
+    for (offset, fut) in pending {
+        acked(offset, fut).await?;
+    }
+    if written > 0 {
+        metrics::counter!("feeder_stream_state_snapshot_devices_total").increment(written);
+        metrics::histogram!("feeder_stream_state_snapshot_seconds")
+            .record(started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Waits for the broker's ack of the record produced for raw offset `offset`.
+async fn acked(offset: i64, fut: DeliveryFuture) -> Result<Delivery> {
+    match fut.await {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err((e, _))) => Err(Error::Delivery {
+            offset,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(Error::Delivery {
+            offset,
+            reason: "producer dropped".into(),
+        }),
+    }
 }
 
 async fn send(

@@ -19,7 +19,7 @@ pub enum Verdict {
     TooOld,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SeqWindow {
     highest: u64,
     holes: BTreeSet<u64>,

@@ -1,7 +1,8 @@
 //! The rules against the simulator (`feeder-sim`), whose invariants say clean data must
 //! pass every data check: a false-positive test over simulated fleet data, and a
-//! restart test showing that state rebuilt from the checked log decides the following
-//! frames exactly as the state that never stopped.
+//! restart tests showing that state rebuilt from the checked log, or restored from a
+//! changelog snapshot, decides the following frames exactly as the state that never
+//! stopped.
 
 use std::sync::Arc;
 
@@ -172,8 +173,9 @@ fn tamper(v: &[u8]) -> Vec<u8> {
     raw.encode_to_vec()
 }
 
-#[test]
-fn state_rebuilt_from_the_checked_log_decides_like_the_state_that_never_stopped() {
+/// Simulated fleet frames with every fifth tampered (cover-opened events, spikes), and
+/// where a restart test splits them.
+fn frames_with_findings() -> (Vec<(Vec<u8>, usize)>, usize) {
     let mut frames = fleet_frames(12, 20, 4, 40);
     for (i, (v, _)) in frames.iter_mut().enumerate() {
         if i % 5 == 0 {
@@ -181,6 +183,36 @@ fn state_rebuilt_from_the_checked_log_decides_like_the_state_that_never_stopped(
         }
     }
     let split = frames.len() * 2 / 3;
+    (frames, split)
+}
+
+/// `resumed` (after a restart) refuses a replay and decides every frame past `split`
+/// exactly as `live`, the state that never stopped, with the same anomalies.
+fn assert_decides_like(
+    live: &mut PartitionState,
+    resumed: &mut PartitionState,
+    frames: &[(Vec<u8>, usize)],
+    split: usize,
+) {
+    let Outcome::Quarantined(q) = resumed.process(99_999, &frames[0].0) else {
+        panic!("replay accepted after the restart")
+    };
+    assert_eq!(q.reason, "duplicate");
+    for (i, (v, _)) in frames.iter().enumerate().skip(split) {
+        assert_eq!(
+            live.process(i as i64, v),
+            resumed.process(i as i64, v),
+            "frame {i}"
+        );
+    }
+    let after = live.take_anomalies();
+    assert!(!after.is_empty());
+    assert_eq!(after, resumed.take_anomalies());
+}
+
+#[test]
+fn state_rebuilt_from_the_checked_log_decides_like_the_state_that_never_stopped() {
+    let (frames, split) = frames_with_findings();
     let cfg = Arc::new(RulesConfig::default());
     let mut live = PartitionState::with_rules(4096, cfg.clone(), labels(12, 4));
     let mut log: Vec<CheckedFrame> = Vec::new();
@@ -198,19 +230,40 @@ fn state_rebuilt_from_the_checked_log_decides_like_the_state_that_never_stopped(
     let mut rebuilt = PartitionState::with_rules(4096, cfg, labels(12, 4));
     let replayed: Vec<_> = log.iter().flat_map(|c| rebuilt.replay_checked(c)).collect();
     assert_eq!(replayed, before, "replay recomputes the same anomalies");
-    // replays are still refused after the rebuild
-    let Outcome::Quarantined(q) = rebuilt.process(99_999, &frames[0].0) else {
-        panic!("replay accepted after rebuild")
-    };
-    assert_eq!(q.reason, "duplicate");
-    for (i, (v, _)) in frames.iter().enumerate().skip(split) {
-        assert_eq!(
-            live.process(i as i64, v),
-            rebuilt.process(i as i64, v),
-            "frame {i}"
-        );
+    assert_decides_like(&mut live, &mut rebuilt, &frames, split);
+}
+
+#[test]
+fn state_restored_from_a_snapshot_decides_like_the_state_that_never_stopped() {
+    let (frames, split) = frames_with_findings();
+    let cfg = Arc::new(RulesConfig::default());
+    let mut live = PartitionState::with_rules(4096, cfg, labels(12, 4));
+    for (i, (v, _)) in frames[..split].iter().enumerate() {
+        live.process(i as i64, v);
     }
-    let after = live.take_anomalies();
-    assert!(!after.is_empty());
-    assert_eq!(after, rebuilt.take_anomalies());
+    live.take_anomalies();
+    // what the changelog would hold: every device (all changed), then the checkpoint
+    assert_eq!(live.dirty_devices(), 16);
+    let devices = live.take_dirty().unwrap();
+    assert_eq!(live.dirty_devices(), 0);
+    assert_eq!(devices.len(), 16);
+    let largest = devices.iter().map(|(_, b)| b.len()).max().unwrap();
+    println!("largest device snapshot: {largest} bytes");
+    let partition = live.partition_bytes().unwrap();
+    let mut restored = live.emptied();
+    assert_eq!(restored.devices(), 0);
+    restored.restore_partition(&partition).unwrap();
+    for (id, bytes) in &devices {
+        restored.restore_device(id, bytes).unwrap();
+    }
+    assert_eq!(restored.devices(), 16);
+    assert_eq!(
+        restored.dirty_devices(),
+        0,
+        "restored state is already stored"
+    );
+    // rule state included (spike history, registers, positions, cohort clock)
+    assert_decides_like(&mut live, &mut restored, &frames, split);
+    // a corrupt snapshot is an error, not a panic or a silently empty device
+    assert!(restored.restore_device("mtr-000001", &[0xff; 3]).is_err());
 }

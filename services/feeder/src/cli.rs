@@ -258,6 +258,10 @@ pub struct StreamArgs {
     pub registry: PathBuf,
     #[arg(long, env = "FEEDER_STREAM_GROUP", default_value = "feeder-stream")]
     pub group: String,
+    /// How often changed device state goes to the state changelog: a restart replays
+    /// about this much of the checked log on top of the last snapshot.
+    #[arg(long, env = "FEEDER_STATE_SNAPSHOT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub state_snapshot_interval: std::time::Duration,
     /// `[stream.rules]` of the config file (rule thresholds, `docs/checks.md`).
     #[arg(skip)]
     pub rules: Option<feeder_stream::rules::RulesConfig>,

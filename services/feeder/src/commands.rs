@@ -77,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 group_id: a.group,
                 device_labels: feeder_stream::config::labels_from_registry(&registry),
                 rules: a.rules.unwrap_or_default(),
+                snapshot_interval: a.state_snapshot_interval,
                 ..StreamConfig::default()
             };
             ready.mark_started();

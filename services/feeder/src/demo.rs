@@ -85,7 +85,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         None => {
             let topics = Topics::with_prefix(&run_id, 6, 1);
-            let broker = EmbeddedBroker::start(1, &topics.data_topics(), topics.partitions)?;
+            let broker = EmbeddedBroker::start(1, &topics.all_topics(), topics.partitions)?;
             println!(
                 "broker: EMBEDDED evaluation broker (librdkafka mock cluster at {}): in memory, NOT durable; \
                  use --brokers for a real Kafka",

@@ -66,7 +66,7 @@ impl Default for CohortConfig {
 }
 
 /// Per-device cohort bookkeeping (40 bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CohortDevice {
     last_window: i64,
     prev_window: i64,

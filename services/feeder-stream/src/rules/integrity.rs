@@ -54,7 +54,7 @@ pub fn check(eff: &Effective<'_>, ctx: FrameCtx<'_>, frame: &Frame, out: &mut Fi
 /// The interval length a channel usually has: the length seen in the last
 /// [`UsualInterval::CONFIRM`] consecutive readings. A change is flagged until the new
 /// length has been confirmed, so a reconfigured meter is flagged for a few readings only.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UsualInterval {
     usual_s: u32,
     candidate_s: u32,

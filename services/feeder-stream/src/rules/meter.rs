@@ -38,7 +38,7 @@ pub const MAX_SLOTS_PER_DAY: i64 = 96;
 const DAY_MS: i64 = 86_400_000;
 
 /// The groups of an OBIS code `A-B:C.D.E` that the rules use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Obis {
     pub a: u8,
     pub c: u8,
@@ -89,7 +89,7 @@ fn value_of(r: &Reading) -> f64 {
 
 /// Same-time-of-day history of one interval channel: `days` values per slot, a ring per
 /// slot; `NaN` marks an empty place.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct SlotHistory {
     interval_ms: i64,
     slots: usize,
@@ -158,7 +158,7 @@ fn median(v: &mut [f32]) -> f64 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Channel {
     obis: String,
     code: Option<Obis>,
@@ -176,7 +176,7 @@ struct Channel {
     history: Option<SlotHistory>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Register {
     obis: String,
     code: Option<Obis>,
@@ -186,12 +186,14 @@ struct Register {
 }
 
 /// A meter's rule state (bounded: see the `rules` module docs).
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MeterState {
     channels: Vec<Channel>,
     registers: Vec<Register>,
     /// Start of a power outage reported and not yet restored.
     outage_since: Option<i64>,
+    /// Working space of the spike rule, not state.
+    #[serde(skip)]
     scratch: Vec<f32>,
 }
 

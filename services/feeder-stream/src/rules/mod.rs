@@ -180,7 +180,7 @@ pub struct FrameCtx<'a> {
 }
 
 /// Rule state of one device; bounded (see the module docs).
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceRules {
     pub meter: meter::MeterState,
     pub vehicle: telematics::VehicleState,

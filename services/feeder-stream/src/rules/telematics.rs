@@ -23,7 +23,7 @@ pub const ODOMETER_ROLLBACK: &str = "odometer_rollback";
 pub const ODOMETER_MISMATCH: &str = "odometer_mismatch";
 pub const MOVING_IGNITION_OFF: &str = "moving_ignition_off";
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Fix {
     ts_ms: i64,
     lat: f64,
@@ -44,7 +44,7 @@ impl Fix {
     }
 }
 
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VehicleState {
     last: Option<Fix>,
 }
