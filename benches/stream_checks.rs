@@ -3,7 +3,9 @@
 //! so the ratio shows what the checks cost on top of protobuf.
 //!
 //! `cargo bench -p feeder-benches --bench stream_checks`; throughput is in rows
-//! (meter readings or vehicle samples) per second.
+//! (meter readings or vehicle samples) per second. The `stream_snapshot` group measures
+//! the state changelog's cost: serializing every changed device (`take_dirty`) and
+//! restoring them, in devices per second, for meters with two weeks of rule history.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -93,6 +95,47 @@ fn bench(c: &mut Criterion) {
         });
         g.finish();
     }
+
+    let (raw, _) = frames(DeviceKind::Meter, 100, 14);
+    let processed = || {
+        let mut st = PartitionState::with_rules(4096, rules.clone(), Default::default());
+        for (i, v) in raw.iter().enumerate() {
+            st.process(i as i64, v);
+        }
+        st
+    };
+    let snapshot = processed().take_dirty().expect("snapshot");
+    let bytes: usize = snapshot.iter().map(|(_, b)| b.len()).sum();
+    println!(
+        "snapshot of {} meters: {} bytes ({} per meter)",
+        snapshot.len(),
+        bytes,
+        bytes / snapshot.len()
+    );
+    let mut g = c.benchmark_group("stream_snapshot");
+    g.throughput(Throughput::Elements(snapshot.len() as u64));
+    g.sample_size(20);
+    g.bench_function("take_dirty", |b| {
+        b.iter_batched(
+            processed,
+            |mut st| black_box(st.take_dirty().expect("snapshot")),
+            BatchSize::LargeInput,
+        )
+    });
+    let empty = PartitionState::with_rules(4096, rules.clone(), Default::default());
+    g.bench_function("restore", |b| {
+        b.iter_batched(
+            || empty.emptied(),
+            |mut st| {
+                for (id, state) in &snapshot {
+                    st.restore_device(id, state).expect("restore");
+                }
+                black_box(st)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

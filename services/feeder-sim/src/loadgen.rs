@@ -60,6 +60,10 @@ pub struct LoadgenConfig {
     pub record_acked: bool,
     /// Live progress, updated as calls complete.
     pub progress: Option<watch::Sender<LoadgenProgress>>,
+    /// Backpressure from the caller: while it holds `true`, no new call starts (calls in
+    /// flight finish). The demo holds while the stream stage lags too far behind for the
+    /// embedded broker, which evicts unconsumed data past a few MiB per partition.
+    pub hold: Option<watch::Receiver<bool>>,
 }
 
 impl LoadgenConfig {
@@ -75,6 +79,7 @@ impl LoadgenConfig {
             rate: None,
             record_acked: false,
             progress: None,
+            hold: None,
         }
     }
 
@@ -129,6 +134,7 @@ pub async fn run_with_policy(
     let max_frames = cfg.max_frames.unwrap_or(u64::MAX);
     let mut tally = Tally::new(started);
     let mut tasks: JoinSet<BatchOutcome> = JoinSet::new();
+    let mut hold = cfg.hold.clone();
 
     loop {
         while let Some(done) = tasks.try_join_next() {
@@ -154,6 +160,14 @@ pub async fn run_with_policy(
             let due = started + Duration::from_secs_f64(tally.report.frames_sent as f64 / rate);
             tokio::select! {
                 _ = tokio::time::sleep_until(due.into()) => {}
+                _ = shutdown.cancelled() => break,
+                _ = sleep_until(deadline) => break,
+            }
+        }
+        if let Some(hold) = hold.as_mut().filter(|h| *h.borrow()) {
+            tokio::select! {
+                // an error means the sender is gone: nobody holds any more
+                _ = hold.wait_for(|held| !*held) => {}
                 _ = shutdown.cancelled() => break,
                 _ = sleep_until(deadline) => break,
             }

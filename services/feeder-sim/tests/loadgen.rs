@@ -390,6 +390,29 @@ async fn rate_and_time_limits() {
 }
 
 #[tokio::test]
+async fn a_hold_stops_new_calls_until_released() {
+    let s = setup(Box::new(|_, _| 0), 0).await;
+    let (hold_tx, hold_rx) = tokio::sync::watch::channel(true);
+    let (tx, mut rx) = tokio::sync::watch::channel(LoadgenProgress::default());
+    let cfg = LoadgenConfig {
+        hold: Some(hold_rx),
+        progress: Some(tx),
+        ..config(&s)
+    };
+    let run = tokio::spawn(loadgen::run(cfg, CancellationToken::new()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.borrow_and_update().frames_sent, 0, "held from the start");
+    hold_tx.send(false).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("runs once released")
+        .unwrap()
+        .unwrap();
+    assert_accounted(&r);
+    assert_eq!(r.frames_acked, 200);
+}
+
+#[tokio::test]
 async fn bad_configs_and_unreachable_targets_are_errors() {
     let s = setup(Box::new(|_, _| 0), 0).await;
     let bad = [
