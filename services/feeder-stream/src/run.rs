@@ -96,6 +96,9 @@ pub async fn run(
     let mut last_snapshot = Instant::now();
     loop {
         let batch = tokio::select! {
+            // a stop request wins over records that are ready: finish the batch in hand,
+            // take no new one
+            biased;
             _ = shutdown.cancelled() => break,
             b = next_batch(&consumer, &cfg) => b?,
         };
