@@ -61,6 +61,7 @@ pub mod buffer;
 pub mod compact;
 pub mod config;
 pub mod convert;
+pub mod crashpoint;
 pub mod error;
 pub mod flush;
 pub mod naming;

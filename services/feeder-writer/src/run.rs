@@ -22,7 +22,7 @@ use crate::buffer::{Batch, FlushReason};
 use crate::partitions::{Shared, TpKey, WriterContext, commit};
 use crate::record::{SourceRecord, TopicKind};
 use crate::storage::{LocalFs, Storage};
-use crate::{Error, Result, WriterConfig, WriterStats, observe, recovery};
+use crate::{Error, Result, WriterConfig, WriterStats, crashpoint, observe, recovery};
 
 /// Pause after a consumer error, so a persistent one does not spin.
 const ERROR_BACKOFF: Duration = Duration::from_millis(200);
@@ -183,6 +183,7 @@ async fn on_record(
         shared.install(key.clone(), kind, &plan);
     }
     let offered = shared.offer(&key, rec, Instant::now());
+    crashpoint::reached(crashpoint::Point::Buffering);
     for batch in offered.ready {
         flush(shared, consumer, &key, batch).await?;
     }
@@ -206,6 +207,7 @@ async fn flush(
     })
     .await??;
     shared.account_write(key, &batch, &report);
+    crashpoint::reached(crashpoint::Point::AfterRename);
     let committed = commit(consumer, key, batch.last);
     shared.mark_written(key, &batch, committed);
     Ok(())

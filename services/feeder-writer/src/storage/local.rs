@@ -66,7 +66,10 @@ impl Storage for LocalFs {
         let target = dir.join(name);
         let written = write_synced(&tmp, bytes)
             .map_err(|e| Error::io(&tmp, e))
-            .and_then(|()| fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e)));
+            .and_then(|()| {
+                crate::crashpoint::reached(crate::crashpoint::Point::AfterTempWrite);
+                fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))
+            });
         if let Err(e) = written {
             // best effort: recovery removes it anyway if this fails too
             let _ = fs::remove_file(&tmp);

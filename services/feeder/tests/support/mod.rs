@@ -136,6 +136,11 @@ impl Drop for Stage {
 
 /// The status code of a plain HTTP/1.1 GET, or `None` when nothing answers.
 pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_get(addr, path).map(|(status, _)| status)
+}
+
+/// A plain HTTP/1.1 GET: (status, body), or `None` when nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -143,7 +148,20 @@ pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
         .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
-    buf.split_whitespace().nth(1)?.parse().ok()
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map_or("", |b| b.1).to_string();
+    Some((status, body))
+}
+
+/// The value of an unlabelled Prometheus sample `name` on a stage's `/metrics` (0 when
+/// not exported yet).
+pub fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let Some((200, body)) = http_get(addr, "/metrics") else {
+        return 0.0;
+    };
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// (low, high) watermarks of `topic`/`partition`.

@@ -1,0 +1,91 @@
+//! Fault injection for the crash tests, inert unless `FEEDER_CRASHPOINT` is set.
+//!
+//! `FEEDER_CRASHPOINT=<point>[:<n>]` stops the writer dead the *n*-th time (default 1) it
+//! reaches `<point>`: it prints `crashpoint <point> reached` to stderr and blocks that
+//! thread for good, so a test can SIGKILL the process at exactly that place and check
+//! what a restart makes of it. The points are the three places where a crash leaves a
+//! different state behind:
+//! - `buffering`: records are buffered, no file of theirs exists yet;
+//! - `after_temp_write`: a temporary file is written and fsynced, not yet renamed;
+//! - `after_rename`: a range's files are in place, its offsets not yet committed.
+//!
+//! Production never sets the variable; it is read once, and an unknown value is
+//! reported on stderr and ignored rather than failing a writer.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    Buffering,
+    AfterTempWrite,
+    AfterRename,
+}
+
+impl Point {
+    fn name(self) -> &'static str {
+        match self {
+            Point::Buffering => "buffering",
+            Point::AfterTempWrite => "after_temp_write",
+            Point::AfterRename => "after_rename",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Point::Buffering, Point::AfterTempWrite, Point::AfterRename]
+            .into_iter()
+            .find(|p| p.name() == s)
+    }
+}
+
+/// `<point>[:<n>]` -> (point, n >= 1).
+fn parse(spec: &str) -> Option<(Point, u64)> {
+    let (point, n) = match spec.split_once(':') {
+        Some((p, n)) => (p, n.parse().ok().filter(|n| *n >= 1)?),
+        None => (spec, 1),
+    };
+    Some((Point::parse(point)?, n))
+}
+
+fn armed() -> Option<(Point, u64)> {
+    static ARMED: OnceLock<Option<(Point, u64)>> = OnceLock::new();
+    *ARMED.get_or_init(|| {
+        let spec = std::env::var("FEEDER_CRASHPOINT").ok()?;
+        let parsed = parse(&spec);
+        if parsed.is_none() {
+            eprintln!("FEEDER_CRASHPOINT={spec:?} ignored: expected <point>[:<n>]");
+        }
+        parsed
+    })
+}
+
+/// Marks that the writer reached `point`; blocks forever on the armed hit.
+pub fn reached(point: Point) {
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let Some((armed, n)) = armed() else { return };
+    if armed != point || HITS.fetch_add(1, Ordering::SeqCst) + 1 != n {
+        return;
+    }
+    eprintln!("crashpoint {} reached", point.name());
+    loop {
+        std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_or_are_refused() {
+        assert_eq!(parse("buffering"), Some((Point::Buffering, 1)));
+        assert_eq!(parse("after_rename:3"), Some((Point::AfterRename, 3)));
+        assert_eq!(
+            parse("after_temp_write:1"),
+            Some((Point::AfterTempWrite, 1))
+        );
+        for bad in ["", "nowhere", "buffering:0", "buffering:x", "after_rename:"] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The writer as a real process (`feeder writer`) on the embedded broker:
+//! - SIGTERM: exits 0 having written and committed exactly what it consumed;
+//! - SIGKILL at each crash point (`FEEDER_CRASHPOINT`, see `feeder_writer::crashpoint`):
+//!   while buffering, after a temp file is written, after a range's files are renamed
+//!   into place but before its offsets are committed. After a restart DuckDB counts every
+//!   checked frame and reading exactly once, and no temp file is left anywhere.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use feeder_core::keyfile::load_key_file;
+use feeder_kafka::{EmbeddedBroker, KafkaConfig, Topics};
+use feeder_proto::pipeline::CheckedFrame;
+use feeder_sim::SimDevice;
+use feeder_sim::keygen::{KeygenConfig, keygen};
+use prost::Message as _;
+
+use support::*;
+
+const PARTITIONS: i32 = 2;
+const NOW_MS: i64 = 1_764_028_800_000;
+const GROUP: &str = "lifecycle-writer";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    _broker: EmbeddedBroker,
+    kafka: KafkaConfig,
+    topics: Topics,
+    prefix: String,
+    data: PathBuf,
+    frames: usize,
+    readings: usize,
+}
+
+/// 24 meters and 6 vehicles, 30 frames each, straight onto the checked topic (as the
+/// stream stage would put them).
+async fn setup(prefix: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry.jsonl");
+    let secrets = dir.path().join("keys.jsonl");
+    keygen(&KeygenConfig {
+        meters: 24,
+        vehicles: 6,
+        registry,
+        secrets: secrets.clone(),
+        seed: Some(3),
+        ..KeygenConfig::default()
+    })
+    .unwrap();
+    let topics = Topics::with_prefix(prefix, PARTITIONS, 1);
+    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    let mut devices: Vec<SimDevice> = load_key_file(&secrets)
+        .unwrap()
+        .into_iter()
+        .map(|k| SimDevice::from_key(k, NOW_MS - 60 * 86_400_000))
+        .collect();
+    let (mut records, mut readings) = (Vec::new(), 0);
+    let mut clock = NOW_MS;
+    for _ in 0..30 {
+        for d in &mut devices {
+            clock += 10;
+            let f = d.next_frame(clock);
+            readings += f.readings;
+            let sf = f.frame;
+            let c = CheckedFrame {
+                device_id: sf.device_id.clone(),
+                seq: sf.seq,
+                key_id: sf.key_id,
+                payload: sf.payload,
+                signature: sf.signature,
+                received_at_ms: clock,
+                edge_id: "edge-0".into(),
+                ..Default::default()
+            };
+            records.push((sf.device_id, c.encode_to_vec()));
+        }
+    }
+    produce_keyed(&kafka, &topics.checked, PARTITIONS, &records).await;
+    let data = dir.path().join("data");
+    Setup {
+        _broker: broker,
+        kafka,
+        topics,
+        prefix: prefix.to_string(),
+        data,
+        frames: records.len(),
+        readings,
+        dir,
+    }
+}
+
+impl Setup {
+    fn writer(&self, env: &[(&str, &str)]) -> Stage {
+        let data = self.data.display().to_string();
+        let mut w = Stage::spawn(
+            "writer",
+            self.dir.path(),
+            &[
+                "writer",
+                "--data",
+                &data,
+                "--group",
+                GROUP,
+                "--brokers",
+                &self.kafka.brokers,
+                "--topic-prefix",
+                &self.prefix,
+                "--partitions",
+                "2",
+                "--replication",
+                "1",
+            ],
+            env,
+        );
+        w.wait_ready(Duration::from_secs(30));
+        w
+    }
+
+    fn committed(&self) -> Vec<i64> {
+        committed(&self.kafka, GROUP, &self.topics.checked, PARTITIONS)
+    }
+
+    fn all_committed(&self) -> bool {
+        let c = self.committed();
+        (0..PARTITIONS).all(|p| c[p as usize] == watermarks(&self.kafka, &self.topics.checked, p).1)
+    }
+
+    /// Runs a writer without a crash point until everything is committed, then stops it.
+    fn finish(&self) {
+        let mut w = self.writer(&[]);
+        wait_until("restart writes the rest", Duration::from_secs(90), || {
+            self.all_committed()
+        });
+        w.sigterm();
+        let (status, _) = w.wait_exit(Duration::from_secs(30));
+        assert!(status.success(), "{}", w.log());
+    }
+
+    /// DuckDB's counts: (frames, distinct (device_id, seq), readings).
+    fn duckdb_counts(&self) -> (usize, usize, usize) {
+        let python = std::env::var_os("FEEDER_PYTHON").expect(
+            "FEEDER_PYTHON is not set: run tests/run.sh, or set it to the python of \
+             `tests/setup-python.sh | tail -1` (it has duckdb)",
+        );
+        let root = self.data.display().to_string();
+        let script = "import duckdb, sys\n\
+            r = sys.argv[1]\n\
+            c = duckdb.connect()\n\
+            f = c.execute(f\"select count(*), count(distinct (device_id, seq)) from read_parquet('{r}/frames/**/*.parquet')\").fetchone()\n\
+            n = c.execute(f\"select count(*) from read_parquet('{r}/readings/**/*.parquet')\").fetchone()[0]\n\
+            print(f[0], f[1], n)\n";
+        let out = std::process::Command::new(python)
+            .args(["-c", script, &root])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let v: Vec<usize> = text
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        (v[0], v[1], v[2])
+    }
+
+    fn assert_exactly_once(&self, what: &str) {
+        let (frames, distinct, readings) = self.duckdb_counts();
+        println!(
+            "{what}: DuckDB counts {frames} frames ({distinct} distinct) and {readings} readings; \
+             sent {} frames, {} readings",
+            self.frames, self.readings
+        );
+        assert_eq!((frames, distinct), (self.frames, self.frames), "{what}");
+        assert_eq!(readings, self.readings, "{what}");
+        let temps = files(&self.data, |n| {
+            n.starts_with(".tmp-") || n.ends_with(".tmp")
+        });
+        assert!(temps.is_empty(), "{what}: temp files left: {temps:?}");
+    }
+}
+
+/// Files under `root` whose name satisfies `keep`.
+fn files(root: &Path, keep: impl Fn(&str) -> bool + Copy) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(files(&path, keep));
+        } else if keep(&e.file_name().to_string_lossy()) {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Highest `last` offset + 1 of the `frames` files of checked partition `p` (0: none).
+fn written_through(data: &Path, checked: &str, p: i32) -> i64 {
+    let prefix = format!("{checked}+{p}+");
+    files(&data.join("frames"), |n| {
+        n.starts_with(&prefix) && n.ends_with(".parquet")
+    })
+    .iter()
+    .filter_map(|f| {
+        let name = f.file_name()?.to_string_lossy().into_owned();
+        let last = name.trim_end_matches(".parquet").rsplit('+').next()?;
+        last.parse::<i64>().ok()
+    })
+    .max()
+    .map_or(0, |l| l + 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_writes_and_commits_exactly_what_was_consumed() {
+    let s = setup("life-writer-term").await;
+    let mut w = s.writer(&[]);
+    // records reached both partitions' buffers (each is recovered from storage on its
+    // first record) and are not flushed yet (the age limit is 5 s): the stop must write them
+    wait_until("records consumed", Duration::from_secs(60), || {
+        metric(w.metrics, "feeder_writer_recoveries_total") >= PARTITIONS as f64
+    });
+    assert_eq!(
+        metric(w.metrics, "feeder_writer_records_committed_total"),
+        0.0
+    );
+    w.sigterm();
+    let (status, took) = w.wait_exit(Duration::from_secs(30));
+    println!("writer: exit {status} in {took:?}");
+    assert!(status.success(), "{}", w.log());
+    let committed = s.committed();
+    for p in 0..PARTITIONS {
+        assert_eq!(
+            committed[p as usize],
+            written_through(&s.data, &s.topics.checked, p),
+            "partition {p}: committed == written"
+        );
+        assert!(committed[p as usize] > 0, "partition {p}: nothing written");
+    }
+    s.finish();
+    s.assert_exactly_once("after SIGTERM");
+}
+
+/// Runs a writer armed with `FEEDER_CRASHPOINT=<spec>`, waits for it to stop there,
+/// SIGKILLs it, checks `at_crash` on what it left, restarts, checks exactly-once.
+async fn crash_at(prefix: &str, spec: &str, at_crash: impl Fn(&Setup)) {
+    let s = setup(prefix).await;
+    let mut w = s.writer(&[("FEEDER_CRASHPOINT", spec)]);
+    let point = spec.split(':').next().unwrap();
+    let marker = format!("crashpoint {point} reached");
+    wait_until(&marker, Duration::from_secs(60), || {
+        w.log().contains(&marker)
+    });
+    w.sigkill();
+    at_crash(&s);
+    s.finish();
+    s.assert_exactly_once(&format!("SIGKILL at {spec}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_buffering() {
+    crash_at("life-writer-buf", "buffering:200", |s| {
+        let parquet = files(&s.data, |n| n.ends_with(".parquet"));
+        assert!(parquet.is_empty(), "no file yet: {parquet:?}");
+        assert!(s.committed().iter().all(|c| *c <= 0));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_a_temp_file_is_written() {
+    crash_at("life-writer-tmp", "after_temp_write:2", |s| {
+        let temps = files(&s.data, |n| n.starts_with(".tmp-"));
+        assert_eq!(temps.len(), 1, "the crash leaves one temp file");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_rename_before_commit() {
+    crash_at("life-writer-ren", "after_rename:1", |s| {
+        let parquet = files(&s.data, |n| n.ends_with(".parquet"));
+        assert!(!parquet.is_empty(), "the range's files are in place");
+        assert!(
+            s.committed().iter().all(|c| *c <= 0),
+            "and not committed: {:?}",
+            s.committed()
+        );
+    })
+    .await;
+}
