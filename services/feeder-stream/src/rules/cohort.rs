@@ -126,23 +126,39 @@ fn cohort_key(grouping: &[String], labels: &BTreeMap<String, String>) -> Option<
     Some(key)
 }
 
-#[derive(Default)]
-struct Counts {
-    usual: u64,
-    reported: u64,
-    fw_changed: u64,
+/// Per-cohort counts for one window: what a partition tallies and the fleet
+/// aggregator sums (`rules::cohort_fleet`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub usual: u64,
+    pub reported: u64,
+    pub fw_changed: u64,
 }
 
-/// Judges window `w` over `devices` (each with its labels): the findings, ordered by
-/// grouping then cohort key (deterministic).
-pub fn judge<'a>(
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.usual += o.usual;
+        self.reported += o.reported;
+        self.fw_changed += o.fw_changed;
+    }
+}
+
+/// One window's counts over some devices: per cohort key (keys carry their label
+/// names, so groupings never collide) and the totals of every usually-reporting device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowCounts {
+    pub cohorts: BTreeMap<String, Counts>,
+    pub fleet_usual: u64,
+    pub fleet_reported: u64,
+}
+
+/// Counts window `w` over `devices` (each with its labels).
+pub fn count<'a>(
     cfg: &CohortConfig,
     w: i64,
     devices: impl Iterator<Item = (&'a CohortDevice, &'a BTreeMap<String, String>)>,
-) -> Vec<Finding> {
-    let mut per: Vec<BTreeMap<String, Counts>> =
-        cfg.groupings.iter().map(|_| BTreeMap::new()).collect();
-    let (mut all_usual, mut all_reported) = (0u64, 0u64);
+) -> WindowCounts {
+    let mut out = WindowCounts::default();
     for (d, labels) in devices {
         let usual = d.usual(w, cfg.baseline_windows);
         let reported = usual && d.last_window >= w;
@@ -150,56 +166,71 @@ pub fn judge<'a>(
         if !usual && !changed {
             continue;
         }
-        all_usual += u64::from(usual);
-        all_reported += u64::from(reported);
-        for (g, map) in cfg.groupings.iter().zip(per.iter_mut()) {
+        out.fleet_usual += u64::from(usual);
+        out.fleet_reported += u64::from(reported);
+        for g in &cfg.groupings {
             if let Some(key) = cohort_key(g, labels) {
-                let c = map.entry(key).or_default();
+                let c = out.cohorts.entry(key).or_default();
                 c.usual += u64::from(usual);
                 c.reported += u64::from(reported);
                 c.fw_changed += u64::from(changed);
             }
         }
     }
+    out
+}
+
+/// Judges window `w` over `devices` (each with its labels): the findings, ordered by
+/// cohort key (deterministic).
+pub fn judge<'a>(
+    cfg: &CohortConfig,
+    w: i64,
+    devices: impl Iterator<Item = (&'a CohortDevice, &'a BTreeMap<String, String>)>,
+) -> Vec<Finding> {
+    judge_counts(cfg, w, &count(cfg, w, devices), "")
+}
+
+/// The judgement proper, over counts of any scope (one partition or the whole fleet);
+/// `note` is appended to each finding's detail.
+pub fn judge_counts(cfg: &CohortConfig, w: i64, counts: &WindowCounts, note: &str) -> Vec<Finding> {
+    let (all_usual, all_reported) = (counts.fleet_usual, counts.fleet_reported);
     let (from, to) = (w * cfg.window_ms, (w + 1) * cfg.window_ms);
     let mut out = Vec::new();
-    for map in &per {
-        for (key, c) in map {
-            let others_usual = all_usual - c.usual;
-            if others_usual > 0 && c.usual > 0 {
-                let ratio = (all_reported - c.reported) as f64 / others_usual as f64;
-                let expected = c.usual as f64 * ratio;
-                if expected >= cfg.min_expected
-                    && (c.reported as f64) <= (1.0 - cfg.silent_share) * expected
-                {
-                    out.push(Finding {
-                        rule: COHORT_SILENCE,
-                        severity: Severity::Critical,
-                        ts_from_ms: from,
-                        ts_to_ms: to,
-                        detail: format!(
-                            "{} of {} usually reporting devices reported; the rest of the fleet predicts {:.0}",
-                            c.reported, c.usual, expected
-                        ),
-                        cohort: key.clone(),
-                    });
-                }
-            }
-            if c.fw_changed >= cfg.firmware_change_min
-                && c.fw_changed as f64 >= cfg.firmware_change_share * c.usual.max(1) as f64
+    for (key, c) in &counts.cohorts {
+        let others_usual = all_usual.saturating_sub(c.usual);
+        if others_usual > 0 && c.usual > 0 {
+            let ratio = all_reported.saturating_sub(c.reported) as f64 / others_usual as f64;
+            let expected = c.usual as f64 * ratio;
+            if expected >= cfg.min_expected
+                && (c.reported as f64) <= (1.0 - cfg.silent_share) * expected
             {
                 out.push(Finding {
-                    rule: COHORT_FIRMWARE_CHANGE,
-                    severity: Severity::Warning,
+                    rule: COHORT_SILENCE,
+                    severity: Severity::Critical,
                     ts_from_ms: from,
                     ts_to_ms: to,
                     detail: format!(
-                        "{} of {} devices changed firmware in the window",
-                        c.fw_changed, c.usual
+                        "{} of {} usually reporting devices reported; the rest of the fleet predicts {:.0}{note}",
+                        c.reported, c.usual, expected
                     ),
                     cohort: key.clone(),
                 });
             }
+        }
+        if c.fw_changed >= cfg.firmware_change_min
+            && c.fw_changed as f64 >= cfg.firmware_change_share * c.usual.max(1) as f64
+        {
+            out.push(Finding {
+                rule: COHORT_FIRMWARE_CHANGE,
+                severity: Severity::Warning,
+                ts_from_ms: from,
+                ts_to_ms: to,
+                detail: format!(
+                    "{} of {} devices changed firmware in the window{note}",
+                    c.fw_changed, c.usual
+                ),
+                cohort: key.clone(),
+            });
         }
     }
     out

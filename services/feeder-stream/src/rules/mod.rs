@@ -17,6 +17,7 @@
 //! ([`crate::window::SeqWindow`]) comes on top.
 
 pub mod cohort;
+pub mod cohort_fleet;
 pub mod config;
 pub mod events;
 pub mod integrity;
