@@ -273,9 +273,37 @@ pub struct StreamArgs {
 
 #[derive(Debug, Args)]
 pub struct WriterArgs {
-    /// Root of the datasets (`<root>/<dataset>/date=YYYY-MM-DD/*.parquet`).
+    /// Root of the datasets (`<root>/<dataset>/date=YYYY-MM-DD/*.parquet`) with
+    /// `--storage local`.
     #[arg(long, env = "FEEDER_DATA")]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
+    /// Where the datasets go: a local directory (`--data`) or an S3-compatible bucket
+    /// (`--s3-*`; credentials from `FEEDER_S3_ACCESS_KEY_ID` / `FEEDER_S3_SECRET_ACCESS_KEY`
+    /// or `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, never flags).
+    #[arg(long, env = "FEEDER_STORAGE", value_enum, default_value = "local")]
+    pub storage: crate::writer_storage::StorageKind,
+    #[arg(long, env = "FEEDER_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// `http(s)://host:port` of an S3-compatible server; unset for AWS S3 itself.
+    #[arg(long, env = "FEEDER_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Key prefix of the data root inside the bucket (no leading or trailing `/`).
+    #[arg(long, env = "FEEDER_S3_PREFIX", default_value = "")]
+    pub s3_prefix: String,
+    #[arg(long, env = "FEEDER_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Allow a plain `http://` endpoint (a server inside the cluster or on localhost).
+    #[arg(long, env = "FEEDER_S3_ALLOW_HTTP")]
+    pub s3_allow_http: bool,
+    /// Flush a topic-partition's buffer at this many records...
+    #[arg(long, env = "FEEDER_FLUSH_MAX_FRAMES", default_value_t = 20_000)]
+    pub flush_max_frames: usize,
+    /// ...or this many buffered payload bytes...
+    #[arg(long, env = "FEEDER_FLUSH_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub flush_max_bytes: usize,
+    /// ...or when its oldest record is this old (data visible at least this often).
+    #[arg(long, env = "FEEDER_FLUSH_MAX_AGE", default_value = "5s", value_parser = parse_duration)]
+    pub flush_max_age: std::time::Duration,
     #[arg(long, env = "FEEDER_WRITER_GROUP", default_value = "feeder-writer")]
     pub group: String,
     #[arg(long, env = "FEEDER_WRITER_ID", default_value = "writer-0")]

@@ -92,22 +92,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Writer(a) => {
             let shutdown = on_signals();
-            let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;
+            let storage = crate::writer_storage::storage(&a).context("writer settings")?;
             let cfg = WriterConfig {
-                data_root: a.data,
+                data_root: a.data.clone().unwrap_or_default(),
                 group_id: a.group,
                 writer_id: a.writer_id,
-                ..WriterConfig::default()
+                flush_max_frames: a.flush_max_frames,
+                flush_max_bytes: a.flush_max_bytes,
+                flush_max_age: a.flush_max_age,
             };
+            cfg.validate().context("writer settings")?;
+            let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;
             ready.mark_started();
-            feeder_writer::run(
-                &a.kafka.kafka(),
-                &a.kafka.topics(),
-                cfg,
-                Arc::default(),
-                shutdown,
-            )
-            .await?;
+            crate::writer_storage::run(&a.kafka.kafka(), &a.kafka.topics(), cfg, storage, shutdown)
+                .await?;
         }
         Command::Demo(a) => crate::demo::run(a).await?,
         Command::Loadgen(a) => {

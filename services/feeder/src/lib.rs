@@ -12,3 +12,4 @@ pub mod http;
 pub mod pipeline;
 pub mod shutdown;
 pub mod telemetry;
+pub mod writer_storage;
