@@ -83,5 +83,5 @@ pub use config::WriterConfig;
 pub use convert::{checked_to_batches, quarantined_to_batches, records_to_batches};
 pub use error::{Error, Result};
 pub use record::{SourceRecord, TopicKind};
-pub use run::{run, run_with_storage};
+pub use run::{ensure_input_topics, run, run_with_storage};
 pub use stats::WriterStats;

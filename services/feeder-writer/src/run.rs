@@ -37,6 +37,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     cfg.validate()?;
+    ensure_input_topics(kafka, topics).await?;
+    let storage = Arc::new(LocalFs::new(&cfg.data_root)?);
+    run_with_storage(kafka, topics, cfg, stats, storage, shutdown).await
+}
+
+/// Creates the topics the writer reads (checked, quarantine, anomalies) if missing.
+pub async fn ensure_input_topics(kafka: &KafkaConfig, topics: &Topics) -> Result<()> {
     feeder_kafka::ensure_topics(
         kafka,
         &[&topics.checked, &topics.quarantine, &topics.anomalies],
@@ -44,8 +51,7 @@ pub async fn run(
         topics.replication,
     )
     .await?;
-    let storage = Arc::new(LocalFs::new(&cfg.data_root)?);
-    run_with_storage(kafka, topics, cfg, stats, storage, shutdown).await
+    Ok(())
 }
 
 /// [`run`] with any storage backend, for topics that already exist. `cfg.data_root` is

@@ -80,13 +80,7 @@ pub async fn run(
             feeder_writer::run(kafka, topics, cfg, Arc::default(), shutdown).await?;
         }
         Storage::S3(s3) => {
-            feeder_kafka::ensure_topics(
-                kafka,
-                &[&topics.checked, &topics.quarantine, &topics.anomalies],
-                topics.partitions,
-                topics.replication,
-            )
-            .await?;
+            feeder_writer::ensure_input_topics(kafka, topics).await?;
             tracing::info!(bucket = %s3.bucket, prefix = %s3.prefix, "writing to S3");
             let store = Arc::new(S3Storage::new(&s3, tokio::runtime::Handle::current())?);
             feeder_writer::run_with_storage(kafka, topics, cfg, Arc::default(), store, shutdown)
