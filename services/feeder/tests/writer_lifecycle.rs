@@ -1,5 +1,6 @@
 //! The writer as a real process (`feeder writer`) on the embedded broker:
 //! - SIGTERM: exits 0 having written and committed exactly what it consumed;
+//! - `--storage s3` against a local S3-protocol server stores every frame in the bucket;
 //! - SIGKILL at each crash point (`FEEDER_CRASHPOINT`, see `feeder_writer::crashpoint`):
 //!   while buffering, after a temp file is written, after a range's files are renamed
 //!   into place but before its offsets are committed. After a restart DuckDB counts every
@@ -295,4 +296,118 @@ async fn sigkill_after_rename_before_commit() {
         );
     })
     .await;
+}
+
+/// `feeder writer --storage s3` against a real S3-protocol server (moto, from the test
+/// virtualenv) on 127.0.0.1: every frame lands in the bucket under the prefix, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_process_stores_to_an_s3_bucket() {
+    let python = std::env::var_os("FEEDER_PYTHON").expect("FEEDER_PYTHON is not set (moto)");
+    let s = setup("life-writer-s3").await;
+    let port = free_port();
+    let _moto = KillOnDrop(
+        std::process::Command::new(&python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    wait_until("moto listens", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let boto = format!(
+        "import boto3, io, sys, pyarrow.parquet as pq\n\
+         s3 = boto3.client('s3', endpoint_url='{endpoint}', region_name='us-east-1', \
+         aws_access_key_id='test', aws_secret_access_key='test')\n"
+    );
+    let py = |code: &str| {
+        let out = std::process::Command::new(&python)
+            .args(["-c", &format!("{boto}{code}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    py("s3.create_bucket(Bucket='utility-data')");
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let mut w = Stage::spawn(
+        "writer-s3",
+        s.dir.path(),
+        &[
+            "writer",
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            "utility-data",
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-allow-http",
+            "--s3-prefix",
+            "feeder/prod",
+            "--flush-max-age",
+            "1s",
+            "--group",
+            GROUP,
+            "--brokers",
+            &s.kafka.brokers,
+            "--topic-prefix",
+            &s.prefix,
+            "--partitions",
+            "2",
+            "--replication",
+            "1",
+        ],
+        &creds,
+    );
+    w.wait_ready(Duration::from_secs(30));
+    wait_until("everything committed", Duration::from_secs(90), || {
+        s.all_committed()
+    });
+    w.sigterm();
+    let (status, _) = w.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", w.log());
+    let counted = py("rows, keys = 0, 0\n\
+         for page in s3.get_paginator('list_objects_v2').paginate(Bucket='utility-data', Prefix='feeder/prod/frames/'):\n\
+         \x20   for o in page.get('Contents', []):\n\
+         \x20       keys += 1\n\
+         \x20       body = s3.get_object(Bucket='utility-data', Key=o['Key'])['Body'].read()\n\
+         \x20       rows += pq.read_table(io.BytesIO(body)).num_rows\n\
+         print(keys, rows)\n");
+    let v: Vec<usize> = counted
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    println!(
+        "s3: {} frames files, {} frame rows (sent {})",
+        v[0], v[1], s.frames
+    );
+    assert!(v[0] > 0);
+    assert_eq!(v[1], s.frames);
+    assert!(!s.data.exists(), "nothing written to local disk");
+}
+
+/// A helper process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
