@@ -3,7 +3,7 @@
 //! refused keeps the device's bytes and a snake_case reason; rule findings become flags
 //! on the checked frame and anomaly records, and never refuse a frame.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use feeder_proto::pipeline::{Anomaly, CheckedFrame, QuarantinedFrame, RawFrame};
@@ -38,6 +38,9 @@ struct Device {
     window: SeqWindow,
     rules: DeviceRules,
     cohort: CohortDevice,
+    /// Changed since the last [`PartitionState::take_dirty`] (not part of the state).
+    #[serde(skip)]
+    dirty: bool,
 }
 
 /// Replay windows and rule state of the devices of one partition.
@@ -53,8 +56,8 @@ pub struct PartitionState {
     rule_counts: BTreeMap<&'static str, u64>,
     /// The cohort window the partition's clock (received_at of checked frames) is in.
     cohort_window: i64,
-    /// Devices whose state changed since the last [`Self::take_dirty`].
-    dirty: HashSet<String>,
+    /// How many devices have `dirty` set.
+    dirty: usize,
 }
 
 /// The partition-wide part of the state (the changelog's checkpoint record carries it).
@@ -78,7 +81,7 @@ impl PartitionState {
             anomalies: Vec::new(),
             rule_counts: BTreeMap::new(),
             cohort_window: i64::MIN,
-            dirty: HashSet::new(),
+            dirty: 0,
         }
     }
 
@@ -130,27 +133,20 @@ impl PartitionState {
 
     /// How many devices changed since the last [`Self::take_dirty`].
     pub fn dirty_devices(&self) -> usize {
-        self.dirty.len()
+        self.dirty
     }
 
     /// The serialized state of every device changed since the last call, in device-id
     /// order: the changelog's device records.
     pub fn take_dirty(&mut self) -> Result<Vec<(String, Vec<u8>)>, postcard::Error> {
-        let mut ids: Vec<String> = self.dirty.drain().collect();
-        ids.sort_unstable();
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(d) = self.devices.get(&id) {
-                let bytes = postcard::to_stdvec(d)?;
-                out.push((id, bytes));
-            }
+        let mut out = Vec::with_capacity(self.dirty);
+        for (id, d) in self.devices.iter_mut().filter(|(_, d)| d.dirty) {
+            out.push((id.clone(), postcard::to_stdvec(d)?));
+            d.dirty = false;
         }
+        self.dirty = 0;
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
-    }
-
-    /// Forgets which devices changed (after a restore: restored state is already stored).
-    pub fn clear_dirty(&mut self) {
-        self.dirty.clear();
     }
 
     /// The partition-wide state (the cohort clock), serialized.
@@ -175,17 +171,20 @@ impl PartitionState {
     }
 
     fn device_mut(&mut self, device_id: &str) -> &mut Device {
-        if !self.dirty.contains(device_id) {
-            self.dirty.insert(device_id.to_string());
-        }
         if !self.devices.contains_key(device_id) {
             self.devices
                 .insert(device_id.to_string(), Device::default());
         }
         // invariant: inserted just above when missing
-        self.devices
+        let d = self
+            .devices
             .get_mut(device_id)
-            .expect("device inserted above")
+            .expect("device inserted above");
+        if !d.dirty {
+            d.dirty = true;
+            self.dirty += 1;
+        }
+        d
     }
 
     fn evaluate(&mut self, device_id: &str, received_at_ms: i64, frame: &Frame) -> Findings {

@@ -26,7 +26,6 @@ pub enum Storage {
 
 /// Checks the storage flags of `a` (credentials come from the environment).
 pub fn storage(a: &WriterArgs) -> anyhow::Result<Storage> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     match a.storage {
         StorageKind::Local => {
             anyhow::ensure!(a.data.is_some(), "--storage local needs --data DIR");
@@ -51,14 +50,14 @@ pub fn storage(a: &WriterArgs) -> anyhow::Result<Storage> {
                     "--s3-endpoint {e:?}: must be https://..., or http://... with --s3-allow-http"
                 );
             }
+            let (access_key_id, secret_access_key) = S3Config::credentials_from_env();
             let cfg = S3Config {
                 endpoint: a.s3_endpoint.clone(),
                 bucket,
                 prefix: a.s3_prefix.clone(),
                 region: a.s3_region.clone(),
-                access_key_id: var("FEEDER_S3_ACCESS_KEY_ID").or_else(|| var("AWS_ACCESS_KEY_ID")),
-                secret_access_key: var("FEEDER_S3_SECRET_ACCESS_KEY")
-                    .or_else(|| var("AWS_SECRET_ACCESS_KEY")),
+                access_key_id,
+                secret_access_key,
                 allow_http: a.s3_allow_http,
             };
             cfg.validate()?;

@@ -142,10 +142,6 @@ impl Setup {
 
     /// DuckDB's counts: (frames, distinct (device_id, seq), readings).
     fn duckdb_counts(&self) -> (usize, usize, usize) {
-        let python = std::env::var_os("FEEDER_PYTHON").expect(
-            "FEEDER_PYTHON is not set: run tests/run.sh, or set it to the python of \
-             `tests/setup-python.sh | tail -1` (it has duckdb)",
-        );
         let root = self.data.display().to_string();
         let script = "import duckdb, sys\n\
             r = sys.argv[1]\n\
@@ -153,20 +149,7 @@ impl Setup {
             f = c.execute(f\"select count(*), count(distinct (device_id, seq)) from read_parquet('{r}/frames/**/*.parquet')\").fetchone()\n\
             n = c.execute(f\"select count(*) from read_parquet('{r}/readings/**/*.parquet')\").fetchone()[0]\n\
             print(f[0], f[1], n)\n";
-        let out = std::process::Command::new(python)
-            .args(["-c", script, &root])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let v: Vec<usize> = text
-            .split_whitespace()
-            .map(|x| x.parse().unwrap())
-            .collect();
+        let v = numbers(&python(&["-c", script, &root]));
         (v[0], v[1], v[2])
     }
 
@@ -302,11 +285,11 @@ async fn sigkill_after_rename_before_commit() {
 /// virtualenv) on 127.0.0.1: every frame lands in the bucket under the prefix, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writer_process_stores_to_an_s3_bucket() {
-    let python = std::env::var_os("FEEDER_PYTHON").expect("FEEDER_PYTHON is not set (moto)");
+    let interpreter = std::env::var_os("FEEDER_PYTHON").expect("FEEDER_PYTHON is not set (moto)");
     let s = setup("life-writer-s3").await;
     let port = free_port();
     let _moto = KillOnDrop(
-        std::process::Command::new(&python)
+        std::process::Command::new(&interpreter)
             .args([
                 "-m",
                 "moto.server",
@@ -329,18 +312,7 @@ async fn writer_process_stores_to_an_s3_bucket() {
          s3 = boto3.client('s3', endpoint_url='{endpoint}', region_name='us-east-1', \
          aws_access_key_id='test', aws_secret_access_key='test')\n"
     );
-    let py = |code: &str| {
-        let out = std::process::Command::new(&python)
-            .args(["-c", &format!("{boto}{code}")])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let py = |code: &str| python(&["-c", &format!("{boto}{code}")]);
     py("s3.create_bucket(Bucket='utility-data')");
     let creds = [
         ("AWS_ACCESS_KEY_ID", "test"),
@@ -389,10 +361,7 @@ async fn writer_process_stores_to_an_s3_bucket() {
          \x20       body = s3.get_object(Bucket='utility-data', Key=o['Key'])['Body'].read()\n\
          \x20       rows += pq.read_table(io.BytesIO(body)).num_rows\n\
          print(keys, rows)\n");
-    let v: Vec<usize> = counted
-        .split_whitespace()
-        .map(|x| x.parse().unwrap())
-        .collect();
+    let v = numbers(&counted);
     println!(
         "s3: {} frames files, {} frame rows (sent {})",
         v[0], v[1], s.frames

@@ -210,6 +210,17 @@ mod tests {
             .collect()
     }
 
+    /// The fleet in window `w` = `baseline_windows`: everyone but the first 200 (the
+    /// `bricky` module) reports.
+    fn bricked(cfg: &CohortConfig) -> (i64, Vec<Dev>) {
+        let w = cfg.baseline_windows;
+        let mut devs = fleet(cfg);
+        for d in devs.iter_mut().skip(200) {
+            d.state.seen(w, "1.0");
+        }
+        (w, devs)
+    }
+
     fn cfg() -> CohortConfig {
         CohortConfig {
             baseline_windows: 4,
@@ -220,13 +231,7 @@ mod tests {
     #[test]
     fn bricking_of_a_spread_cohort_is_raised_once_fleet_wide() {
         let cfg = cfg();
-        let w = cfg.baseline_windows;
-        let mut devs = fleet(&cfg);
-        for (i, d) in devs.iter_mut().enumerate() {
-            if i >= 200 {
-                d.state.seen(w, "1.0");
-            }
-        }
+        let (w, devs) = bricked(&cfg);
         let ts = tallies(&cfg, w, &devs);
         // The window is judged only once all 8 partitions have closed it.
         let mut agg = FleetAggregator::new(cfg.clone(), PARTS, 60_000);
@@ -345,13 +350,7 @@ mod tests {
     #[test]
     fn missing_partition_is_judged_after_grace_and_says_so() {
         let cfg = cfg();
-        let w = cfg.baseline_windows;
-        let mut devs = fleet(&cfg);
-        for (i, d) in devs.iter_mut().enumerate() {
-            if i >= 200 {
-                d.state.seen(w, "1.0");
-            }
-        }
+        let (w, devs) = bricked(&cfg);
         let mut agg = FleetAggregator::new(cfg.clone(), PARTS, 60_000);
         for t in tallies(&cfg, w, &devs).iter().skip(1) {
             agg.add(t, 1_000);
@@ -369,13 +368,7 @@ mod tests {
     #[test]
     fn restart_does_not_emit_again() {
         let cfg = cfg();
-        let w = cfg.baseline_windows;
-        let mut devs = fleet(&cfg);
-        for (i, d) in devs.iter_mut().enumerate() {
-            if i >= 200 {
-                d.state.seen(w, "1.0");
-            }
-        }
+        let (w, devs) = bricked(&cfg);
         let ts = tallies(&cfg, w, &devs);
         let mut first = FleetAggregator::new(cfg.clone(), PARTS, 60_000);
         for t in &ts {

@@ -63,20 +63,30 @@ impl S3Config {
     /// credentials from `FEEDER_S3_ACCESS_KEY_ID` / `FEEDER_S3_SECRET_ACCESS_KEY`, else
     /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
     pub fn from_env() -> Result<Self> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let var = env_var;
+        let (access_key_id, secret_access_key) = Self::credentials_from_env();
         let cfg = Self {
             endpoint: var("FEEDER_S3_ENDPOINT"),
             bucket: var("FEEDER_S3_BUCKET")
                 .ok_or_else(|| Error::Config("FEEDER_S3_BUCKET is not set".into()))?,
             prefix: var("FEEDER_S3_PREFIX").unwrap_or_default(),
             region: var("FEEDER_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
-            access_key_id: var("FEEDER_S3_ACCESS_KEY_ID").or_else(|| var("AWS_ACCESS_KEY_ID")),
-            secret_access_key: var("FEEDER_S3_SECRET_ACCESS_KEY")
-                .or_else(|| var("AWS_SECRET_ACCESS_KEY")),
+            access_key_id,
+            secret_access_key,
             allow_http: var("FEEDER_S3_ALLOW_HTTP").is_some_and(|v| v == "true" || v == "1"),
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// (access key id, secret access key): `FEEDER_S3_ACCESS_KEY_ID` /
+    /// `FEEDER_S3_SECRET_ACCESS_KEY`, else `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+    /// Credentials only ever come from the environment, never from flags or files.
+    pub fn credentials_from_env() -> (Option<String>, Option<String>) {
+        (
+            env_var("FEEDER_S3_ACCESS_KEY_ID").or_else(|| env_var("AWS_ACCESS_KEY_ID")),
+            env_var("FEEDER_S3_SECRET_ACCESS_KEY").or_else(|| env_var("AWS_SECRET_ACCESS_KEY")),
+        )
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -95,6 +105,11 @@ impl S3Config {
         }
         Ok(())
     }
+}
+
+/// A set, non-empty environment variable.
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
 }
 
 /// A data root in an S3-compatible bucket.
