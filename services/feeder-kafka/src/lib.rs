@@ -17,4 +17,4 @@ pub mod topics;
 pub use config::KafkaConfig;
 pub use embedded::EmbeddedBroker;
 pub use error::{Error, Result};
-pub use topics::{Topics, ensure_compacted_topics, ensure_topics};
+pub use topics::{Topics, ensure_compacted_topics, ensure_fleet_topics, ensure_topics};

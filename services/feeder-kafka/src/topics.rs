@@ -22,6 +22,10 @@ pub struct Topics {
     pub anomalies: String,
     /// The stream stage's state changelog (compacted; key = device id).
     pub stream_state: String,
+    /// Stream partitions -> the fleet cohort aggregator: one `WindowTally` per raw
+    /// partition and closed window. Only partition 0 is used (one active aggregator per
+    /// consumer group); created with one partition.
+    pub cohort_tallies: String,
     pub partitions: i32,
     pub replication: i32,
 }
@@ -34,6 +38,7 @@ impl Topics {
             quarantine: format!("{prefix}.quarantine"),
             anomalies: format!("{prefix}.anomalies"),
             stream_state: format!("{prefix}.stream-state"),
+            cohort_tallies: format!("{prefix}.cohort-tallies"),
             partitions,
             replication,
         }
@@ -49,11 +54,17 @@ impl Topics {
         [&self.stream_state]
     }
 
-    /// Every topic of the pipeline (data and state), e.g. to create them up front on a
+    /// Topics of the fleet-wide view: one partition each (more are tolerated, unused).
+    pub fn fleet_topics(&self) -> [&str; 1] {
+        [&self.cohort_tallies]
+    }
+
+    /// Every topic of the pipeline (data, state and fleet), e.g. to create them up front on a
     /// broker without the CreateTopics API (the embedded mock cluster).
     pub fn all_topics(&self) -> Vec<&str> {
         let mut all = self.data_topics().to_vec();
         all.extend(self.state_topics());
+        all.extend(self.fleet_topics());
         all
     }
 }
@@ -74,7 +85,17 @@ pub async fn ensure_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<()> {
-    ensure(cfg, names, partitions, replication, &[]).await
+    ensure(cfg, names, Some(partitions), replication, &[]).await
+}
+
+/// [`ensure_topics`] for [`Topics::fleet_topics`]: created with one partition; an existing
+/// topic with more is accepted (only partition 0 is read and written).
+pub async fn ensure_fleet_topics(
+    cfg: &KafkaConfig,
+    names: &[&str],
+    replication: i32,
+) -> Result<()> {
+    ensure(cfg, names, None, replication, &[]).await
 }
 
 /// [`ensure_topics`] for state topics: created with `cleanup.policy=compact`. An existing
@@ -85,13 +106,13 @@ pub async fn ensure_compacted_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<()> {
-    ensure(cfg, names, partitions, replication, COMPACTED).await
+    ensure(cfg, names, Some(partitions), replication, COMPACTED).await
 }
 
 async fn ensure(
     cfg: &KafkaConfig,
     names: &[&str],
-    partitions: i32,
+    partitions: Option<i32>,
     replication: i32,
     config: &[(&str, &str)],
 ) -> Result<()> {
@@ -102,10 +123,13 @@ async fn ensure(
         .filter(|n| !existing.iter().any(|(e, _)| e == n))
         .collect();
     if !missing.is_empty() {
-        create_topics(cfg, &missing, partitions, replication, config).await?;
+        create_topics(cfg, &missing, partitions.unwrap_or(1), replication, config).await?;
     }
     for name in names {
         let got = wait_partition_count(cfg, name, Duration::from_secs(30)).await?;
+        let Some(partitions) = partitions else {
+            continue;
+        };
         if got != partitions {
             return Err(Error::Topic {
                 topic: name.to_string(),

@@ -11,7 +11,7 @@ use feeder_proto::v1::{Frame, SignedFrame};
 use prost::Message;
 
 use crate::config::DeviceLabels;
-use crate::rules::cohort::{self, CohortDevice};
+use crate::rules::cohort::{self, CohortDevice, WindowCounts};
 use crate::rules::{DeviceRules, Findings, FrameCtx, RulesConfig};
 use crate::window::{SeqWindow, Verdict};
 
@@ -58,6 +58,8 @@ pub struct PartitionState {
     cohort_window: i64,
     /// How many devices have `dirty` set.
     dirty: usize,
+    /// Cohort counts of the windows closed since the last [`Self::take_tallies`].
+    tallies: Vec<(i64, WindowCounts)>,
 }
 
 /// The partition-wide part of the state (the changelog's checkpoint record carries it).
@@ -82,6 +84,7 @@ impl PartitionState {
             rule_counts: BTreeMap::new(),
             cohort_window: i64::MIN,
             dirty: 0,
+            tallies: Vec::new(),
         }
     }
 
@@ -124,6 +127,12 @@ impl PartitionState {
     /// The anomalies raised since the last call, in processing order.
     pub fn take_anomalies(&mut self) -> Vec<Anomaly> {
         std::mem::take(&mut self.anomalies)
+    }
+
+    /// This partition's cohort counts of each window closed since the last call, oldest
+    /// first: what it contributes to the fleet-wide judgement ([`crate::fleet`]).
+    pub fn take_tallies(&mut self) -> Vec<(i64, WindowCounts)> {
+        std::mem::take(&mut self.tallies)
     }
 
     /// Flags and anomalies per rule since the last call (for per-batch metrics).
@@ -200,18 +209,13 @@ impl PartitionState {
             return findings;
         };
         dev.rules.evaluate(rules, ctx, frame, &mut findings);
-        self.cohort_step(device_id, received_at_ms, &frame.firmware, &mut findings);
+        self.cohort_step(device_id, received_at_ms, &frame.firmware);
         findings
     }
 
-    /// Advances the partition's cohort clock; judges the window it leaves.
-    fn cohort_step(
-        &mut self,
-        device_id: &str,
-        received_at_ms: i64,
-        firmware: &str,
-        out: &mut Findings,
-    ) {
+    /// Advances the partition's cohort clock; counts the window it leaves (the fleet
+    /// aggregator judges it, summed over every partition).
+    fn cohort_step(&mut self, device_id: &str, received_at_ms: i64, firmware: &str) {
         let cfg = &self.rules.cohort;
         if cfg.groupings.is_empty() || cfg.window_ms <= 0 {
             return;
@@ -219,13 +223,14 @@ impl PartitionState {
         let w = received_at_ms.div_euclid(cfg.window_ms);
         if self.cohort_window != i64::MIN && w > self.cohort_window {
             let labels = &self.labels;
-            out.anomalies.extend(cohort::judge(
+            let counts = cohort::count(
                 cfg,
                 self.cohort_window,
                 self.devices
                     .iter()
                     .filter_map(|(id, d)| labels.get(id).map(|l| (&d.cohort, &**l))),
-            ));
+            );
+            self.tallies.push((self.cohort_window, counts));
         }
         self.cohort_window = self.cohort_window.max(w);
         let now = self.cohort_window;

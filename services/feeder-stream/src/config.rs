@@ -37,6 +37,9 @@ pub struct StreamConfig {
     /// How often changed device state is written to the state changelog: a restart
     /// replays at most about this much of the checked log on top of the snapshot.
     pub snapshot_interval: Duration,
+    /// The fleet cohort aggregator judges a window some raw partition has not closed this
+    /// long after the window's first tally ([`crate::fleet`]).
+    pub cohort_grace: Duration,
 }
 
 impl Default for StreamConfig {
@@ -50,6 +53,7 @@ impl Default for StreamConfig {
             rules: RulesConfig::default(),
             device_labels: DeviceLabels::default(),
             snapshot_interval: Duration::from_secs(10),
+            cohort_grace: Duration::from_secs(600),
         }
     }
 }

@@ -22,6 +22,8 @@ pub mod changelog;
 pub mod checks;
 pub mod config;
 pub mod error;
+pub mod fleet;
+pub mod rebalance;
 pub mod recovery;
 pub mod rules;
 pub mod run;

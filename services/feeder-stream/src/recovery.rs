@@ -269,6 +269,10 @@ impl Reconciler {
         }
         let anomalies = self.state.replay_checked(c);
         self.checked_records += 1;
+        if c.source_offset < self.committed {
+            // tallies of windows closed by committed records were acknowledged then
+            self.state.take_tallies();
+        }
         if c.source_offset >= self.committed {
             let present = self.anomalies_present.remove(&c.source_offset).unwrap_or(0);
             let missing = anomalies.into_iter().skip(present).collect();
@@ -280,7 +284,7 @@ impl Reconciler {
 /// Calls `f(offset, key, value)` for every record of `topic`/`partition` from offset
 /// `from` (or the oldest retained) up to its current end; returns that end (the next
 /// offset).
-fn read_partition(
+pub(crate) fn read_partition(
     kafka: &KafkaConfig,
     topic: &str,
     partition: i32,

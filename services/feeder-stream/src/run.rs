@@ -23,7 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::changelog::{CHECKPOINT_KEY, DeviceSnapshot, OutputPositions, STATE_FORMAT};
 use crate::checks::{Outcome, PartitionState};
+use crate::fleet::{FLEET_PARTITION, FleetConfig, FleetStats, run_fleet};
+use crate::rebalance::{RebalanceContext, Rebalances};
 use crate::recovery::recover;
+use crate::rules::cohort_fleet::WindowTally;
 use crate::{Error, Result, StreamConfig};
 
 /// Counters the demo and tests read; Prometheus metrics carry the same numbers.
@@ -41,6 +44,12 @@ pub struct StreamStats {
     pub restored_devices: AtomicU64,
     /// Checked records replayed on top of the changelog (all of them without one).
     pub replayed_checked: AtomicU64,
+    /// Cohort window tallies sent to the fleet aggregator.
+    pub tallies_sent: AtomicU64,
+    /// Records fetched before a rebalance and left to the partition's next owner.
+    pub dropped_on_rebalance: AtomicU64,
+    /// The fleet cohort aggregator of this process.
+    pub fleet: FleetStats,
 }
 
 struct Partition {
@@ -61,11 +70,15 @@ enum Output {
     Checked,
     Quarantine,
     Anomalies,
+    /// A cohort tally (not a per-partition output: its position is not tracked).
+    Tally,
 }
 
 /// Records produced and not yet acknowledged: (raw offset, partition, output, ack).
 type Pending = Vec<(i64, i32, Output, DeliveryFuture)>;
 
+/// Runs the stage: the partition loop and, beside it, the fleet cohort aggregator
+/// ([`crate::fleet`]), until `shutdown`. Either failing stops both.
 pub async fn run(
     kafka: &KafkaConfig,
     topics: &Topics,
@@ -87,10 +100,54 @@ pub async fn run(
         topics.replication,
     )
     .await?;
-    let consumer: StreamConsumer = kafka.consumer(&cfg.group_id, &cfg.client_id).create()?;
+    let cohorts = cfg.rules.cohort.clone();
+    if cohorts.groupings.is_empty() {
+        return run_partitions(kafka, topics, cfg, stats, shutdown).await;
+    }
+    let fleet_cfg = FleetConfig {
+        grace: cfg.cohort_grace,
+        ..FleetConfig::for_stream_group(&cfg.group_id, &cfg.client_id)
+    };
+    // a failure of either stops the other, then the first error is returned
+    let stop = shutdown.child_token();
+    let partitions = async {
+        let r = run_partitions(kafka, topics, cfg, stats.clone(), stop.clone()).await;
+        stop.cancel();
+        r
+    };
+    let fleet = async {
+        let r = run_fleet(
+            kafka,
+            topics,
+            cohorts,
+            fleet_cfg,
+            stats.clone(),
+            stop.clone(),
+        )
+        .await;
+        stop.cancel();
+        r
+    };
+    let (a, b) = tokio::join!(partitions, fleet);
+    a.and(b)
+}
+
+/// The partition loop: batches of raw records in, outputs and tallies out, commit.
+async fn run_partitions(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    cfg: StreamConfig,
+    stats: Arc<StreamStats>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let rebalances = Rebalances::default();
+    let consumer: StreamConsumer<RebalanceContext> = kafka
+        .consumer(&cfg.group_id, &cfg.client_id)
+        .create_with_context(RebalanceContext::new(rebalances.clone()))?;
     consumer.subscribe(&[&topics.raw])?;
     let producer: FutureProducer = kafka.producer(&cfg.client_id, 200_000, 30_000).create()?;
     let mut parts: HashMap<i32, Partition> = HashMap::new();
+    let mut held_generation = rebalances.generation();
     tracing::info!(topic = %topics.raw, group = %cfg.group_id, "stream stage consuming");
 
     let mut last_snapshot = Instant::now();
@@ -100,8 +157,34 @@ pub async fn run(
             // take no new one
             biased;
             _ = shutdown.cancelled() => break,
-            b = next_batch(&consumer, &cfg) => b?,
+            b = next_batch(&consumer, &cfg, &rebalances) => b?,
         };
+        // After a rebalance, state and records fetched before it may be stale: another
+        // member may have processed those partitions since. Drop both; the records are
+        // fetched again from the committed offsets, the state rebuilt from the logs.
+        let generation = rebalances.generation();
+        if generation != held_generation {
+            if !parts.is_empty() {
+                tracing::info!(
+                    partitions = parts.len(),
+                    "rebalance: partition state dropped, rebuilt on next record"
+                );
+            }
+            parts.clear();
+            held_generation = generation;
+        }
+        let fetched = batch.len();
+        let batch: Vec<OwnedMessage> = batch
+            .into_iter()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, m)| m)
+            .collect();
+        stats
+            .dropped_on_rebalance
+            .fetch_add((fetched - batch.len()) as u64, Ordering::Relaxed);
+        if batch.is_empty() {
+            continue;
+        }
         process_batch(
             kafka, topics, &cfg, &consumer, &producer, &mut parts, &stats, batch,
         )
@@ -118,13 +201,18 @@ pub async fn run(
 }
 
 /// Waits for one record, then collects more until the batch is full or lingered enough.
-async fn next_batch(consumer: &StreamConsumer, cfg: &StreamConfig) -> Result<Vec<OwnedMessage>> {
+/// Each record comes with the rebalance generation current when it was received.
+async fn next_batch(
+    consumer: &StreamConsumer<RebalanceContext>,
+    cfg: &StreamConfig,
+    rebalances: &Rebalances,
+) -> Result<Vec<(u64, OwnedMessage)>> {
     let first = consumer.recv().await?.detach();
-    let mut batch = vec![first];
+    let mut batch = vec![(rebalances.generation(), first)];
     let deadline = tokio::time::Instant::now() + cfg.batch_linger;
     while batch.len() < cfg.batch_max_records {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(m) => batch.push(m?.detach()),
+            Ok(m) => batch.push((rebalances.generation(), m?.detach())),
             Err(_) => break,
         }
     }
@@ -136,7 +224,7 @@ async fn process_batch(
     kafka: &KafkaConfig,
     topics: &Topics,
     cfg: &StreamConfig,
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<RebalanceContext>,
     producer: &FutureProducer,
     parts: &mut HashMap<i32, Partition>,
     stats: &StreamStats,
@@ -145,8 +233,7 @@ async fn process_batch(
     let started = Instant::now();
     let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
     let mut pending = Vec::with_capacity(batch.len());
-    let (mut checked, mut quarantined, mut gaps) = (0u64, 0u64, 0u64);
-    let (mut anomalies, mut flagged) = (0u64, 0u64);
+    let mut counts = BatchCounts::default();
     for m in &batch {
         let p = m.partition();
         let part = match parts.entry(p) {
@@ -181,45 +268,19 @@ async fn process_batch(
                 &mut pending,
             )
             .await?;
-            anomalies += missing.len() as u64;
-            continue;
+            counts.anomalies += missing.len() as u64;
+        } else {
+            decide(part, p, m, topics, producer, &mut pending, &mut counts).await?;
         }
-        let outcome = part
-            .state
-            .process(m.offset(), m.payload().unwrap_or_default());
-        let mut found = part.state.take_anomalies();
-        if let Some(n) = part.anomalies_present.remove(&m.offset()) {
-            found.drain(..n.min(found.len()));
-        }
-        let (topic, output, bytes) = match &outcome {
-            Outcome::Checked(c) => {
-                checked += 1;
-                gaps += u64::from(c.frame_flags.iter().any(|f| f == "gap_before"));
-                flagged += u64::from(
-                    c.frame_flags.iter().any(|f| f != "gap_before")
-                        || !c.reading_flags.is_empty()
-                        || !c.sample_flags.is_empty(),
-                );
-                (&topics.checked, Output::Checked, c.encode_to_vec())
-            }
-            Outcome::Quarantined(q) => {
-                quarantined += 1;
-                metrics::counter!("feeder_stream_quarantined_total", "reason" => reason_label(&q.reason)).increment(1);
-                (&topics.quarantine, Output::Quarantine, q.encode_to_vec())
-            }
-        };
-        let fut = send(producer, topic, p, outcome.device_id(), &bytes, m.offset()).await?;
-        pending.push((m.offset(), p, output, fut));
-        send_anomalies(
+        send_tallies(
             producer,
-            &topics.anomalies,
+            topics,
             p,
             m.offset(),
-            &found,
+            &mut part.state,
             &mut pending,
         )
         .await?;
-        anomalies += found.len() as u64;
     }
     for (offset, p, output, fut) in pending {
         let at = acked(offset, fut).await?.offset;
@@ -228,6 +289,10 @@ async fn process_batch(
                 Output::Checked => &mut part.positions.checked,
                 Output::Quarantine => &mut part.positions.quarantine,
                 Output::Anomalies => &mut part.positions.anomalies,
+                Output::Tally => {
+                    stats.tallies_sent.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
             };
             *next = (*next).max(at + 1);
         }
@@ -236,27 +301,92 @@ async fn process_batch(
     for (p, next) in &next_offsets {
         tpl.add_partition_offset(&topics.raw, *p, Offset::Offset(*next))?;
     }
-    consumer.commit(&tpl, CommitMode::Sync)?;
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        if !lost_to_rebalance(&e) {
+            return Err(e.into());
+        }
+        // The group moved partitions while the batch was in hand. Its outputs are
+        // durable and tagged with their source offsets: whoever owns each partition now
+        // (this member included) skips them on recovery. Held state may be stale.
+        tracing::warn!(error = %e, "commit refused by a rebalance; partition state dropped");
+        metrics::counter!("feeder_stream_commits_lost_to_rebalance_total").increment(1);
+        parts.clear();
+    }
 
     stats
         .records_in
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    stats.checked.fetch_add(checked, Ordering::Relaxed);
-    stats.quarantined.fetch_add(quarantined, Ordering::Relaxed);
-    stats.gaps.fetch_add(gaps, Ordering::Relaxed);
-    stats.anomalies.fetch_add(anomalies, Ordering::Relaxed);
-    stats.flagged.fetch_add(flagged, Ordering::Relaxed);
-    metrics::counter!("feeder_stream_anomalies_total").increment(anomalies);
-    metrics::counter!("feeder_stream_flagged_frames_total").increment(flagged);
+    stats.checked.fetch_add(counts.checked, Ordering::Relaxed);
+    stats
+        .quarantined
+        .fetch_add(counts.quarantined, Ordering::Relaxed);
+    stats.gaps.fetch_add(counts.gaps, Ordering::Relaxed);
+    stats
+        .anomalies
+        .fetch_add(counts.anomalies, Ordering::Relaxed);
+    stats.flagged.fetch_add(counts.flagged, Ordering::Relaxed);
+    metrics::counter!("feeder_stream_anomalies_total").increment(counts.anomalies);
+    metrics::counter!("feeder_stream_flagged_frames_total").increment(counts.flagged);
     for part in parts.values_mut() {
         for (rule, n) in part.state.take_rule_counts() {
             metrics::counter!("feeder_stream_rule_findings_total", "rule" => rule).increment(n);
         }
     }
     metrics::counter!("feeder_stream_records_total").increment(batch.len() as u64);
-    metrics::counter!("feeder_stream_checked_total").increment(checked);
-    metrics::counter!("feeder_stream_gap_flags_total").increment(gaps);
+    metrics::counter!("feeder_stream_checked_total").increment(counts.checked);
+    metrics::counter!("feeder_stream_gap_flags_total").increment(counts.gaps);
     metrics::histogram!("feeder_stream_batch_seconds").record(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// What a batch produced, for stats and metrics.
+#[derive(Debug, Default)]
+struct BatchCounts {
+    checked: u64,
+    quarantined: u64,
+    gaps: u64,
+    anomalies: u64,
+    flagged: u64,
+}
+
+/// Decides raw record `m` of partition `p` and enqueues its outputs.
+async fn decide(
+    part: &mut Partition,
+    p: i32,
+    m: &OwnedMessage,
+    topics: &Topics,
+    producer: &FutureProducer,
+    pending: &mut Pending,
+    counts: &mut BatchCounts,
+) -> Result<()> {
+    let outcome = part
+        .state
+        .process(m.offset(), m.payload().unwrap_or_default());
+    let mut found = part.state.take_anomalies();
+    if let Some(n) = part.anomalies_present.remove(&m.offset()) {
+        found.drain(..n.min(found.len()));
+    }
+    let (topic, output, bytes) = match &outcome {
+        Outcome::Checked(c) => {
+            counts.checked += 1;
+            counts.gaps += u64::from(c.frame_flags.iter().any(|f| f == "gap_before"));
+            counts.flagged += u64::from(
+                c.frame_flags.iter().any(|f| f != "gap_before")
+                    || !c.reading_flags.is_empty()
+                    || !c.sample_flags.is_empty(),
+            );
+            (&topics.checked, Output::Checked, c.encode_to_vec())
+        }
+        Outcome::Quarantined(q) => {
+            counts.quarantined += 1;
+            metrics::counter!("feeder_stream_quarantined_total", "reason" => reason_label(&q.reason)).increment(1);
+            (&topics.quarantine, Output::Quarantine, q.encode_to_vec())
+        }
+    };
+    let fut = send(producer, topic, p, outcome.device_id(), &bytes, m.offset()).await?;
+    pending.push((m.offset(), p, output, fut));
+    send_anomalies(producer, &topics.anomalies, p, m.offset(), &found, pending).await?;
+    counts.anomalies += found.len() as u64;
     Ok(())
 }
 
@@ -284,6 +414,37 @@ async fn send_anomalies(
         let bytes = a.encode_to_vec();
         let fut = send(producer, topic, partition, anomaly_key(a), &bytes, offset).await?;
         pending.push((offset, partition, Output::Anomalies, fut));
+    }
+    Ok(())
+}
+
+/// Enqueues the cohort tallies of the windows partition `partition` closed (at least
+/// once: acknowledged before the raw offset that closed them is committed).
+async fn send_tallies(
+    producer: &FutureProducer,
+    topics: &Topics,
+    partition: i32,
+    offset: i64,
+    state: &mut PartitionState,
+    pending: &mut Pending,
+) -> Result<()> {
+    for (window, counts) in state.take_tallies() {
+        let t = WindowTally::new(window, partition as u32, counts);
+        let bytes = serde_json::to_vec(&t).map_err(|e| Error::Delivery {
+            offset,
+            reason: format!("cohort tally: {e}"),
+        })?;
+        let key = format!("{window}/{partition}");
+        let fut = send(
+            producer,
+            &topics.cohort_tallies,
+            FLEET_PARTITION,
+            &key,
+            &bytes,
+            offset,
+        )
+        .await?;
+        pending.push((offset, partition, Output::Tally, fut));
     }
     Ok(())
 }
@@ -394,6 +555,21 @@ async fn send(
             }
         }
     }
+}
+
+/// A commit refused because the member's assignment changed under it: not a failure of
+/// the stage (see the caller).
+fn lost_to_rebalance(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::AssignmentLost
+                | RDKafkaErrorCode::State
+        )
+    )
 }
 
 /// Quarantine reasons are a closed set; anything else is folded into "other".

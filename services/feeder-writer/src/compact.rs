@@ -53,9 +53,9 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::convert::sort_and_split;
+use crate::encryption::Encryption;
 use crate::naming::{self, ParsedName, RangeName};
 use crate::parquet_file::{self, FileProvenance};
 use crate::schema::Dataset;
@@ -75,6 +75,9 @@ pub struct CompactOptions {
     pub target_rows: u64,
     /// Recorded as `feeder.writer_id` of merged files.
     pub compactor_id: String,
+    /// Keys to read encrypted inputs; merged files of a dataset the key file lists are
+    /// encrypted again (fresh data keys), so compaction never decrypts a dataset at rest.
+    pub encryption: Encryption,
 }
 
 impl Default for CompactOptions {
@@ -82,6 +85,7 @@ impl Default for CompactOptions {
         Self {
             target_rows: 2_000_000,
             compactor_id: "compactor".into(),
+            encryption: Encryption::none(),
         }
     }
 }
@@ -175,7 +179,7 @@ pub fn compact(
         let mut group: Vec<(RangeName, String)> = Vec::new();
         let mut rows = 0u64;
         for (range, name) in files {
-            let n = file_rows(&live.join(&name))?;
+            let n = file_rows(&live.join(&name), &opts.encryption)?;
             if !group.is_empty() && rows + n > opts.target_rows {
                 groups.push(std::mem::take(&mut group));
                 rows = 0;
@@ -253,7 +257,10 @@ fn merge(
     for (range, name) in group {
         let path = live.join(name);
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            file,
+            opts.encryption.reader_options()?,
+        )?;
         // an input may itself be a merged file: keep its exact source ranges
         let listed = builder
             .metadata()
@@ -309,6 +316,7 @@ fn merge(
         &sorted,
         &prov,
         &[(SOURCE_RANGES_KEY, sources.join(","))],
+        &opts.encryption,
     )?;
     write_synced(&staging.join(&name), &bytes)?;
     Ok((name, sorted.num_rows() as u64))
@@ -403,9 +411,10 @@ fn final_files(dir: &Path) -> Result<Vec<(RangeName, String)>> {
     Ok(out)
 }
 
-fn file_rows(path: &Path) -> Result<u64> {
+fn file_rows(path: &Path, encryption: &Encryption) -> Result<u64> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = SerializedFileReader::new(file)?;
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new_with_options(file, encryption.reader_options()?)?;
     Ok(u64::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0))
 }
 

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::encryption::Encryption;
 use crate::{Error, Result};
 
 /// Writer settings. `Default` gives the production defaults with `data_root = "data"`.
@@ -26,6 +27,8 @@ pub struct WriterConfig {
     pub flush_max_bytes: usize,
     /// Flush a buffer whose oldest record is this old: data becomes visible at least this often.
     pub flush_max_age: Duration,
+    /// Which datasets are encrypted, with which keys (default: none, all plaintext).
+    pub encryption: Encryption,
 }
 
 impl Default for WriterConfig {
@@ -37,6 +40,7 @@ impl Default for WriterConfig {
             flush_max_frames: 20_000,
             flush_max_bytes: 64 * 1024 * 1024,
             flush_max_age: Duration::from_secs(5),
+            encryption: Encryption::none(),
         }
     }
 }

@@ -25,6 +25,10 @@ pub enum Error {
     Storage(String),
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
+    #[error("encryption key file {path}: {message}")]
+    KeyFile { path: PathBuf, message: String },
+    #[error("encryption: {0}")]
+    Encryption(String),
     #[error("rebalance handling failed: {0}")]
     Rebalance(String),
     #[error("background task failed: {0}")]

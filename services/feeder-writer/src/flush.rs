@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::Result;
 use crate::convert::records_to_batches;
+use crate::encryption::Encryption;
 use crate::naming;
 use crate::parquet_file::{self, FileProvenance};
 use crate::record::{SourceRecord, TopicKind};
@@ -62,6 +63,17 @@ pub fn write_range_except(
     records: &[SourceRecord],
     containers: &[Container],
 ) -> Result<FlushReport> {
+    write_range_encrypted(storage, spec, records, containers, &Encryption::none())
+}
+
+/// [`write_range_except`], encrypting the files of the datasets `encryption` lists.
+pub fn write_range_encrypted(
+    storage: &dyn Storage,
+    spec: RangeSpec<'_>,
+    records: &[SourceRecord],
+    containers: &[Container],
+    encryption: &Encryption,
+) -> Result<FlushReport> {
     let started = Instant::now();
     let converted = records_to_batches(spec.kind, records)?;
     let name = naming::file_name(spec.topic, spec.partition, spec.first, spec.last);
@@ -86,7 +98,7 @@ pub fn write_range_except(
             report.files_in_compacted += 1;
             continue;
         }
-        let bytes = parquet_file::encode(part.dataset, &part.batch, &prov)?;
+        let bytes = parquet_file::encode_with(part.dataset, &part.batch, &prov, &[], encryption)?;
         storage.put(&dir, &name, &bytes)?;
         report.files.push(format!("{dir}/{name}"));
         *report.files_by_dataset.entry(part.dataset).or_default() += 1;

@@ -27,7 +27,8 @@
 //!    starts at or after `C` were written but not committed, so their `last` offsets are
 //!    forced flush boundaries. The buffer flushes exactly there, whatever the thresholds,
 //!    rewriting the identical files under the identical names (which also restores any
-//!    file a crash kept from being written). Files ending before `C` are committed and
+//!    file a crash kept from being written; an encrypted file holds the identical rows
+//!    under fresh data keys, see [`encryption`]). Files ending before `C` are committed and
 //!    never rewritten; records inside a stored range that cannot be replayed from its
 //!    start are skipped ([`buffer`]).
 //! 5. **Revocation and shutdown** flush and commit before the partition moves. A forced
@@ -41,6 +42,10 @@
 //! - [`compact`] (`feeder compact`) merges a closed date directory's committed files into
 //!   large ones with one atomic directory swap; merged files are named by the union of
 //!   their ranges, which recovery understands ([`recovery`], `write_range_except`).
+//!
+//! Both read encrypted datasets with the writer's key file, and compaction keeps them
+//! encrypted ([`encryption`]: Parquet modular encryption with standard key material, so
+//! pyarrow or Spark read the files with a KMS client for the utility's master keys).
 //!
 //! Undecodable records are never dropped: they become `quarantine` rows with reason
 //! `undecodable_record` and are counted in `feeder_writer_undecodable_records_total`.
@@ -62,6 +67,7 @@ pub mod compact;
 pub mod config;
 pub mod convert;
 pub mod crashpoint;
+pub mod encryption;
 pub mod error;
 pub mod flush;
 pub mod naming;
@@ -81,6 +87,7 @@ mod run;
 pub use chrono::NaiveDate;
 pub use config::WriterConfig;
 pub use convert::{checked_to_batches, quarantined_to_batches, records_to_batches};
+pub use encryption::Encryption;
 pub use error::{Error, Result};
 pub use record::{SourceRecord, TopicKind};
 pub use run::{ensure_input_topics, run, run_with_storage};

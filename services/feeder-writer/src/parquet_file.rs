@@ -2,6 +2,7 @@
 //! zstd, page-level statistics and the page index (min/max pruning), a bloom filter on
 //! `device_id` (point lookups of one meter), declared sort order, large row groups, and
 //! key-value metadata naming the exact Kafka range the file holds (provenance and audit).
+//! Datasets the key file lists are encrypted ([`crate::encryption`]).
 
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -11,6 +12,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::Result;
+use crate::encryption::Encryption;
 use crate::schema::Dataset;
 
 /// Rows per row group: large, so scans read few, big column chunks.
@@ -74,6 +76,7 @@ fn properties(
     batch: &RecordBatch,
     prov: &FileProvenance<'_>,
     extra: &[(&str, String)],
+    encryption: &Encryption,
 ) -> Result<WriterProperties> {
     let schema = dataset.schema();
     // The sort columns precede every nested column in each schema, so a field's index is
@@ -101,32 +104,43 @@ fn properties(
             .iter()
             .map(|(k, v)| KeyValue::new((*k).to_string(), v.clone())),
     );
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_size(MAX_ROW_GROUP_ROWS)
         .set_sorting_columns(Some(sorting))
-        .set_column_bloom_filter_enabled(device.clone(), true)
-        .set_column_bloom_filter_fpp(device.clone(), BLOOM_FPP)
-        .set_column_bloom_filter_ndv(device, distinct_devices(batch))
-        .set_key_value_metadata(Some(key_values))
-        .build())
+        .set_key_value_metadata(Some(key_values));
+    // The parquet crate writes bloom filters in plaintext: none on an encrypted device_id.
+    let device_encrypted = encryption
+        .dataset(dataset)
+        .is_some_and(|k| k.encrypts_column("device_id"));
+    if !device_encrypted {
+        builder = builder
+            .set_column_bloom_filter_enabled(device.clone(), true)
+            .set_column_bloom_filter_fpp(device.clone(), BLOOM_FPP)
+            .set_column_bloom_filter_ndv(device, distinct_devices(batch));
+    }
+    if let Some(props) = encryption.file_properties(dataset)? {
+        builder = builder.with_file_encryption_properties(props);
+    }
+    Ok(builder.build())
 }
 
 /// Encodes `batch` (rows of `dataset`, already sorted) as a complete Parquet file.
 pub fn encode(dataset: Dataset, batch: &RecordBatch, prov: &FileProvenance<'_>) -> Result<Vec<u8>> {
-    encode_with(dataset, batch, prov, &[])
+    encode_with(dataset, batch, prov, &[], &Encryption::none())
 }
 
 /// [`encode`] with extra key-value metadata (`feeder.*` keys of other tools, e.g. the
-/// compactor's source ranges).
+/// compactor's source ranges), encrypted when `encryption` lists `dataset`.
 pub fn encode_with(
     dataset: Dataset,
     batch: &RecordBatch,
     prov: &FileProvenance<'_>,
     extra: &[(&str, String)],
+    encryption: &Encryption,
 ) -> Result<Vec<u8>> {
-    let props = properties(dataset, batch, prov, extra)?;
+    let props = properties(dataset, batch, prov, extra, encryption)?;
     let mut writer = ArrowWriter::try_new(Vec::new(), dataset.schema(), Some(props))?;
     writer.write(batch)?;
     Ok(writer.into_inner()?)

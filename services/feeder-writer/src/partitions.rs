@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use crate::buffer::{Batch, FlushReason, Limits, Offered, PartitionBuffer};
-use crate::flush::{FlushReport, RangeSpec, write_range_except};
+use crate::flush::{FlushReport, RangeSpec, write_range_encrypted};
 use crate::observe;
 use crate::record::{SourceRecord, TopicKind};
 use crate::recovery::{Container, RecoveryPlan};
@@ -146,7 +146,13 @@ impl Shared {
                     .collect()
             })
             .unwrap_or_default();
-        write_range_except(self.storage.as_ref(), spec, &batch.records, &containers)
+        write_range_encrypted(
+            self.storage.as_ref(),
+            spec,
+            &batch.records,
+            &containers,
+            &self.cfg.encryption,
+        )
     }
 
     /// Counts a durable range in stats and metrics.

@@ -54,6 +54,7 @@ fn cfg(root: &Path, writer_id: &str) -> WriterConfig {
         flush_max_frames: 7,
         flush_max_bytes: 1 << 20,
         flush_max_age: Duration::from_millis(300),
+        ..WriterConfig::default()
     }
 }
 

@@ -62,7 +62,15 @@ fn a_clean_root_verifies() {
 
     // scoped to one date: only that date's rows, and the frames behind them
     let d = NaiveDate::from_ymd_opt(2024, 3, 11).unwrap();
-    let report = verify(tmp.path(), &registry, &VerifyOptions { date: Some(d) }).unwrap();
+    let report = verify(
+        tmp.path(),
+        &registry,
+        &VerifyOptions {
+            date: Some(d),
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
     assert!(report.is_ok(), "{report}");
     assert!(report.rows_checked[&Dataset::Readings] < 60);
     assert!(report.frames_checked < 30);

@@ -262,6 +262,10 @@ pub struct StreamArgs {
     /// about this much of the checked log on top of the last snapshot.
     #[arg(long, env = "FEEDER_STATE_SNAPSHOT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub state_snapshot_interval: std::time::Duration,
+    /// The fleet cohort aggregator judges a window some raw partition has not closed
+    /// (no traffic there) this long after the window's first tally.
+    #[arg(long, env = "FEEDER_COHORT_GRACE", default_value = "10m", value_parser = parse_duration)]
+    pub cohort_grace: std::time::Duration,
     /// `[stream.rules]` of the config file (rule thresholds, `docs/checks.md`).
     #[arg(skip)]
     pub rules: Option<feeder_stream::rules::RulesConfig>,
@@ -308,6 +312,10 @@ pub struct WriterArgs {
     pub group: String,
     #[arg(long, env = "FEEDER_WRITER_ID", default_value = "writer-0")]
     pub writer_id: String,
+    /// Key file (TOML) naming master keys and the datasets to encrypt with them
+    /// (docs/datasets.md, "Encrypted datasets"); without it every dataset is plaintext.
+    #[arg(long, env = "FEEDER_ENCRYPTION_KEYS")]
+    pub encryption_keys: Option<PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -377,6 +385,9 @@ pub struct VerifyArgs {
     /// Only rows under `date=D` (YYYY-MM-DD) and the frames behind them.
     #[arg(long)]
     pub date: Option<feeder_writer::NaiveDate>,
+    /// Key file of the encrypted datasets (the writer's `--encryption-keys`).
+    #[arg(long, env = "FEEDER_ENCRYPTION_KEYS")]
+    pub encryption_keys: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -396,6 +407,10 @@ pub struct CompactArgs {
     /// Rows per merged file.
     #[arg(long, default_value_t = 2_000_000)]
     pub target_rows: u64,
+    /// Key file of the encrypted datasets (the writer's `--encryption-keys`); merged
+    /// files of an encrypted dataset are encrypted again.
+    #[arg(long, env = "FEEDER_ENCRYPTION_KEYS")]
+    pub encryption_keys: Option<PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }

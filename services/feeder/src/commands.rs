@@ -78,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 device_labels: feeder_stream::config::labels_from_registry(&registry),
                 rules: a.rules.unwrap_or_default(),
                 snapshot_interval: a.state_snapshot_interval,
+                cohort_grace: a.cohort_grace,
                 ..StreamConfig::default()
             };
             ready.mark_started();
@@ -100,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 flush_max_frames: a.flush_max_frames,
                 flush_max_bytes: a.flush_max_bytes,
                 flush_max_age: a.flush_max_age,
+                encryption: encryption_keys(a.encryption_keys.as_deref())?,
             };
             cfg.validate().context("writer settings")?;
             let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;
@@ -119,7 +121,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Verify(a) => {
             let registry = Registry::load(&a.registry).context("loading the device registry")?;
-            let opts = feeder_writer::verify::VerifyOptions { date: a.date };
+            let opts = feeder_writer::verify::VerifyOptions {
+                date: a.date,
+                encryption: encryption_keys(a.encryption_keys.as_deref())?,
+            };
             let report = tokio::task::spawn_blocking(move || {
                 feeder_writer::verify::verify(&a.data, &registry, &opts)
             })
@@ -134,6 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let dataset = compact::dataset_by_name(&a.dataset)
                 .with_context(|| format!("no dataset named {:?}", a.dataset))?;
             let kafka = a.kafka.kafka();
+            let encryption = encryption_keys(a.encryption_keys.as_deref())?;
             let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let tps = compact::partitions_in(&a.data, dataset, a.date)?;
                 let committed = compact::committed_offsets(
@@ -146,6 +152,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 let lookup = |t: &str, p: i32| committed.get(&(t.to_string(), p)).copied();
                 let opts = compact::CompactOptions {
                     target_rows: a.target_rows,
+                    encryption,
                     ..compact::CompactOptions::default()
                 };
                 Ok(compact::compact(&a.data, dataset, a.date, &lookup, &opts)?)
@@ -191,6 +198,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Loads `--encryption-keys` (none: every dataset plaintext). A bad file stops the command
+/// at start with the line or key at fault; key bytes are never logged.
+fn encryption_keys(path: Option<&std::path::Path>) -> anyhow::Result<feeder_writer::Encryption> {
+    let Some(path) = path else {
+        return Ok(feeder_writer::Encryption::none());
+    };
+    let encryption = feeder_writer::Encryption::load(path)?;
+    let summary = encryption.summary();
+    if summary.is_empty() {
+        tracing::warn!(path = %path.display(), "the encryption key file lists no dataset: all plaintext");
+    }
+    for (dataset, keys) in summary {
+        tracing::info!(dataset, keys = %keys, "dataset encrypted at rest");
+    }
+    Ok(encryption)
 }
 
 /// Serves `/metrics`, `/livez`, `/readyz` (when `--metrics-listen` is set) and returns the

@@ -398,3 +398,94 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `FEEDER_ENCRYPTION_KEYS` on the writer process: a bad key file stops it at start with
+/// the line at fault; a good one (one master key from the environment) encrypts exactly
+/// the datasets it lists, and `feeder verify` reads them only with the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_process_encrypts_the_datasets_its_key_file_lists() {
+    let s = setup("life-writer-enc").await;
+    let dir = s.dir.path();
+    let (bad, good) = (dir.join("bad-keys.toml"), dir.join("keys.toml"));
+    std::fs::write(&bad, "[master_keys]\nk_footer = \"00112233\"\n").unwrap();
+    std::fs::write(
+        &good,
+        "[master_keys]\nk_footer = \"000102030405060708090a0b0c0d0e0f\"\n\
+         k_cols = \"env:FEEDER_TEST_K_COLS\"\n\
+         [datasets.readings]\nfooter_key = \"k_footer\"\ncolumns = { k_cols = [\"device_id\", \"value\"] }\n\
+         [datasets.frames]\nfooter_key = \"k_footer\"\n",
+    )
+    .unwrap();
+    let data = s.data.display().to_string();
+    let mut refused = Stage::spawn(
+        "writer-bad-keys",
+        dir,
+        &["writer", "--data", &data, "--brokers", &s.kafka.brokers],
+        &[("FEEDER_ENCRYPTION_KEYS", bad.to_str().unwrap())],
+    );
+    let (status, _) = refused.wait_exit(Duration::from_secs(30));
+    let log = refused.log();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("line 2: master key \"k_footer\": 32 bits"),
+        "{log}"
+    );
+    assert!(
+        !s.data.exists(),
+        "nothing written before the key file is valid"
+    );
+
+    // k_cols comes from the environment, as a Kubernetes secret would provide it
+    let k_cols = (
+        "FEEDER_TEST_K_COLS",
+        "EBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8=",
+    );
+    let mut w = s.writer(&[("FEEDER_ENCRYPTION_KEYS", good.to_str().unwrap()), k_cols]);
+    wait_until("everything committed", Duration::from_secs(90), || {
+        s.all_committed()
+    });
+    w.sigterm();
+    let (status, _) = w.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", w.log());
+    let magic = |p: &PathBuf| {
+        let b = std::fs::read(p).unwrap();
+        b[b.len() - 4..].to_vec()
+    };
+    let parquet = |n: &str| n.ends_with(".parquet");
+    for dataset in ["readings", "frames"] {
+        let f = files(&s.data.join(dataset), parquet);
+        assert!(!f.is_empty(), "{dataset}");
+        assert!(f.iter().all(|p| magic(p) == b"PARE"), "{dataset} encrypted");
+    }
+    let telematics = files(&s.data.join("telematics"), parquet);
+    assert!(!telematics.is_empty());
+    assert!(
+        telematics.iter().all(|p| magic(p) == b"PAR1"),
+        "not listed: plaintext"
+    );
+
+    let verify = |keys: Option<&Path>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_feeder"));
+        cmd.args(["verify", "--data", &data, "--registry"])
+            .arg(dir.join("registry.jsonl"))
+            .env_remove("FEEDER_ENCRYPTION_KEYS")
+            .env(k_cols.0, k_cols.1);
+        if let Some(k) = keys {
+            cmd.arg("--encryption-keys").arg(k);
+        }
+        cmd.output().unwrap()
+    };
+    let with_keys = verify(Some(&good));
+    let shown = String::from_utf8_lossy(&with_keys.stdout).into_owned()
+        + &String::from_utf8_lossy(&with_keys.stderr);
+    assert!(with_keys.status.success(), "{shown}");
+    let without = verify(None);
+    assert!(
+        !without.status.success(),
+        "verify read encrypted files without keys"
+    );
+    println!(
+        "encrypted writer process: {} frames, {} readings; verify with keys:\n{shown}",
+        s.frames, s.readings
+    );
+}

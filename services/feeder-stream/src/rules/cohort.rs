@@ -8,15 +8,13 @@
 //! - `cohort_firmware_change` (warning) when many devices of a cohort change firmware in
 //!   one window.
 //!
-//! # Scope: one partition
-//! The view is per partition, over the devices hashed to it, so it stays a pure function
-//! of the checked log (rebuilt on recovery like the device rules). Devices spread evenly
-//! over partitions, so a cohort going silent shows in every partition holding enough of
-//! its devices; each such partition raises its own finding (the detail names the
-//! counts). A fleet-wide view across partitions would need a second, keyed aggregation
-//! stage. The clock is the `received_at` of checked frames: a window is judged when the
-//! first frame of a later window arrives, and the finding is attached to that frame's
-//! raw record, so the exactly-once scheme covers it.
+//! # Scope: the whole fleet
+//! Each stream partition counts, per cohort, its own devices for every window it closes
+//! ([`count`], called by `checks::PartitionState`); the counts of every partition are
+//! summed and judged once by the fleet aggregator (`rules::cohort_fleet`, run by
+//! `crate::fleet`), because a cohort spread over many partitions holds too few devices in
+//! any one of them to be judged there. The clock is the `received_at` of checked frames:
+//! a partition closes a window when the first frame of a later window arrives.
 
 use std::collections::BTreeMap;
 
@@ -180,8 +178,9 @@ pub fn count<'a>(
     out
 }
 
-/// Judges window `w` over `devices` (each with its labels): the findings, ordered by
-/// cohort key (deterministic).
+/// Judges window `w` over `devices` (each with its labels) alone: the findings, ordered
+/// by cohort key (deterministic). Tests only: the stage judges fleet-wide counts.
+#[cfg(test)]
 pub fn judge<'a>(
     cfg: &CohortConfig,
     w: i64,

@@ -20,8 +20,8 @@
 //! (~40 bytes) per cohort, ≈ 100 bytes × cohorts, plus 4 bytes per raw partition; the
 //! emitted-id set keeps ids for `keep_windows` windows.
 //!
-//! Not yet wired: the tallies topic, the producer side in the partition processor and
-//! the aggregator task are missing (see docs/checks.md).
+//! The I/O around it (the tallies topic, commits, reading back emitted findings) is in
+//! `crate::fleet`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,7 +55,12 @@ impl WindowTally {
 /// Deterministic identity of a fleet finding: the same (rule, cohort, window) always
 /// gives the same id, whichever process judged it.
 pub fn anomaly_id(f: &Finding) -> String {
-    format!("{}/{}/{}", f.rule, f.cohort, f.ts_from_ms)
+    fleet_id(f.rule, &f.cohort, f.ts_from_ms)
+}
+
+/// [`anomaly_id`] from the fields of a stored anomaly record.
+pub fn fleet_id(rule: &str, cohort: &str, ts_from_ms: i64) -> String {
+    format!("{rule}/{cohort}/{ts_from_ms}")
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +79,7 @@ pub struct FleetAggregator {
     keep_windows: i64,
     open: BTreeMap<i64, OpenWindow>,
     judged_up_to: i64,
+    windows_judged: u64,
     emitted: BTreeMap<i64, BTreeSet<String>>,
 }
 
@@ -87,8 +93,30 @@ impl FleetAggregator {
             keep_windows,
             open: BTreeMap::new(),
             judged_up_to: i64::MIN,
+            windows_judged: 0,
             emitted: BTreeMap::new(),
         }
+    }
+
+    /// Continues after a restart: windows up to `w` were judged by an earlier run, and
+    /// tallies for them (re-sent by a recovering partition) are ignored.
+    pub fn resume(&mut self, judged_up_to: i64) {
+        self.judged_up_to = self.judged_up_to.max(judged_up_to);
+    }
+
+    /// Windows judged by this aggregator since it was made.
+    pub fn windows_judged(&self) -> u64 {
+        self.windows_judged
+    }
+
+    /// The newest window judged (`i64::MIN` before any).
+    pub fn judged_up_to(&self) -> i64 {
+        self.judged_up_to
+    }
+
+    /// The window a fleet finding is about.
+    pub fn window_of(&self, ts_from_ms: i64) -> i64 {
+        ts_from_ms.div_euclid(self.cfg.window_ms.max(1))
     }
 
     /// Marks an id as emitted (read back from the anomalies topic on recovery).
@@ -142,6 +170,7 @@ impl FleetAggregator {
                 }
             }
             self.judged_up_to = w;
+            self.windows_judged += 1;
             let keep_from = w - self.keep_windows;
             self.emitted = self.emitted.split_off(&keep_from);
         }

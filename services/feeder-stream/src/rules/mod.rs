@@ -142,28 +142,32 @@ impl Findings {
     ) -> Vec<Anomaly> {
         self.anomalies
             .iter()
-            .map(|f| {
-                // a fleet finding is attached to the frame that closed its window, but
-                // belongs to no device
-                let fleet = !f.cohort.is_empty();
-                Anomaly {
-                    detected_at_ms: received_at_ms,
-                    device_id: if fleet {
-                        String::new()
-                    } else {
-                        device_id.to_string()
-                    },
-                    cohort: f.cohort.clone(),
-                    rule: f.rule.to_string(),
-                    severity: f.severity.as_str().to_string(),
-                    ts_from_ms: f.ts_from_ms,
-                    ts_to_ms: f.ts_to_ms,
-                    detail: f.detail.clone(),
-                    seq: if fleet { None } else { Some(seq) },
-                    source_offset,
-                }
-            })
+            .map(|f| f.record(Some((device_id, seq)), received_at_ms, source_offset))
             .collect()
+    }
+}
+
+impl Finding {
+    /// The anomaly record of this finding: about a device's frame (`device` = id and
+    /// seq), or about the fleet (`None`; `source_offset` is then -1).
+    pub fn record(
+        &self,
+        device: Option<(&str, u64)>,
+        detected_at_ms: i64,
+        source_offset: i64,
+    ) -> Anomaly {
+        Anomaly {
+            detected_at_ms,
+            device_id: device.map(|d| d.0.to_string()).unwrap_or_default(),
+            cohort: self.cohort.clone(),
+            rule: self.rule.to_string(),
+            severity: self.severity.as_str().to_string(),
+            ts_from_ms: self.ts_from_ms,
+            ts_to_ms: self.ts_to_ms,
+            detail: self.detail.clone(),
+            seq: device.map(|d| d.1),
+            source_offset,
+        }
     }
 }
 

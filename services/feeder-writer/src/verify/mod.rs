@@ -50,6 +50,7 @@ use prost::Message;
 pub use self::digest::Digest;
 use self::digest::RowHasher;
 use crate::convert::checked_to_batches;
+use crate::encryption::Encryption;
 use crate::schema::Dataset;
 use crate::{Error, Result};
 
@@ -66,6 +67,8 @@ pub struct VerifyOptions {
     /// Only rows stored under `date=D` (and the frames they come from, plus the frames
     /// stored under `frames/date=D`).
     pub date: Option<NaiveDate>,
+    /// Keys for encrypted datasets (see [`crate::encryption`]).
+    pub encryption: Encryption,
 }
 
 /// What is wrong with one frame or row.
@@ -236,14 +239,14 @@ pub fn verify(root: &Path, registry: &Registry, opts: &VerifyOptions) -> Result<
     };
     for (date, path) in dataset_files(root, Dataset::Frames, None)? {
         let file = v.add_file(path);
-        for batch in read_batches(&v.files[file as usize])? {
+        for batch in read_batches(&v.files[file as usize], &opts.encryption)? {
             v.add_frames(&batch?, date, file)?;
         }
     }
     for (i, dataset) in DATA_DATASETS.into_iter().enumerate() {
         for (date, path) in dataset_files(root, dataset, opts.date)? {
             let file = v.add_file(path);
-            for batch in read_batches(&v.files[file as usize])? {
+            for batch in read_batches(&v.files[file as usize], &opts.encryption)? {
                 v.add_stored(i, &batch?, date, file)?;
             }
         }
@@ -292,11 +295,13 @@ pub fn dataset_files(
     Ok(out)
 }
 
-fn read_batches(path: &Path) -> Result<ParquetRecordBatchReader> {
+fn read_batches(path: &Path, encryption: &Encryption) -> Result<ParquetRecordBatchReader> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    Ok(ParquetRecordBatchReaderBuilder::try_new(file)?
-        .with_batch_size(BATCH_ROWS)
-        .build()?)
+    Ok(
+        ParquetRecordBatchReaderBuilder::try_new_with_options(file, encryption.reader_options()?)?
+            .with_batch_size(BATCH_ROWS)
+            .build()?,
+    )
 }
 
 fn column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b dyn Array> {

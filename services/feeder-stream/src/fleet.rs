@@ -1,0 +1,412 @@
+//! The fleet cohort aggregator task: reads every stream partition's per-window cohort
+//! counts from the tallies topic, judges each (cohort, window) once over the whole fleet
+//! ([`FleetAggregator`]) and writes the findings to the anomalies topic.
+//!
+//! Why a separate consumer group (`<group>-cohorts`) on a one-partition topic: the
+//! judgement needs every partition's counts in one place, and exactly one aggregator must
+//! hold them. Every stream replica runs this task; the group gives partition 0 of the
+//! tallies topic to one of them, and moves it on failure.
+//!
+//! # No finding lost or repeated
+//! - Stream partitions send a tally before committing the raw offset that closed its
+//!   window (at least once; a recovering partition re-sends what it may not have sent).
+//!   The aggregator ignores a tally for a window it has judged or from a partition it
+//!   already counted for that window.
+//! - The aggregator commits its tallies offset only after the findings it judged are
+//!   acknowledged, at the oldest tally of a window still open (those are read again after
+//!   a restart). The commit's metadata carries the newest judged window and the next
+//!   offset of anomalies partition 0, where findings go.
+//! - On (re)assignment it reads that metadata and then anomalies partition 0 from the
+//!   recorded offset to its end: fleet findings found there were written before a crash
+//!   that came ahead of the commit, and are not written again (deterministic ids,
+//!   [`anomaly_id`]).
+//!
+//! Fleet findings carry `source_offset = -1`, so a stream partition recovering from
+//! anomalies partition 0 does not take them for its own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use feeder_kafka::{KafkaConfig, Topics, ensure_fleet_topics};
+use feeder_proto::pipeline::Anomaly;
+use prost::Message as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::rebalance::{RebalanceContext, Rebalances};
+use crate::recovery::read_partition;
+use crate::rules::cohort::CohortConfig;
+use crate::rules::cohort_fleet::{FleetAggregator, WindowTally, fleet_id};
+use crate::{Error, Result};
+
+/// The partition of the tallies topic that is used, and of the anomalies topic that
+/// fleet findings go to.
+pub const FLEET_PARTITION: i32 = 0;
+
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// Consumer group of the aggregator (the stage's group + `-cohorts`).
+    pub group_id: String,
+    pub client_id: String,
+    /// A window some raw partition has not closed is judged this long after its first
+    /// tally (a partition without traffic never closes one).
+    pub grace: Duration,
+    /// How often open windows are checked against the grace when no tally arrives.
+    pub tick: Duration,
+}
+
+impl FleetConfig {
+    pub fn for_stream_group(group: &str, client_id: &str) -> Self {
+        Self {
+            group_id: format!("{group}-cohorts"),
+            client_id: format!("{client_id}-cohorts"),
+            grace: Duration::from_secs(600),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counters for tests and the demo (Prometheus carries the same numbers).
+#[derive(Debug, Default)]
+pub struct FleetStats {
+    pub tallies: AtomicU64,
+    pub windows_judged: AtomicU64,
+    pub findings: AtomicU64,
+}
+
+/// What the aggregator's commit metadata records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    judged_up_to: i64,
+    anomalies_next: i64,
+}
+
+impl Progress {
+    fn encode(&self) -> String {
+        format!(
+            "feeder-cohorts/1 judged={} anomalies={}",
+            self.judged_up_to, self.anomalies_next
+        )
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        let mut it = s.strip_prefix("feeder-cohorts/1 ")?.split(' ');
+        let judged_up_to = it.next()?.strip_prefix("judged=")?.parse().ok()?;
+        let anomalies_next = it.next()?.strip_prefix("anomalies=")?.parse().ok()?;
+        Some(Self {
+            judged_up_to,
+            anomalies_next,
+        })
+    }
+}
+
+/// The aggregator while it holds the tallies partition.
+struct Held {
+    agg: FleetAggregator,
+    /// Rebalance generation it was built in.
+    generation: u64,
+    /// Offset of the oldest tally of each open window.
+    first_offset: BTreeMap<i64, i64>,
+    /// Next tallies offset to read.
+    next: i64,
+    anomalies_next: i64,
+}
+
+/// Runs the aggregator until `shutdown`.
+pub async fn run_fleet(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    cohort: CohortConfig,
+    cfg: FleetConfig,
+    stats: Arc<crate::StreamStats>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let stats = &stats.fleet;
+    ensure_fleet_topics(kafka, &topics.fleet_topics(), topics.replication).await?;
+    let raw_partitions =
+        feeder_kafka::topics::wait_partition_count(kafka, &topics.raw, Duration::from_secs(30))
+            .await? as u32;
+    let rebalances = Rebalances::default();
+    let consumer: StreamConsumer<RebalanceContext> = kafka
+        .consumer(&cfg.group_id, &cfg.client_id)
+        .create_with_context(RebalanceContext::new(rebalances.clone()))?;
+    consumer.subscribe(&[&topics.cohort_tallies])?;
+    let producer: FutureProducer = kafka.producer(&cfg.client_id, 10_000, 30_000).create()?;
+    tracing::info!(topic = %topics.cohort_tallies, group = %cfg.group_id, raw_partitions, "fleet cohort aggregator consuming");
+    let mut held: Option<Held> = None;
+    let mut tick = tokio::time::interval(cfg.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            m = consumer.recv() => {
+                let m = m?;
+                if m.partition() != FLEET_PARTITION {
+                    continue;
+                }
+                let h = match held.take() {
+                    Some(h) if h.generation == rebalances.generation() => h,
+                    _ => take_over(kafka, topics, &consumer, &cohort, &cfg, raw_partitions, &rebalances, &m).await?,
+                };
+                let h = held.insert(h);
+                add_tally(h, &m, stats);
+            }
+            _ = tick.tick() => {}
+        }
+        if let Some(h) = held.as_mut() {
+            if h.generation != rebalances.generation() {
+                // the partition may have moved: rebuild from the log when it comes back
+                held = None;
+                continue;
+            }
+            judge(h, &consumer, &producer, topics, stats).await?;
+        }
+    }
+    tracing::info!("fleet cohort aggregator stopped");
+    Ok(())
+}
+
+/// Builds the aggregator for a newly held tallies partition: the committed progress,
+/// plus the fleet findings written after it.
+#[allow(clippy::too_many_arguments)]
+async fn take_over(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    consumer: &StreamConsumer<RebalanceContext>,
+    cohort: &CohortConfig,
+    cfg: &FleetConfig,
+    raw_partitions: u32,
+    rebalances: &Rebalances,
+    first: &BorrowedMessage<'_>,
+) -> Result<Held> {
+    let generation = rebalances.generation();
+    let mut agg =
+        FleetAggregator::new(cohort.clone(), raw_partitions, cfg.grace.as_millis() as i64);
+    let committed = committed_progress(consumer, &topics.cohort_tallies)?;
+    let from = match committed {
+        Some(p) => p.anomalies_next,
+        None => {
+            // first run of this group: nothing of ours is in the anomalies log yet; record
+            // where it ends now, so a crash before the first judgement reads back from here
+            let end = anomalies_end(kafka, topics).await?;
+            let p = Progress {
+                judged_up_to: i64::MIN,
+                anomalies_next: end,
+            };
+            commit(consumer, &topics.cohort_tallies, first.offset(), p)?;
+            end
+        }
+    };
+    if let Some(p) = committed {
+        agg.resume(p.judged_up_to);
+    }
+    let kafka2 = kafka.clone();
+    let topic = topics.anomalies.clone();
+    let (end, emitted) = tokio::task::spawn_blocking(move || {
+        let mut emitted = Vec::new();
+        let end = read_partition(&kafka2, &topic, FLEET_PARTITION, from, |_, _, v| {
+            if let Ok(a) = Anomaly::decode(v)
+                && a.device_id.is_empty()
+                && a.source_offset < 0
+            {
+                emitted.push(a);
+            }
+            Ok(())
+        })?;
+        Ok::<_, Error>((end, emitted))
+    })
+    .await
+    .map_err(|e| Error::Recovery {
+        partition: FLEET_PARTITION,
+        reason: e.to_string(),
+    })??;
+    for a in &emitted {
+        let id = fleet_id(&a.rule, &a.cohort, a.ts_from_ms);
+        agg.already_emitted(agg.window_of(a.ts_from_ms), id);
+    }
+    tracing::info!(
+        judged_up_to = agg.judged_up_to(),
+        read_back = emitted.len(),
+        "fleet cohort aggregator took over"
+    );
+    Ok(Held {
+        agg,
+        generation,
+        first_offset: BTreeMap::new(),
+        next: first.offset(),
+        anomalies_next: end,
+    })
+}
+
+fn add_tally(h: &mut Held, m: &BorrowedMessage<'_>, stats: &FleetStats) {
+    h.next = m.offset() + 1;
+    let payload = m.payload().unwrap_or_default();
+    let t: WindowTally = match serde_json::from_slice(payload) {
+        Ok(t) => t,
+        Err(e) => {
+            // a record of another version or not ours: counted, skipped, never fatal
+            tracing::warn!(offset = m.offset(), error = %e, "undecodable cohort tally skipped");
+            metrics::counter!("feeder_stream_cohort_tallies_undecodable_total").increment(1);
+            return;
+        }
+    };
+    stats.tallies.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("feeder_stream_cohort_tallies_total").increment(1);
+    if t.window > h.agg.judged_up_to() {
+        h.first_offset.entry(t.window).or_insert(m.offset());
+    }
+    h.agg.add(&t, now_ms());
+}
+
+/// Judges what is due; writes the findings, waits for their acks, then commits.
+async fn judge(
+    h: &mut Held,
+    consumer: &StreamConsumer<RebalanceContext>,
+    producer: &FutureProducer,
+    topics: &Topics,
+    stats: &FleetStats,
+) -> Result<()> {
+    let before = h.agg.judged_up_to();
+    let now = now_ms();
+    let findings = h.agg.poll(now);
+    let judged = h.agg.judged_up_to();
+    if judged == before {
+        return Ok(());
+    }
+    let mut pending = Vec::with_capacity(findings.len());
+    for f in &findings {
+        let a = f.record(None, now, -1);
+        let bytes = a.encode_to_vec();
+        let rec = FutureRecord::to(&topics.anomalies)
+            .partition(FLEET_PARTITION)
+            .key(&a.cohort)
+            .payload(&bytes);
+        let fut = producer
+            .send_result(rec)
+            .map_err(|(e, _)| Error::Delivery {
+                offset: -1,
+                reason: e.to_string(),
+            })?;
+        pending.push(fut);
+        metrics::counter!("feeder_stream_rule_findings_total", "rule" => f.rule).increment(1);
+        tracing::warn!(rule = f.rule, cohort = %f.cohort, detail = %f.detail, "fleet cohort finding");
+    }
+    for fut in pending {
+        let d = fut
+            .await
+            .map_err(|_| Error::Delivery {
+                offset: -1,
+                reason: "producer dropped".into(),
+            })?
+            .map_err(|(e, _)| Error::Delivery {
+                offset: -1,
+                reason: e.to_string(),
+            })?;
+        h.anomalies_next = h.anomalies_next.max(d.offset + 1);
+    }
+    h.first_offset = h.first_offset.split_off(&(judged + 1));
+    let resume_at = h.first_offset.values().copied().min().unwrap_or(h.next);
+    commit(
+        consumer,
+        &topics.cohort_tallies,
+        resume_at,
+        Progress {
+            judged_up_to: judged,
+            anomalies_next: h.anomalies_next,
+        },
+    )?;
+    stats
+        .windows_judged
+        .store(h.agg.windows_judged(), Ordering::Relaxed);
+    stats
+        .findings
+        .fetch_add(findings.len() as u64, Ordering::Relaxed);
+    metrics::gauge!("feeder_stream_cohort_judged_window").set(judged as f64);
+    metrics::gauge!("feeder_stream_cohort_open_windows").set(h.agg.open_windows() as f64);
+    Ok(())
+}
+
+fn commit(
+    consumer: &StreamConsumer<RebalanceContext>,
+    topic: &str,
+    offset: i64,
+    p: Progress,
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, FLEET_PARTITION, Offset::Offset(offset))?;
+    for mut e in tpl.elements() {
+        e.set_metadata(p.encode());
+    }
+    consumer.commit(&tpl, CommitMode::Sync)?;
+    Ok(())
+}
+
+fn committed_progress(
+    consumer: &StreamConsumer<RebalanceContext>,
+    topic: &str,
+) -> Result<Option<Progress>> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, FLEET_PARTITION);
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
+    Ok(got
+        .elements()
+        .iter()
+        .find_map(|e| Progress::decode(e.metadata())))
+}
+
+async fn anomalies_end(kafka: &KafkaConfig, topics: &Topics) -> Result<i64> {
+    let kafka = kafka.clone();
+    let topic = topics.anomalies.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer = kafka.reader("stream-cohorts").create()?;
+        let (_, high) =
+            consumer.fetch_watermarks(&topic, FLEET_PARTITION, Duration::from_secs(30))?;
+        Ok(high)
+    })
+    .await
+    .map_err(|e| Error::Recovery {
+        partition: FLEET_PARTITION,
+        reason: e.to_string(),
+    })?
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_round_trips_and_rejects_foreign_metadata() {
+        let p = Progress {
+            judged_up_to: 493_251,
+            anomalies_next: 17,
+        };
+        assert_eq!(Progress::decode(&p.encode()), Some(p));
+        let first = Progress {
+            judged_up_to: i64::MIN,
+            anomalies_next: 0,
+        };
+        assert_eq!(Progress::decode(&first.encode()), Some(first));
+        assert_eq!(Progress::decode(""), None);
+        assert_eq!(
+            Progress::decode("feeder-cohorts/2 judged=1 anomalies=2"),
+            None
+        );
+        assert_eq!(
+            Progress::decode("feeder-cohorts/1 judged=x anomalies=2"),
+            None
+        );
+    }
+}
