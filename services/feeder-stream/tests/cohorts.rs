@@ -157,3 +157,29 @@ fn many_devices_changing_firmware_at_once_raise_cohort_firmware_change() {
     assert!(f.window(7, |_| true).is_empty());
     assert!(f.window(8, |_| true).is_empty());
 }
+
+#[test]
+fn a_week_of_normal_reporting_raises_nothing() {
+    // 7 days of hourly windows: every device misses reports at random (5 % by day, 60 %
+    // at night, independently), and a whole region dips together for an afternoon
+    let mut f = Fleet::new();
+    let mut judged = 0;
+    for w in 0..7 * 24 {
+        let hour = w % 24;
+        let night = !(6..22).contains(&hour);
+        let drop = if night { 60 } else { 5 };
+        let found = f.window(w, |i| {
+            let h =
+                (i as u64 * 1_000_003 + w as u64 * 7_919).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+            let regional_dip = w == 100 && i % 4 == 0;
+            h % 100 >= drop && !(regional_dip && h % 100 < 50)
+        });
+        assert!(found.is_empty(), "window {w}: {found:?}");
+        judged += 1;
+    }
+    assert_eq!(
+        f.agg.windows_judged(),
+        judged - 1,
+        "every closed window was judged"
+    );
+}
