@@ -21,13 +21,13 @@ use crate::server::SharedRegistry;
 
 /// What identifies a version of the file without reading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
+pub struct Stamp {
     modified: Option<SystemTime>,
     len: u64,
     ino: u64,
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
+pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
     let ino = std::os::unix::fs::MetadataExt::ino(&m);
@@ -60,7 +60,6 @@ pub async fn reload_once(path: &Path, registry: &SharedRegistry) -> Reloaded {
                 "registry reloaded"
             );
             metrics::counter!("feeder_edge_registry_reloads_total").increment(1);
-            metrics::gauge!("feeder_edge_registry_devices").set(reg.len() as f64);
             registry.replace(reg);
             Reloaded::Swapped
         }
@@ -87,7 +86,9 @@ pub async fn watch(
     trigger: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut last = stamp(&path);
+    // the version the registry in force was read from, when known: a change made since
+    // (while the edge was starting) is picked up on the first tick
+    let mut last = registry.loaded_from().or_else(|| stamp(&path));
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

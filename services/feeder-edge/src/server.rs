@@ -30,14 +30,40 @@ pub struct SharedRegistry {
     current: Arc<RwLock<Arc<Registry>>>,
     /// False for `default()` until a registry is put in (health reports NOT_SERVING).
     loaded: Arc<AtomicBool>,
+    /// The file version the first registry was read from (see [`Self::load`]).
+    loaded_from: Option<crate::reload::Stamp>,
 }
 
 impl SharedRegistry {
     pub fn new(reg: Registry) -> Self {
+        metrics::gauge!("feeder_edge_registry_devices").set(reg.len() as f64);
         Self {
             current: Arc::new(RwLock::new(Arc::new(reg))),
             loaded: Arc::new(AtomicBool::new(true)),
+            loaded_from: None,
         }
+    }
+
+    /// Loads the registry file, remembering which version of the file it read (taken
+    /// before reading), so the hot-reload watcher started later still notices a change
+    /// made in between.
+    pub fn load(path: &std::path::Path) -> feeder_core::Result<Self> {
+        let stamp = crate::reload::stamp(path);
+        let reg = Registry::load(path)?;
+        Ok(Self {
+            loaded_from: stamp,
+            ..Self::new(reg)
+        })
+    }
+
+    /// See [`Self::load`].
+    pub(crate) fn loaded_from(&self) -> Option<crate::reload::Stamp> {
+        self.loaded_from.clone()
+    }
+
+    /// Devices in the registry in force.
+    pub fn devices(&self) -> usize {
+        self.snapshot().len()
     }
 
     pub fn snapshot(&self) -> Arc<Registry> {
@@ -49,6 +75,7 @@ impl SharedRegistry {
     }
 
     pub fn replace(&self, reg: Registry) {
+        metrics::gauge!("feeder_edge_registry_devices").set(reg.len() as f64);
         let reg = Arc::new(reg);
         let old = {
             let mut g = match self.current.write() {

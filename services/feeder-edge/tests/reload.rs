@@ -191,3 +191,34 @@ async fn sighup_reloads_the_registry() {
     }
     edge.stop().await;
 }
+
+/// A registry change made after the edge read the file but before its watcher started
+/// (slow brokers at start) is still picked up: the watcher starts from the version the
+/// registry in force was read from, not from the file as it is when the watcher starts.
+#[tokio::test]
+async fn a_change_made_while_the_edge_starts_is_not_missed() {
+    let work = tempfile::tempdir().unwrap();
+    let (registry, _) = provision(work.path(), 3, 0);
+    let shared = feeder_edge::SharedRegistry::load(&registry).unwrap();
+    assert_eq!(shared.devices(), 3);
+    let lines = read_lines(&registry);
+    write_lines(&registry, &lines[..2]);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn(feeder_edge::reload::watch(
+        registry.clone(),
+        shared.clone(),
+        Duration::from_millis(50),
+        Arc::new(tokio::sync::Notify::new()),
+        stop.clone(),
+    ));
+    let t0 = Instant::now();
+    while shared.devices() != 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the change was missed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    watcher.await.unwrap();
+}

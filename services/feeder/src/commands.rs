@@ -22,12 +22,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edge(a) => {
             let shutdown = on_signals();
             let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;
-            let registry = Registry::load(&a.registry).context("loading the device registry")?;
-            tracing::info!(
-                devices = registry.len(),
-                keys = registry.key_count(),
-                "registry loaded"
-            );
+            let registry =
+                SharedRegistry::load(&a.registry).context("loading the device registry")?;
+            tracing::info!(devices = registry.devices(), "registry loaded");
             let cfg = EdgeConfig {
                 edge_id: a.edge_id,
                 max_frames_per_request: a.max_frames_per_request,
@@ -63,7 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &a.kafka.kafka(),
                 &a.kafka.topics(),
                 cfg,
-                SharedRegistry::new(registry),
+                registry,
                 shutdown,
             )
             .await?;
