@@ -757,11 +757,12 @@ def test_kafka_topics_cover_every_topic_with_the_configured_layout(overlay):
     topics = {t["spec"]["topicName"]: t for t in by_kind(docs, "KafkaTopic")}
     assert set(topics) == {f"{prefix}.{s}" for s in topic_suffixes_in_code()}
     for name, t in topics.items():
-        want = 1 if name.endswith(".cohort-tallies") else kafka["partitions"]
+        single = name.endswith((".cohort-tallies", ".cohort-progress"))
+        want = 1 if single else kafka["partitions"]
         assert t["spec"]["partitions"] == want, name
         assert t["spec"]["replicas"] == kafka["replication"], name
         compact = t["spec"].get("config", {}).get("cleanup.policy") == "compact"
-        assert compact == name.endswith(".stream-state"), name
+        assert compact == name.endswith((".stream-state", ".cohort-progress")), name
         assert t["metadata"]["labels"]["strimzi.io/cluster"] == "feeder-kafka"
 
 

@@ -26,6 +26,9 @@ pub struct Topics {
     /// partition and closed window. Only partition 0 is used (one active aggregator per
     /// consumer group); created with one partition.
     pub cohort_tallies: String,
+    /// The fleet cohort aggregator's progress (compacted, one partition, one key): the
+    /// newest judged window and where its findings end in the anomalies topic.
+    pub cohort_progress: String,
     pub partitions: i32,
     pub replication: i32,
 }
@@ -39,6 +42,7 @@ impl Topics {
             anomalies: format!("{prefix}.anomalies"),
             stream_state: format!("{prefix}.stream-state"),
             cohort_tallies: format!("{prefix}.cohort-tallies"),
+            cohort_progress: format!("{prefix}.cohort-progress"),
             partitions,
             replication,
         }
@@ -55,8 +59,8 @@ impl Topics {
     }
 
     /// Topics of the fleet-wide view: one partition each (more are tolerated, unused).
-    pub fn fleet_topics(&self) -> [&str; 1] {
-        [&self.cohort_tallies]
+    pub fn fleet_topics(&self) -> [&str; 2] {
+        [&self.cohort_tallies, &self.cohort_progress]
     }
 
     /// Every topic of the pipeline (data, state and fleet), e.g. to create them up front on a
@@ -88,14 +92,26 @@ pub async fn ensure_topics(
     ensure(cfg, names, Some(partitions), replication, &[]).await
 }
 
-/// [`ensure_topics`] for [`Topics::fleet_topics`]: created with one partition; an existing
-/// topic with more is accepted (only partition 0 is read and written).
-pub async fn ensure_fleet_topics(
-    cfg: &KafkaConfig,
-    names: &[&str],
-    replication: i32,
-) -> Result<()> {
-    ensure(cfg, names, None, replication, &[]).await
+/// Creates the [`Topics::fleet_topics`] that are missing, with one partition (the
+/// progress topic compacted); an existing topic with more partitions is accepted (only
+/// partition 0 is read and written).
+pub async fn ensure_fleet_topics(cfg: &KafkaConfig, topics: &Topics) -> Result<()> {
+    ensure(
+        cfg,
+        &[&topics.cohort_tallies],
+        None,
+        topics.replication,
+        &[],
+    )
+    .await?;
+    ensure(
+        cfg,
+        &[&topics.cohort_progress],
+        None,
+        topics.replication,
+        COMPACTED,
+    )
+    .await
 }
 
 /// [`ensure_topics`] for state topics: created with `cleanup.policy=compact`. An existing

@@ -12,14 +12,18 @@
 //!   window (at least once; a recovering partition re-sends what it may not have sent).
 //!   The aggregator ignores a tally for a window it has judged or from a partition it
 //!   already counted for that window.
-//! - The aggregator commits its tallies offset only after the findings it judged are
-//!   acknowledged, at the oldest tally of a window still open (those are read again after
-//!   a restart). The commit's metadata carries the newest judged window and the next
-//!   offset of anomalies partition 0, where findings go.
-//! - On (re)assignment it reads that metadata and then anomalies partition 0 from the
-//!   recorded offset to its end: fleet findings found there were written before a crash
-//!   that came ahead of the commit, and are not written again (deterministic ids,
-//!   [`anomaly_id`]).
+//! - After judging, the aggregator waits for its findings' acks, then writes its progress
+//!   (the newest judged window and the next offset of anomalies partition 0, where
+//!   findings go) to the compacted `<prefix>.cohort-progress` topic, then commits its
+//!   tallies offset at the oldest tally of a window still open (those are read again
+//!   after a restart).
+//! - On (re)assignment it reads the latest progress record, ignores tallies of windows up
+//!   to the judged one, and reads anomalies partition 0 from the recorded offset to its
+//!   end: fleet findings found there were written by a run that crashed before recording
+//!   its progress, and are not written again (deterministic ids, [`anomaly_id`]).
+//!
+//! (Progress is a record, not offset-commit metadata: tansu drops commit metadata, and a
+//! record is what every Kafka-protocol broker keeps.)
 //!
 //! Fleet findings carry `source_offset = -1`, so a stream partition recovering from
 //! anomalies partition 0 does not take them for its own.
@@ -42,6 +46,10 @@ use crate::rebalance::{RebalanceContext, Rebalances};
 use crate::recovery::read_partition;
 use crate::rules::cohort::CohortConfig;
 use crate::rules::cohort_fleet::{FleetAggregator, WindowTally, fleet_id};
+use crate::run::lost_to_rebalance;
+
+/// The progress topic's one key.
+const PROGRESS_KEY: &str = "progress";
 use crate::{Error, Result};
 
 /// The partition of the tallies topic that is used, and of the anomalies topic that
@@ -79,7 +87,7 @@ pub struct FleetStats {
     pub findings: AtomicU64,
 }
 
-/// What the aggregator's commit metadata records.
+/// What the aggregator's progress record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Progress {
     judged_up_to: i64,
@@ -127,7 +135,7 @@ pub async fn run_fleet(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let stats = &stats.fleet;
-    ensure_fleet_topics(kafka, &topics.fleet_topics(), topics.replication).await?;
+    ensure_fleet_topics(kafka, topics).await?;
     let raw_partitions =
         feeder_kafka::topics::wait_partition_count(kafka, &topics.raw, Duration::from_secs(30))
             .await? as u32;
@@ -152,7 +160,7 @@ pub async fn run_fleet(
                 }
                 let h = match held.take() {
                     Some(h) if h.generation == rebalances.generation() => h,
-                    _ => take_over(kafka, topics, &consumer, &cohort, &cfg, raw_partitions, &rebalances, &m).await?,
+                    _ => take_over(kafka, topics, &producer, &cohort, &cfg, raw_partitions, &rebalances, &m).await?,
                 };
                 let h = held.insert(h);
                 add_tally(h, &m, stats);
@@ -165,7 +173,9 @@ pub async fn run_fleet(
                 held = None;
                 continue;
             }
-            judge(h, &consumer, &producer, topics, stats).await?;
+            if !judge(h, &consumer, &producer, topics, stats).await? {
+                held = None;
+            }
         }
     }
     tracing::info!("fleet cohort aggregator stopped");
@@ -178,7 +188,7 @@ pub async fn run_fleet(
 async fn take_over(
     kafka: &KafkaConfig,
     topics: &Topics,
-    consumer: &StreamConsumer<RebalanceContext>,
+    producer: &FutureProducer,
     cohort: &CohortConfig,
     cfg: &FleetConfig,
     raw_partitions: u32,
@@ -188,44 +198,69 @@ async fn take_over(
     let generation = rebalances.generation();
     let mut agg =
         FleetAggregator::new(cohort.clone(), raw_partitions, cfg.grace.as_millis() as i64);
-    let committed = committed_progress(consumer, &topics.cohort_tallies)?;
-    let from = match committed {
-        Some(p) => p.anomalies_next,
+    let recorded = blocking(kafka, topics, |kafka, topics| {
+        let mut last = None;
+        read_partition(
+            kafka,
+            &topics.cohort_progress,
+            FLEET_PARTITION,
+            0,
+            |_, _, v| {
+                if let Some(p) = std::str::from_utf8(v).ok().and_then(Progress::decode) {
+                    last = Some(p);
+                }
+                Ok(())
+            },
+        )?;
+        Ok(last)
+    })
+    .await?;
+    let progress = match recorded {
+        Some(p) => p,
         None => {
             // first run of this group: nothing of ours is in the anomalies log yet; record
             // where it ends now, so a crash before the first judgement reads back from here
-            let end = anomalies_end(kafka, topics).await?;
+            let end = blocking(kafka, topics, |kafka, topics| {
+                let consumer: rdkafka::consumer::BaseConsumer =
+                    kafka.reader("stream-cohorts").create()?;
+                let (_, high) = consumer.fetch_watermarks(
+                    &topics.anomalies,
+                    FLEET_PARTITION,
+                    Duration::from_secs(30),
+                )?;
+                Ok(high)
+            })
+            .await?;
             let p = Progress {
                 judged_up_to: i64::MIN,
                 anomalies_next: end,
             };
-            commit(consumer, &topics.cohort_tallies, first.offset(), p)?;
-            end
+            record_progress(producer, topics, p).await?;
+            p
         }
     };
-    if let Some(p) = committed {
-        agg.resume(p.judged_up_to);
-    }
-    let kafka2 = kafka.clone();
-    let topic = topics.anomalies.clone();
-    let (end, emitted) = tokio::task::spawn_blocking(move || {
+    agg.resume(progress.judged_up_to);
+    let from = progress.anomalies_next;
+    let (end, emitted) = blocking(kafka, topics, move |kafka, topics| {
         let mut emitted = Vec::new();
-        let end = read_partition(&kafka2, &topic, FLEET_PARTITION, from, |_, _, v| {
-            if let Ok(a) = Anomaly::decode(v)
-                && a.device_id.is_empty()
-                && a.source_offset < 0
-            {
-                emitted.push(a);
-            }
-            Ok(())
-        })?;
-        Ok::<_, Error>((end, emitted))
+        let end = read_partition(
+            kafka,
+            &topics.anomalies,
+            FLEET_PARTITION,
+            from,
+            |_, _, v| {
+                if let Ok(a) = Anomaly::decode(v)
+                    && a.device_id.is_empty()
+                    && a.source_offset < 0
+                {
+                    emitted.push(a);
+                }
+                Ok(())
+            },
+        )?;
+        Ok((end, emitted))
     })
-    .await
-    .map_err(|e| Error::Recovery {
-        partition: FLEET_PARTITION,
-        reason: e.to_string(),
-    })??;
+    .await?;
     for a in &emitted {
         let id = fleet_id(&a.rule, &a.cohort, a.ts_from_ms);
         agg.already_emitted(agg.window_of(a.ts_from_ms), id);
@@ -242,6 +277,46 @@ async fn take_over(
         next: first.offset(),
         anomalies_next: end,
     })
+}
+
+/// Runs blocking Kafka reads off the runtime.
+async fn blocking<T: Send + 'static>(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    f: impl FnOnce(&KafkaConfig, &Topics) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (kafka, topics) = (kafka.clone(), topics.clone());
+    tokio::task::spawn_blocking(move || f(&kafka, &topics))
+        .await
+        .map_err(|e| Error::Recovery {
+            partition: FLEET_PARTITION,
+            reason: e.to_string(),
+        })?
+}
+
+/// Writes the progress record and waits for its ack.
+async fn record_progress(producer: &FutureProducer, topics: &Topics, p: Progress) -> Result<()> {
+    let value = p.encode();
+    let rec = FutureRecord::to(&topics.cohort_progress)
+        .partition(FLEET_PARTITION)
+        .key(PROGRESS_KEY)
+        .payload(&value);
+    let fut = producer
+        .send_result(rec)
+        .map_err(|(e, _)| Error::Delivery {
+            offset: -1,
+            reason: e.to_string(),
+        })?;
+    fut.await
+        .map_err(|_| Error::Delivery {
+            offset: -1,
+            reason: "producer dropped".into(),
+        })?
+        .map_err(|(e, _)| Error::Delivery {
+            offset: -1,
+            reason: e.to_string(),
+        })?;
+    Ok(())
 }
 
 fn add_tally(h: &mut Held, m: &BorrowedMessage<'_>, stats: &FleetStats) {
@@ -264,20 +339,21 @@ fn add_tally(h: &mut Held, m: &BorrowedMessage<'_>, stats: &FleetStats) {
     h.agg.add(&t, now_ms());
 }
 
-/// Judges what is due; writes the findings, waits for their acks, then commits.
+/// Judges what is due; writes the findings, waits for their acks, records progress, then
+/// commits. False when a rebalance took the partition meanwhile.
 async fn judge(
     h: &mut Held,
     consumer: &StreamConsumer<RebalanceContext>,
     producer: &FutureProducer,
     topics: &Topics,
     stats: &FleetStats,
-) -> Result<()> {
+) -> Result<bool> {
     let before = h.agg.judged_up_to();
     let now = now_ms();
     let findings = h.agg.poll(now);
     let judged = h.agg.judged_up_to();
     if judged == before {
-        return Ok(());
+        return Ok(true);
     }
     let mut pending = Vec::with_capacity(findings.len());
     for f in &findings {
@@ -311,16 +387,30 @@ async fn judge(
         h.anomalies_next = h.anomalies_next.max(d.offset + 1);
     }
     h.first_offset = h.first_offset.split_off(&(judged + 1));
-    let resume_at = h.first_offset.values().copied().min().unwrap_or(h.next);
-    commit(
-        consumer,
-        &topics.cohort_tallies,
-        resume_at,
+    record_progress(
+        producer,
+        topics,
         Progress {
             judged_up_to: judged,
             anomalies_next: h.anomalies_next,
         },
+    )
+    .await?;
+    let resume_at = h.first_offset.values().copied().min().unwrap_or(h.next);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(
+        &topics.cohort_tallies,
+        FLEET_PARTITION,
+        Offset::Offset(resume_at),
     )?;
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        if !lost_to_rebalance(&e) {
+            return Err(e.into());
+        }
+        // the partition moved: its next holder re-reads these tallies and our progress
+        tracing::warn!(error = %e, "tallies commit refused by a rebalance");
+        return Ok(false);
+    }
     stats
         .windows_judged
         .store(h.agg.windows_judged(), Ordering::Relaxed);
@@ -329,51 +419,7 @@ async fn judge(
         .fetch_add(findings.len() as u64, Ordering::Relaxed);
     metrics::gauge!("feeder_stream_cohort_judged_window").set(judged as f64);
     metrics::gauge!("feeder_stream_cohort_open_windows").set(h.agg.open_windows() as f64);
-    Ok(())
-}
-
-fn commit(
-    consumer: &StreamConsumer<RebalanceContext>,
-    topic: &str,
-    offset: i64,
-    p: Progress,
-) -> Result<()> {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, FLEET_PARTITION, Offset::Offset(offset))?;
-    for mut e in tpl.elements() {
-        e.set_metadata(p.encode());
-    }
-    consumer.commit(&tpl, CommitMode::Sync)?;
-    Ok(())
-}
-
-fn committed_progress(
-    consumer: &StreamConsumer<RebalanceContext>,
-    topic: &str,
-) -> Result<Option<Progress>> {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, FLEET_PARTITION);
-    let got = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
-    Ok(got
-        .elements()
-        .iter()
-        .find_map(|e| Progress::decode(e.metadata())))
-}
-
-async fn anomalies_end(kafka: &KafkaConfig, topics: &Topics) -> Result<i64> {
-    let kafka = kafka.clone();
-    let topic = topics.anomalies.clone();
-    tokio::task::spawn_blocking(move || {
-        let consumer: rdkafka::consumer::BaseConsumer = kafka.reader("stream-cohorts").create()?;
-        let (_, high) =
-            consumer.fetch_watermarks(&topic, FLEET_PARTITION, Duration::from_secs(30))?;
-        Ok(high)
-    })
-    .await
-    .map_err(|e| Error::Recovery {
-        partition: FLEET_PARTITION,
-        reason: e.to_string(),
-    })?
+    Ok(true)
 }
 
 fn now_ms() -> i64 {

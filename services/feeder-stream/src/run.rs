@@ -559,7 +559,7 @@ async fn send(
 
 /// A commit refused because the member's assignment changed under it: not a failure of
 /// the stage (see the caller).
-fn lost_to_rebalance(e: &KafkaError) -> bool {
+pub(crate) fn lost_to_rebalance(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
         Some(
