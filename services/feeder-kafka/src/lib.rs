@@ -12,6 +12,7 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod lag;
+pub mod tansu;
 pub mod topics;
 
 pub use config::KafkaConfig;

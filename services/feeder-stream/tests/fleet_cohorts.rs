@@ -9,7 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use feeder_kafka::{EmbeddedBroker, KafkaConfig, Topics};
+use feeder_kafka::tansu::Tansu;
+use feeder_kafka::{
+    EmbeddedBroker, KafkaConfig, Topics, ensure_compacted_topics, ensure_fleet_topics,
+    ensure_topics,
+};
 use feeder_proto::pipeline::Anomaly;
 use feeder_stream::StreamConfig;
 use feeder_stream::rules::RulesConfig;
@@ -105,7 +109,29 @@ fn fleet_findings(kafka: &KafkaConfig, topic: &str) -> Vec<(String, String, i64)
 async fn a_silent_module_spread_over_partitions_is_raised_once_across_restarts_and_a_crash() {
     let topics = Topics::with_prefix("fleet", PARTITIONS, 1);
     let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
-    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    scenario(KafkaConfig::new(broker.bootstrap_servers()), topics).await;
+}
+
+/// The same on tansu (its own process, SQLite storage): real topic creation (the
+/// compacted progress topic included), group joins and commits over TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_on_tansu() {
+    let work = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(work.path()).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap());
+    let topics = Topics::with_prefix("fleet-tansu", PARTITIONS, 1);
+    // created before the test produces (tansu does not auto-create topics)
+    ensure_topics(&kafka, &topics.data_topics(), PARTITIONS, 1)
+        .await
+        .unwrap();
+    ensure_compacted_topics(&kafka, &topics.state_topics(), PARTITIONS, 1)
+        .await
+        .unwrap();
+    ensure_fleet_topics(&kafka, &topics).await.unwrap();
+    scenario(kafka, topics).await;
+}
+
+async fn scenario(kafka: KafkaConfig, topics: Topics) {
     let producer: FutureProducer = kafka.producer("test", 100_000, 30_000).create().unwrap();
     let silent = T0 + 6 * HOUR;
     let expected: Vec<(String, String, i64)> = [
