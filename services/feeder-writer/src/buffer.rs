@@ -13,7 +13,8 @@
 //!
 //! Memory: at most `max_records` records and `max_bytes` + one record of payload per
 //! partition, except while replaying a forced range, which is as large as the flush that
-//! wrote it (the limits in force then).
+//! wrote it (the limits in force then). The writer-wide cap (`cap.rs`) flushes buffers
+//! early through [`PartitionBuffer::take_for_cap`], never one replaying a forced range.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -50,6 +51,8 @@ pub enum FlushReason {
     Age,
     /// Closed so that a durable range that follows keeps its own file.
     BeforeDurableRange,
+    /// Flushed early: the writer's buffers together exceeded `max_buffered_bytes`.
+    WriterBytes,
     Revoke,
     Shutdown,
 }
@@ -62,6 +65,7 @@ impl FlushReason {
             FlushReason::Bytes => "bytes",
             FlushReason::Age => "age",
             FlushReason::BeforeDurableRange => "before_durable_range",
+            FlushReason::WriterBytes => "writer_bytes",
             FlushReason::Revoke => "revoke",
             FlushReason::Shutdown => "shutdown",
         }
@@ -125,6 +129,26 @@ impl PartitionBuffer {
 
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// Payload bytes buffered.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// True while a forced range is being replayed: it must end exactly at its boundary.
+    pub fn is_replaying(&self) -> bool {
+        self.forced_end.is_some()
+    }
+
+    /// The buffer, flushed early for the writer-wide cap; `None` while replaying a forced
+    /// range (cutting it short would duplicate stored rows) or when empty. The range is
+    /// an ordinary flush boundary, named in its files, so recovery follows it later.
+    pub fn take_for_cap(&mut self) -> Option<Batch> {
+        if self.forced_end.is_some() {
+            return None;
+        }
+        self.take(FlushReason::WriterBytes)
     }
 
     /// Takes a record; records must come in increasing offset order (see [`Self::is_rewind`]).
@@ -407,6 +431,31 @@ mod tests {
         assert!(flushed.is_empty());
         assert_eq!(skipped, 2);
         assert_eq!(buf.len(), 1);
+    }
+
+    #[test]
+    fn the_cap_takes_ordinary_buffers_but_never_a_replay() {
+        let t0 = Instant::now();
+        let mut buf = PartitionBuffer::new(LIMITS, &RecoveryPlan::default());
+        assert!(buf.take_for_cap().is_none(), "empty");
+        feed(&mut buf, [4, 5], t0);
+        assert_eq!(buf.bytes(), 20);
+        let b = buf.take_for_cap().unwrap();
+        assert_eq!(
+            (b.first, b.last, b.reason),
+            (4, 5, FlushReason::WriterBytes)
+        );
+        assert_eq!((buf.bytes(), buf.len()), (0, 0));
+
+        let plan = RecoveryPlan::from_ranges(100, [(100, 104)]);
+        let mut buf = PartitionBuffer::new(LIMITS, &plan);
+        feed(&mut buf, 100..102, t0);
+        assert!(buf.is_replaying());
+        assert!(buf.take_for_cap().is_none());
+        assert_eq!(buf.len(), 2, "the replay stays whole");
+        let (flushed, _) = feed(&mut buf, 102..105, t0);
+        assert_eq!(flushed, [(100, 104, FlushReason::Forced)]);
+        assert!(!buf.is_replaying());
     }
 
     #[test]

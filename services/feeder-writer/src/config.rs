@@ -2,7 +2,9 @@
 //!
 //! The flush thresholds are also the memory bound: each assigned topic-partition buffers
 //! at most `flush_max_frames` records and about `flush_max_bytes` payload bytes (plus one
-//! record) before it is written out; see the crate docs for the one exception (replaying
+//! record) before it is written out, and `max_buffered_bytes` caps the sum over all
+//! assigned partitions, since per-partition limits alone grow with the assignment (4
+//! topics x 48 partitions x 64 MiB). See the crate docs for the one exception (replaying
 //! a range that an earlier run wrote but did not commit).
 
 use std::path::PathBuf;
@@ -27,6 +29,9 @@ pub struct WriterConfig {
     pub flush_max_bytes: usize,
     /// Flush a buffer whose oldest record is this old: data becomes visible at least this often.
     pub flush_max_age: Duration,
+    /// Cap on the payload bytes buffered over all assigned partitions: above it, the
+    /// largest buffers are flushed early (see `cap.rs`).
+    pub max_buffered_bytes: usize,
     /// Which datasets are encrypted, with which keys (default: none, all plaintext).
     pub encryption: Encryption,
 }
@@ -40,6 +45,7 @@ impl Default for WriterConfig {
             flush_max_frames: 20_000,
             flush_max_bytes: 64 * 1024 * 1024,
             flush_max_age: Duration::from_secs(5),
+            max_buffered_bytes: 256 * 1024 * 1024,
             encryption: Encryption::none(),
         }
     }
@@ -60,6 +66,9 @@ impl WriterConfig {
         }
         if self.flush_max_bytes == 0 {
             return fail("flush_max_bytes must be at least 1");
+        }
+        if self.max_buffered_bytes == 0 {
+            return fail("max_buffered_bytes must be at least 1");
         }
         if self.flush_max_age.is_zero() {
             return fail("flush_max_age must be positive");
@@ -87,18 +96,20 @@ mod tests {
         assert_eq!(c.flush_max_frames, 20_000);
         assert_eq!(c.flush_max_bytes, 64 << 20);
         assert_eq!(c.flush_max_age, Duration::from_secs(5));
+        assert_eq!(c.max_buffered_bytes, 256 << 20);
         assert_eq!(c.tick_period(), Duration::from_secs(1));
     }
 
     #[test]
     fn rejects_unworkable_settings() {
         type Breaker = fn(&mut WriterConfig);
-        let cases: [(&str, Breaker); 5] = [
+        let cases: [(&str, Breaker); 6] = [
             ("group_id", |c| c.group_id.clear()),
             ("writer_id", |c| c.writer_id.clear()),
             ("flush_max_frames", |c| c.flush_max_frames = 0),
             ("flush_max_bytes", |c| c.flush_max_bytes = 0),
             ("flush_max_age", |c| c.flush_max_age = Duration::ZERO),
+            ("max_buffered_bytes", |c| c.max_buffered_bytes = 0),
         ];
         for (field, break_it) in cases {
             let mut c = WriterConfig::default();

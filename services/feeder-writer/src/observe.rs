@@ -70,6 +70,11 @@ pub(crate) fn recovered(plan: &RecoveryPlan) {
         .increment(plan.stale_temp_removed as u64);
 }
 
+/// Set after flushes and on each tick, not per record.
+pub(crate) fn buffered(bytes: usize) {
+    metrics::gauge!("feeder_writer_buffered_bytes").set(bytes as f64);
+}
+
 pub(crate) fn consumer_error() {
     counter!("feeder_writer_consumer_errors_total").increment(1);
 }

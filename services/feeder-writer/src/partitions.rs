@@ -5,9 +5,13 @@
 //! events from the consumer queue), and the loop never holds the lock across an await,
 //! so the two never interleave: a revoked partition is flushed and committed (or its
 //! partial replay dropped) before the rebalance proceeds and another writer gets it.
+//!
+//! It also keeps the running total of payload bytes buffered over all partitions, for the
+//! writer-wide cap (`cap.rs`): every change to a buffer goes through the lock here, which
+//! adjusts the total by the buffer's size before and after.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -17,6 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use crate::buffer::{Batch, FlushReason, Limits, Offered, PartitionBuffer};
+use crate::cap::{self, Candidate};
 use crate::flush::{FlushReport, RangeSpec, write_range_encrypted};
 use crate::observe;
 use crate::record::{SourceRecord, TopicKind};
@@ -45,6 +50,8 @@ pub(crate) struct Shared {
     limits: Limits,
     kinds: HashMap<String, TopicKind>,
     partitions: Mutex<HashMap<TpKey, PartitionState>>,
+    /// Payload bytes in all buffers; changed only while `partitions` is locked.
+    buffered: AtomicUsize,
     fatal: Mutex<Option<String>>,
 }
 
@@ -68,6 +75,7 @@ impl Shared {
             stats,
             kinds,
             partitions: Mutex::new(HashMap::new()),
+            buffered: AtomicUsize::new(0),
             fatal: Mutex::new(None),
         }
     }
@@ -93,13 +101,15 @@ impl Shared {
             last_written: None,
             containers: plan.containers.clone(),
         };
-        lock(&self.partitions).insert(key, st);
+        if let Some(old) = lock(&self.partitions).insert(key, st) {
+            self.resized(old.buffer.bytes(), 0);
+        }
     }
 
     pub fn offer(&self, key: &TpKey, rec: SourceRecord, now: Instant) -> Offered {
         let offered = lock(&self.partitions)
             .get_mut(key)
-            .map(|st| st.buffer.offer(rec, now))
+            .map(|st| self.tracked(st, |b| b.offer(rec, now)))
             .unwrap_or_default();
         observe::skipped(offered.skipped);
         offered
@@ -107,17 +117,72 @@ impl Shared {
 
     /// Buffers old enough to flush.
     pub fn due(&self, now: Instant) -> Vec<(TpKey, Batch)> {
-        lock(&self.partitions)
+        let due = lock(&self.partitions)
             .iter_mut()
-            .filter_map(|(k, st)| st.buffer.take_if_due(now).map(|b| (k.clone(), b)))
-            .collect()
+            .filter_map(|(k, st)| {
+                self.tracked(st, |b| b.take_if_due(now))
+                    .map(|b| (k.clone(), b))
+            })
+            .collect();
+        observe::buffered(self.buffered_bytes());
+        due
+    }
+
+    /// Over the writer-wide cap: the buffers to flush now, largest first, never a replay
+    /// of a forced range (see `cap.rs`). Empty within the cap.
+    pub fn over_cap(&self) -> Vec<(TpKey, Batch)> {
+        let cap = self.cfg.max_buffered_bytes;
+        if self.buffered_bytes() <= cap {
+            return Vec::new();
+        }
+        let mut partitions = lock(&self.partitions);
+        let candidates: Vec<Candidate<TpKey>> = partitions
+            .iter()
+            .map(|(k, st)| Candidate {
+                key: k.clone(),
+                bytes: st.buffer.bytes(),
+                replaying: st.buffer.is_replaying(),
+            })
+            .collect();
+        let mut out = Vec::new();
+        for key in cap::choose(&candidates, cap) {
+            if let Some(st) = partitions.get_mut(&key)
+                && let Some(batch) = self.tracked(st, PartitionBuffer::take_for_cap)
+            {
+                out.push((key, batch));
+            }
+        }
+        drop(partitions);
+        observe::buffered(self.buffered_bytes());
+        out
+    }
+
+    /// Payload bytes buffered over all partitions.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on `st`'s buffer (the caller holds the lock), keeping the total in step.
+    fn tracked<R>(&self, st: &mut PartitionState, f: impl FnOnce(&mut PartitionBuffer) -> R) -> R {
+        let before = st.buffer.bytes();
+        let r = f(&mut st.buffer);
+        self.resized(before, st.buffer.bytes());
+        r
+    }
+
+    fn resized(&self, before: usize, after: usize) {
+        if after >= before {
+            self.buffered.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.buffered.fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     /// Empties every buffer for shutdown; partial replays are dropped.
     pub fn close_all(&self, reason: FlushReason) -> Vec<(TpKey, Batch)> {
         let mut out = Vec::new();
         for (k, st) in lock(&self.partitions).iter_mut() {
-            let (batch, dropped) = st.buffer.take_for_close(reason);
+            let (batch, dropped) = self.tracked(st, |b| b.take_for_close(reason));
             observe::dropped(dropped);
             out.extend(batch.map(|b| (k.clone(), b)));
         }
@@ -163,6 +228,7 @@ impl Shared {
             self.stats.add_rows(*dataset, *rows);
         }
         observe::flushed(report, batch.reason, batch.records.len(), batch.bytes);
+        observe::buffered(self.buffered_bytes());
         info!(
             topic = %key.0,
             partition = key.1,
@@ -195,6 +261,7 @@ impl Shared {
         let Some(mut st) = lock(&self.partitions).remove(&key) else {
             return;
         };
+        self.resized(st.buffer.bytes(), 0);
         let (batch, dropped) = st.buffer.take_for_close(FlushReason::Revoke);
         observe::dropped(dropped);
         let Some(batch) = batch else {

@@ -193,6 +193,10 @@ async fn on_record(
     for batch in offered.ready {
         flush(shared, consumer, &key, batch).await?;
     }
+    // After this record's own ranges, so their bytes are already out of the total.
+    for (other, batch) in shared.over_cap() {
+        flush(shared, consumer, &other, batch).await?;
+    }
     Ok(())
 }
 

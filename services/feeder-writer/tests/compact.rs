@@ -1,4 +1,5 @@
-//! Compaction on a real directory tree: rows, order and provenance survive; only committed
+//! Compaction on a real directory tree: rows, order and provenance survive (readings, and
+//! anomalies with null-device fleet findings, read back by pyarrow); only committed
 //! ranges are merged; a reader looping during the swap never counts a wrong total; and
 //! the writer's recovery still replays exactly once after a rewind over merged files.
 
@@ -363,4 +364,162 @@ fn interrupted_runs_are_finished_or_discarded() {
     assert_eq!(report.outputs, [naming::file_name(TOPIC, 0, 0, 29)]);
     assert!(rows_of_dir(&dir).len() > total);
     assert_unique(&reading_keys(root));
+}
+
+/// pyarrow's view of Parquet files, in the order given: every row (timestamps as
+/// epoch milliseconds) and each file's `feeder.*` key-value metadata.
+fn pyarrow_read(files: &[std::path::PathBuf]) -> serde_json::Value {
+    let python = std::env::var_os("FEEDER_PYTHON").expect(
+        "FEEDER_PYTHON is not set: this test reads back with pyarrow from the test \
+         virtualenv; run tests/run.sh, or set it to the python of `tests/setup-python.sh | tail -1`",
+    );
+    let script = "import json, sys\n\
+        import pyarrow as pa, pyarrow.parquet as pq\n\
+        rows, meta = [], []\n\
+        for f in sys.argv[1:]:\n\
+        \x20   t = pq.read_table(f)\n\
+        \x20   t = t.cast(pa.schema([pa.field(c.name, pa.int64() if pa.types.is_timestamp(c.type) else c.type) for c in t.schema]))\n\
+        \x20   rows += t.to_pylist()\n\
+        \x20   md = pq.read_metadata(f).metadata or {}\n\
+        \x20   meta.append({k.decode(): v.decode() for k, v in md.items() if k.startswith(b'feeder.')})\n\
+        print(json.dumps({'rows': rows, 'meta': meta}))\n";
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pyarrow: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Device and fleet findings alike (device_id, cohort and seq null where absent): the
+/// merged file holds the same rows, in the order one flush of them all would give, and
+/// the provenance and writer metadata, as pyarrow reads it.
+#[test]
+fn compacting_anomalies_keeps_fleet_findings_order_and_metadata() {
+    use feeder_proto::pipeline::Anomaly;
+    use prost::Message as _;
+
+    const ANOMALIES: &str = "c.anomalies";
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let fs = LocalFs::new(root).unwrap();
+    let midnight = 1_710_115_200_000; // 2024-03-11T00:00:00Z
+    let anomaly = |o: i64| {
+        let fleet = o % 3 == 0;
+        Anomaly {
+            detected_at_ms: midnight + 3_600_000 + o * 1000,
+            device_id: if fleet {
+                String::new()
+            } else {
+                format!("veh-{:04}", 7 - o % 5)
+            },
+            cohort: if fleet {
+                format!("module=bg95,region=r{}", o % 2)
+            } else {
+                String::new()
+            },
+            rule: if fleet { "cohort_silence" } else { "gps_jump" }.into(),
+            severity: ["info", "warning", "critical"][(o % 3) as usize].into(),
+            // later ranges hold earlier findings too: the merge must re-sort
+            ts_from_ms: midnight + (30 - o) % 7 * 60_000,
+            ts_to_ms: midnight + 600_000,
+            detail: format!("finding {o}"),
+            seq: (!fleet && o % 2 == 0).then_some(o as u64 * 10),
+            source_offset: -1,
+        }
+    };
+    for (first, last) in [(0, 9), (10, 19), (20, 29)] {
+        let records: Vec<_> = (first..=last)
+            .map(|o| feeder_writer::SourceRecord {
+                offset: o,
+                timestamp_ms: Some(midnight + o),
+                payload: Some(anomaly(o).encode_to_vec()),
+            })
+            .collect();
+        let spec = RangeSpec {
+            kind: TopicKind::Anomalies,
+            topic: ANOMALIES,
+            partition: 0,
+            first,
+            last,
+            writer_id: "writer-3",
+        };
+        let report = write_range_except(&fs, spec, &records, &[]).unwrap();
+        assert_eq!(report.rows.get(&Dataset::Anomalies), Some(&10));
+    }
+    let dir = root.join(naming::date_dir(Dataset::Anomalies, day()));
+    let inputs: Vec<_> = [(0, 9), (10, 19), (20, 29)]
+        .map(|(f, l)| dir.join(naming::file_name(ANOMALIES, 0, f, l)))
+        .to_vec();
+    let before = pyarrow_read(&inputs);
+
+    let report = compact(
+        root,
+        Dataset::Anomalies,
+        day(),
+        &all_committed,
+        &CompactOptions::default(),
+    )
+    .unwrap();
+    let merged = naming::file_name(ANOMALIES, 0, 0, 29);
+    assert_eq!(report.inputs, 3);
+    assert_eq!(report.outputs, std::slice::from_ref(&merged));
+    assert_eq!(report.rows, 30);
+    let parquet: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(parquet, std::slice::from_ref(&merged));
+    let after = pyarrow_read(&[dir.join(&merged)]);
+
+    // rows: the inputs' rows (offset order), stably sorted by device_id (null first),
+    // ts_from, seq (null first): what the writer does within one file
+    let rows = |v: &serde_json::Value| v["rows"].as_array().unwrap().clone();
+    let mut expected = rows(&before);
+    let key = |r: &serde_json::Value| {
+        (
+            r["device_id"].as_str().unwrap_or("").to_string(),
+            r["ts_from"].as_i64().unwrap(),
+            r["seq"].as_u64().unwrap_or(0),
+        )
+    };
+    expected.sort_by_key(key);
+    assert_ne!(
+        rows(&before),
+        expected,
+        "the inputs are already in merged order"
+    );
+    let got = rows(&after);
+    assert_eq!(got.len(), 30);
+    assert_eq!(got, expected);
+    let fleet = got.iter().filter(|r| r["device_id"].is_null()).count();
+    assert_eq!(fleet, 10, "fleet findings keep a null device_id");
+    assert!(
+        got.iter()
+            .filter(|r| r["device_id"].is_null())
+            .all(|r| r["cohort"].is_string() && r["seq"].is_null())
+    );
+    assert!(got.windows(2).all(|w| key(&w[0]) <= key(&w[1])), "sorted");
+
+    // metadata: provenance of the union, everything else as the writer wrote it
+    let meta = &after["meta"][0];
+    assert_eq!(meta["feeder.source_ranges"], "0-9,10-19,20-29");
+    assert_eq!(meta["feeder.first_offset"], "0");
+    assert_eq!(meta["feeder.last_offset"], "29");
+    assert_eq!(meta["feeder.writer_id"], "compactor");
+    for k in [
+        "feeder.dataset",
+        "feeder.topic",
+        "feeder.partition",
+        "feeder.writer_version",
+    ] {
+        assert_eq!(meta[k], before["meta"][0][k], "{k}");
+    }
+    assert_eq!(meta["feeder.dataset"], "anomalies");
 }

@@ -308,6 +308,10 @@ pub struct WriterArgs {
     /// ...or when its oldest record is this old (data visible at least this often).
     #[arg(long, env = "FEEDER_FLUSH_MAX_AGE", default_value = "5s", value_parser = parse_duration)]
     pub flush_max_age: std::time::Duration,
+    /// Cap on payload bytes buffered over all assigned partitions: above it the largest
+    /// buffers are flushed early (never a replay of an uncommitted range).
+    #[arg(long, env = "FEEDER_MAX_BUFFERED_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_buffered_bytes: usize,
     #[arg(long, env = "FEEDER_WRITER_GROUP", default_value = "feeder-writer")]
     pub group: String,
     #[arg(long, env = "FEEDER_WRITER_ID", default_value = "writer-0")]

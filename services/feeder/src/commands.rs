@@ -98,6 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 flush_max_frames: a.flush_max_frames,
                 flush_max_bytes: a.flush_max_bytes,
                 flush_max_age: a.flush_max_age,
+                max_buffered_bytes: a.max_buffered_bytes,
                 encryption: encryption_keys(a.encryption_keys.as_deref())?,
             };
             cfg.validate().context("writer settings")?;
