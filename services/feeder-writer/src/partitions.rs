@@ -384,3 +384,81 @@ impl ConsumerContext for WriterContext {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::storage::LocalFs;
+
+    fn shared(cap: usize) -> (tempfile::TempDir, Shared) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WriterConfig {
+            flush_max_frames: 1000,
+            flush_max_bytes: 1 << 20,
+            flush_max_age: Duration::from_secs(5),
+            max_buffered_bytes: cap,
+            ..WriterConfig::default()
+        };
+        let storage = Arc::new(LocalFs::new(dir.path()).unwrap());
+        let kinds = HashMap::from([("t".to_string(), TopicKind::Checked)]);
+        (dir, Shared::new(storage, cfg, Arc::default(), kinds))
+    }
+
+    fn rec(offset: i64, size: usize) -> SourceRecord {
+        SourceRecord {
+            offset,
+            timestamp_ms: None,
+            payload: Some(vec![0; size]),
+        }
+    }
+
+    fn key(p: i32) -> TpKey {
+        ("t".to_string(), p)
+    }
+
+    /// The running total follows every way a buffer changes, and the cap flushes the
+    /// largest ordinary buffers, never a replay.
+    #[test]
+    fn the_total_tracks_buffers_and_the_cap_flushes_the_largest() {
+        let (_dir, s) = shared(100);
+        let t0 = Instant::now();
+        for p in 0..3 {
+            s.install(key(p), TopicKind::Checked, &RecoveryPlan::default());
+        }
+        // partition 3 replays a range 0..=9 an earlier run wrote but did not commit
+        s.install(
+            key(3),
+            TopicKind::Checked,
+            &RecoveryPlan::from_ranges(0, [(0, 9)]),
+        );
+        s.offer(&key(0), rec(0, 30), t0);
+        s.offer(&key(1), rec(0, 20), t0);
+        s.offer(&key(1), rec(1, 20), t0);
+        s.offer(&key(3), rec(0, 50), t0);
+        assert_eq!(s.buffered_bytes(), 120);
+
+        // 120 > 100: the replay (50) is larger but must stay whole; partition 1 (40) goes
+        let early = s.over_cap();
+        let got: Vec<_> = early.iter().map(|(k, b)| (k.1, b.first, b.last)).collect();
+        assert_eq!(got, [(1, 0, 1)]);
+        assert_eq!(early[0].1.reason, FlushReason::WriterBytes);
+        assert_eq!(s.buffered_bytes(), 80);
+        assert!(s.over_cap().is_empty());
+
+        // re-planning a partition discards its buffer; age and shutdown empty the rest
+        s.install(key(0), TopicKind::Checked, &RecoveryPlan::default());
+        assert_eq!(s.buffered_bytes(), 50);
+        s.offer(&key(2), rec(0, 5), t0);
+        let due = s.due(t0 + Duration::from_secs(5));
+        assert_eq!(due.len(), 1, "the replay never ages out");
+        assert_eq!(s.buffered_bytes(), 50);
+        let closed = s.close_all(FlushReason::Shutdown);
+        assert!(
+            closed.is_empty(),
+            "a partial replay is dropped, not written"
+        );
+        assert_eq!(s.buffered_bytes(), 0);
+    }
+}
