@@ -12,6 +12,7 @@
 pub mod codes;
 pub mod device_id;
 pub mod error;
+pub mod file_stamp;
 pub mod geo;
 pub mod keyfile;
 pub mod registry;
@@ -21,5 +22,6 @@ pub mod units;
 pub use codes::AckCode;
 pub use device_id::{DeviceIdError, validate_device_id};
 pub use error::{Error, Result};
+pub use file_stamp::FileStamp;
 pub use registry::{DeviceKind, KeyStatus, Registry, RegistryEntry};
 pub use signing::{Alg, SigningKey, VerifyingKey, signing_input};

@@ -11,33 +11,19 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use feeder_core::Registry;
+use feeder_core::{FileStamp, Registry};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::SharedRegistry;
 
-/// What identifies a version of the file without reading it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    ino: u64,
-}
+/// The edge's name for [`FileStamp`] (the version of the registry file).
+pub type Stamp = FileStamp;
 
 pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(&m);
-    #[cfg(not(unix))]
-    let ino = 0;
-    Some(Stamp {
-        modified: m.modified().ok(),
-        len: m.len(),
-        ino,
-    })
+    FileStamp::of(path)
 }
 
 /// Outcome of one reload attempt.

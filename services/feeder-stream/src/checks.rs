@@ -88,6 +88,11 @@ impl PartitionState {
         }
     }
 
+    /// Device labels from now on (a reloaded registry).
+    pub fn set_labels(&mut self, labels: DeviceLabels) {
+        self.labels = labels;
+    }
+
     /// A state with the same settings and no devices.
     pub fn emptied(&self) -> Self {
         Self::with_rules(self.window, self.rules.clone(), self.labels.clone())

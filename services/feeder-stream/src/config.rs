@@ -40,6 +40,9 @@ pub struct StreamConfig {
     /// The fleet cohort aggregator judges a window some raw partition has not closed this
     /// long after the window's first tally ([`crate::fleet`]).
     pub cohort_grace: Duration,
+    /// The registry file the labels came from, watched for changes (`None`: the labels
+    /// are fixed).
+    pub registry: Option<crate::labels_reload::RegistrySource>,
 }
 
 impl Default for StreamConfig {
@@ -54,6 +57,7 @@ impl Default for StreamConfig {
             device_labels: DeviceLabels::default(),
             snapshot_interval: Duration::from_secs(10),
             cohort_grace: Duration::from_secs(600),
+            registry: None,
         }
     }
 }

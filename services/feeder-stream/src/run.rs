@@ -136,10 +136,18 @@ pub async fn run(
 async fn run_partitions(
     kafka: &KafkaConfig,
     topics: &Topics,
-    cfg: StreamConfig,
+    mut cfg: StreamConfig,
     stats: Arc<StreamStats>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let (labels_tx, mut labels) = tokio::sync::watch::channel(cfg.device_labels.clone());
+    if let Some(source) = cfg.registry.clone() {
+        tokio::spawn(crate::labels_reload::watch_labels(
+            source,
+            labels_tx,
+            shutdown.child_token(),
+        ));
+    }
     let rebalances = Rebalances::default();
     let consumer: StreamConsumer<RebalanceContext> = kafka
         .consumer(&cfg.group_id, &cfg.client_id)
@@ -172,6 +180,13 @@ async fn run_partitions(
             }
             parts.clear();
             held_generation = generation;
+        }
+        if labels.has_changed().unwrap_or(false) {
+            // one set of labels per batch; recovery of a new partition uses them too
+            cfg.device_labels = labels.borrow_and_update().clone();
+            for part in parts.values_mut() {
+                part.state.set_labels(cfg.device_labels.clone());
+            }
         }
         let fetched = batch.len();
         let batch: Vec<OwnedMessage> = batch

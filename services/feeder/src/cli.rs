@@ -253,9 +253,14 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Debug, Args)]
 pub struct StreamArgs {
-    /// Device registry (JSON Lines): device kinds and labels for the checks.
+    /// Device registry (JSON Lines): device kinds and labels for the checks. Reloaded
+    /// when the file changes.
     #[arg(long, env = "FEEDER_REGISTRY")]
     pub registry: PathBuf,
+    /// How often the registry file is checked for changes (new labels apply from the
+    /// next batch).
+    #[arg(long, env = "FEEDER_REGISTRY_POLL", default_value = "5s", value_parser = parse_duration)]
+    pub registry_poll: std::time::Duration,
     #[arg(long, env = "FEEDER_STREAM_GROUP", default_value = "feeder-stream")]
     pub group: String,
     /// How often changed device state goes to the state changelog: a restart replays

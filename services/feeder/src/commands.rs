@@ -68,9 +68,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stream(a) => {
             let shutdown = on_signals();
             let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;
+            let loaded_from = feeder_core::FileStamp::of(&a.registry);
             let registry = Registry::load(&a.registry).context("loading the device registry")?;
             tracing::info!(devices = registry.len(), "registry loaded");
             let cfg = StreamConfig {
+                registry: Some(feeder_stream::labels_reload::RegistrySource {
+                    path: a.registry.clone(),
+                    poll: a.registry_poll,
+                    loaded_from,
+                }),
                 group_id: a.group,
                 device_labels: feeder_stream::config::labels_from_registry(&registry),
                 rules: a.rules.unwrap_or_default(),

@@ -33,12 +33,21 @@ pub fn start(kafka: &KafkaConfig, topics: &Topics, cfg: StreamConfig) -> Stage {
 /// A raw record of `device_id` with `seq`, sent and received at `at_ms` (the stream
 /// does not verify signatures: the edge did).
 pub fn raw_frame(device_id: &str, seq: u64, at_ms: i64, firmware: &str) -> Vec<u8> {
-    let payload = Frame {
-        sent_at_ms: at_ms,
-        firmware: firmware.into(),
-        ..Default::default()
-    }
-    .encode_to_vec();
+    raw_record(
+        device_id,
+        seq,
+        at_ms,
+        Frame {
+            sent_at_ms: at_ms,
+            firmware: firmware.into(),
+            ..Default::default()
+        },
+    )
+}
+
+/// The raw record of `frame`, sent by `device_id` as `seq` and received at `at_ms`.
+pub fn raw_record(device_id: &str, seq: u64, at_ms: i64, frame: Frame) -> Vec<u8> {
+    let payload = frame.encode_to_vec();
     let sf = SignedFrame {
         device_id: device_id.into(),
         seq,
