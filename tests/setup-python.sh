@@ -14,6 +14,8 @@
 #
 # Environment:
 #   FEEDER_VENV      venv location (default: $HOME/.cache/feeder/venv)
+#   FEEDER_REQUIREMENTS  requirements file (default: tests/python/requirements.txt;
+#                    tests/setup-deploy-tools.sh passes its own, for its own venv)
 #   FEEDER_PYTHON3   interpreter that creates the venv (default: python3)
 #
 # Progress goes to stderr; stdout carries only the venv's python path, on the last line.
@@ -23,7 +25,7 @@ log() { printf 'setup-python: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-req="$here/python/requirements.txt"
+req="${FEEDER_REQUIREMENTS:-$here/python/requirements.txt}"
 venv="${FEEDER_VENV:-${HOME:?HOME is not set}/.cache/feeder/venv}"
 base_python="${FEEDER_PYTHON3:-python3}"
 marker="$venv/.feeder-requirements.sha256"

@@ -19,13 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::SharedRegistry;
 
-/// The edge's name for [`FileStamp`] (the version of the registry file).
-pub type Stamp = FileStamp;
-
-pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
-    FileStamp::of(path)
-}
-
 /// Outcome of one reload attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reloaded {
@@ -74,7 +67,7 @@ pub async fn watch(
 ) {
     // the version the registry in force was read from, when known: a change made since
     // (while the edge was starting) is picked up on the first tick
-    let mut last = registry.loaded_from().or_else(|| stamp(&path));
+    let mut last = registry.loaded_from().or_else(|| FileStamp::of(&path));
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -83,7 +76,7 @@ pub async fn watch(
             _ = tick.tick() => false,
             _ = trigger.notified() => true,
         };
-        let now = stamp(&path);
+        let now = FileStamp::of(&path);
         if !forced && now == last {
             continue;
         }

@@ -31,7 +31,7 @@ pub struct SharedRegistry {
     /// False for `default()` until a registry is put in (health reports NOT_SERVING).
     loaded: Arc<AtomicBool>,
     /// The file version the first registry was read from (see [`Self::load`]).
-    loaded_from: Option<crate::reload::Stamp>,
+    loaded_from: Option<feeder_core::FileStamp>,
 }
 
 impl SharedRegistry {
@@ -48,7 +48,7 @@ impl SharedRegistry {
     /// before reading), so the hot-reload watcher started later still notices a change
     /// made in between.
     pub fn load(path: &std::path::Path) -> feeder_core::Result<Self> {
-        let stamp = crate::reload::stamp(path);
+        let stamp = feeder_core::FileStamp::of(path);
         let reg = Registry::load(path)?;
         Ok(Self {
             loaded_from: stamp,
@@ -57,7 +57,7 @@ impl SharedRegistry {
     }
 
     /// See [`Self::load`].
-    pub(crate) fn loaded_from(&self) -> Option<crate::reload::Stamp> {
+    pub(crate) fn loaded_from(&self) -> Option<feeder_core::FileStamp> {
         self.loaded_from.clone()
     }
 

@@ -38,7 +38,7 @@ use feeder_proto::pipeline::Anomaly;
 use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +46,7 @@ use crate::rebalance::{RebalanceContext, Rebalances};
 use crate::recovery::read_partition;
 use crate::rules::cohort::CohortConfig;
 use crate::rules::cohort_fleet::{FleetAggregator, WindowTally, fleet_id};
-use crate::run::lost_to_rebalance;
+use crate::run::{acked, lost_to_rebalance, send};
 
 /// The progress topic's one key.
 const PROGRESS_KEY: &str = "progress";
@@ -297,25 +297,16 @@ async fn blocking<T: Send + 'static>(
 /// Writes the progress record and waits for its ack.
 async fn record_progress(producer: &FutureProducer, topics: &Topics, p: Progress) -> Result<()> {
     let value = p.encode();
-    let rec = FutureRecord::to(&topics.cohort_progress)
-        .partition(FLEET_PARTITION)
-        .key(PROGRESS_KEY)
-        .payload(&value);
-    let fut = producer
-        .send_result(rec)
-        .map_err(|(e, _)| Error::Delivery {
-            offset: -1,
-            reason: e.to_string(),
-        })?;
-    fut.await
-        .map_err(|_| Error::Delivery {
-            offset: -1,
-            reason: "producer dropped".into(),
-        })?
-        .map_err(|(e, _)| Error::Delivery {
-            offset: -1,
-            reason: e.to_string(),
-        })?;
+    let fut = send(
+        producer,
+        &topics.cohort_progress,
+        FLEET_PARTITION,
+        PROGRESS_KEY,
+        value.as_bytes(),
+        -1,
+    )
+    .await?;
+    acked(-1, fut).await?;
     Ok(())
 }
 
@@ -359,31 +350,21 @@ async fn judge(
     for f in &findings {
         let a = f.record(None, now, -1);
         let bytes = a.encode_to_vec();
-        let rec = FutureRecord::to(&topics.anomalies)
-            .partition(FLEET_PARTITION)
-            .key(&a.cohort)
-            .payload(&bytes);
-        let fut = producer
-            .send_result(rec)
-            .map_err(|(e, _)| Error::Delivery {
-                offset: -1,
-                reason: e.to_string(),
-            })?;
+        let fut = send(
+            producer,
+            &topics.anomalies,
+            FLEET_PARTITION,
+            &a.cohort,
+            &bytes,
+            -1,
+        )
+        .await?;
         pending.push(fut);
         metrics::counter!("feeder_stream_rule_findings_total", "rule" => f.rule).increment(1);
         tracing::warn!(rule = f.rule, cohort = %f.cohort, detail = %f.detail, "fleet cohort finding");
     }
     for fut in pending {
-        let d = fut
-            .await
-            .map_err(|_| Error::Delivery {
-                offset: -1,
-                reason: "producer dropped".into(),
-            })?
-            .map_err(|(e, _)| Error::Delivery {
-                offset: -1,
-                reason: e.to_string(),
-            })?;
+        let d = acked(-1, fut).await?;
         h.anomalies_next = h.anomalies_next.max(d.offset + 1);
     }
     h.first_offset = h.first_offset.split_off(&(judged + 1));

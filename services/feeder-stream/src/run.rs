@@ -141,11 +141,12 @@ async fn run_partitions(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let (labels_tx, mut labels) = tokio::sync::watch::channel(cfg.device_labels.clone());
+    // the watcher stops with this loop, however it ends
+    let watcher = shutdown.child_token();
+    let _stop_watcher = watcher.clone().drop_guard();
     if let Some(source) = cfg.registry.clone() {
         tokio::spawn(crate::labels_reload::watch_labels(
-            source,
-            labels_tx,
-            shutdown.child_token(),
+            source, labels_tx, watcher,
         ));
     }
     let rebalances = Rebalances::default();
@@ -529,7 +530,7 @@ async fn snapshot(
 }
 
 /// Waits for the broker's ack of the record produced for raw offset `offset`.
-async fn acked(offset: i64, fut: DeliveryFuture) -> Result<Delivery> {
+pub(crate) async fn acked(offset: i64, fut: DeliveryFuture) -> Result<Delivery> {
     match fut.await {
         Ok(Ok(d)) => Ok(d),
         Ok(Err((e, _))) => Err(Error::Delivery {
@@ -543,7 +544,7 @@ async fn acked(offset: i64, fut: DeliveryFuture) -> Result<Delivery> {
     }
 }
 
-async fn send(
+pub(crate) async fn send(
     producer: &FutureProducer,
     topic: &str,
     partition: i32,

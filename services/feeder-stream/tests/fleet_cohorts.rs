@@ -153,6 +153,16 @@ async fn scenario(kafka: KafkaConfig, topics: Topics) {
         stage.stats.fleet.windows_judged.load(Ordering::Relaxed) >= 8
     })
     .await;
+    // counted after the partition loop's ack, which can trail the aggregator's read
+    wait_for("tallies acknowledged", || {
+        stage.stats.tallies_sent.load(Ordering::Relaxed) >= 8 * PARTITIONS as u64
+    })
+    .await;
+    assert_eq!(
+        stage.stats.tallies_sent.load(Ordering::Relaxed),
+        8 * PARTITIONS as u64,
+        "one tally per partition and closed window"
+    );
     assert_eq!(
         stage.stats.fleet.tallies.load(Ordering::Relaxed),
         8 * PARTITIONS as u64
