@@ -288,15 +288,11 @@ async fn process_batch(
         } else {
             decide(part, p, m, topics, producer, &mut pending, &mut counts).await?;
         }
-        send_tallies(
-            producer,
-            topics,
-            p,
-            m.offset(),
-            &mut part.state,
-            &mut pending,
-        )
-        .await?;
+    }
+    // windows the batch closed (and those a recovery replayed), once per batch
+    for (&p, part) in parts.iter_mut() {
+        let last = part.raw_next - 1;
+        send_tallies(producer, topics, p, last, &mut part.state, &mut pending).await?;
     }
     for (offset, p, output, fut) in pending {
         let at = acked(offset, fut).await?.offset;
@@ -435,7 +431,8 @@ async fn send_anomalies(
 }
 
 /// Enqueues the cohort tallies of the windows partition `partition` closed (at least
-/// once: acknowledged before the raw offset that closed them is committed).
+/// once: acknowledged before the batch that closed them is committed); `offset` names
+/// the batch's last raw record in errors.
 async fn send_tallies(
     producer: &FutureProducer,
     topics: &Topics,
