@@ -1,5 +1,8 @@
 //! Edge verification throughput on one core, beside ring's raw verify rate for the same
 //! frames: the ratio shows what decoding, admission and lookup cost on top of the crypto.
+//! Also the time to verify one large request, on one thread and the way the edge does it
+//! (chunks on the blocking pool, one per core): the ratio is the latency a gateway's
+//! batch saves.
 //!
 //! `cargo bench -p feeder-benches --bench edge_verify`
 
@@ -9,7 +12,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use feeder_core::signing::signing_input;
 use feeder_edge::EdgeConfig;
 use feeder_edge::admission::{Admitted, admit};
-use feeder_edge::verify::verify_all;
+use feeder_edge::verify::{verify_all, verify_off_runtime};
 use feeder_proto::v1::SignedFrame;
 use prost::Message;
 
@@ -62,6 +65,39 @@ fn bench(c: &mut Criterion) {
         });
         g.finish();
     }
+    one_large_request(c, &fx, &cfg);
+}
+
+/// One request of every Ed25519 frame of the fixture (400, under the default maximum of
+/// 1000 a request), admitted beforehand: verification alone, one thread against chunked.
+fn one_large_request(c: &mut Criterion, fx: &feeder_benches::Fixture, cfg: &EdgeConfig) {
+    let cands: Vec<_> = fx
+        .ed25519
+        .iter()
+        .filter_map(|raw| match admit(raw, &fx.registry, cfg) {
+            Admitted::Candidate(c) => Some(*c),
+            Admitted::Refused(..) => None,
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("one_request_ed25519");
+    g.throughput(Throughput::Elements(cands.len() as u64));
+    g.bench_function("one_thread", |b| b.iter(|| black_box(verify_all(&cands))));
+    g.bench_function("chunked_per_core", |b| {
+        b.iter_batched(
+            || cands.clone(),
+            |cs| {
+                let (_, res) = rt.block_on(verify_off_runtime(cs));
+                assert_eq!(res.len(), cands.len());
+                black_box(res)
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -2,12 +2,14 @@
 //! bytes, and valid frames of both algorithms with bit flips, truncations, insertions and
 //! field swaps) through admission and verification. The same decision is the cargo-fuzz
 //! target in `fuzz/` (see docs/edge.md); this is its bounded, deterministic run.
-//! Also checks that only the untouched valid frames are accepted.
+//! Also checks that only the untouched valid frames are accepted, and that a large request,
+//! verified in chunks on several threads, gets each frame's own answer in its place.
 
 use bytes::Bytes;
 use feeder_core::{Registry, SigningKey};
 use feeder_edge::EdgeConfig;
-use feeder_edge::verify::admit_and_verify;
+use feeder_edge::admission::{Admitted, admit};
+use feeder_edge::verify::{MIN_CHUNK, admit_and_verify, chunks_for, verify_off_runtime};
 use feeder_proto::v1::SignedFrame;
 use prost::Message;
 use rand::rngs::StdRng;
@@ -128,4 +130,55 @@ fn no_input_panics_and_only_valid_frames_pass() {
     assert!(accepted >= 25_000, "{accepted}");
     assert!(refused >= 50_000, "{refused}");
     println!("no_panic: {accepted} accepted, {refused} refused");
+}
+
+#[test]
+fn requests_split_into_at_most_one_chunk_per_core() {
+    assert_eq!(chunks_for(0, 8), 1);
+    assert_eq!(chunks_for(2 * MIN_CHUNK - 1, 8), 1);
+    assert_eq!(chunks_for(2 * MIN_CHUNK, 8), 2);
+    assert_eq!(chunks_for(1000, 2), 2);
+    assert_eq!(chunks_for(1000, 8), 8);
+    assert_eq!(chunks_for(1000, 0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_request_verified_in_chunks_answers_each_frame_in_place() {
+    let reg = registry();
+    let cfg = EdgeConfig::default();
+    let mut rng = StdRng::seed_from_u64(7);
+    // 1000 frames (the default per-request maximum), every 7th with a flipped signature bit
+    let cands: Vec<_> = (0..1000u64)
+        .map(|i| {
+            let mut f = valid(&mut rng);
+            f.seq = i + 1;
+            let key = if f.device_id == "mtr-1" {
+                SigningKey::ed25519_from_seed(&SEED).unwrap()
+            } else {
+                SigningKey::hmac(&SECRET)
+            };
+            let mut sig = key.sign(&f.device_id, "k1", f.seq, &f.payload);
+            if i % 7 == 0 {
+                sig[3] ^= 0x10;
+            }
+            f.signature = sig.into();
+            match admit(&Bytes::from(f.encode_to_vec()), &reg, &cfg) {
+                Admitted::Candidate(c) => *c,
+                Admitted::Refused(_, r) => panic!("frame {i} refused at admission: {r:?}"),
+            }
+        })
+        .collect();
+    let (back, results) = verify_off_runtime(cands).await;
+    assert_eq!(back.len(), 1000);
+    assert_eq!(results.len(), 1000);
+    for (i, (c, r)) in back.iter().zip(&results).enumerate() {
+        assert_eq!(c.frame.seq, i as u64 + 1, "candidate {i} out of place");
+        match r {
+            Ok(()) => assert_ne!(i % 7, 0, "frame {i}: a bad signature passed"),
+            Err(e) => {
+                assert_eq!(i % 7, 0, "frame {i}: a good signature refused: {e:?}");
+                assert_eq!(e.reason, "bad_signature");
+            }
+        }
+    }
 }
