@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::registry::{DeviceKind, check_hmac_secret_len, decode_key_hex, validate_key_id};
 use crate::signing::{Alg, ED25519_KEY_LEN, SigningKey};
 
-/// One line of the key file.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// One line of the key file. `Debug` never prints the seed or the secret.
+#[derive(Clone, Deserialize, Serialize)]
 pub struct DeviceKeyLine {
     pub device_id: String,
     pub key_id: String,
@@ -23,6 +23,21 @@ pub struct DeviceKeyLine {
     pub kind: DeviceKind,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for DeviceKeyLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("DeviceKeyLine")
+            .field("device_id", &self.device_id)
+            .field("key_id", &self.key_id)
+            .field("alg", &self.alg)
+            .field("seed", &hidden(&self.seed))
+            .field("secret", &hidden(&self.secret))
+            .field("kind", &self.kind)
+            .field("labels", &self.labels)
+            .finish()
+    }
 }
 
 /// A device's signing key as loaded from the key file.
@@ -67,7 +82,8 @@ pub fn parse_key_file(file: &str, text: &str) -> Result<Vec<DeviceKey>> {
 }
 
 fn parse_line(line: &str) -> std::result::Result<DeviceKey, String> {
-    let l: DeviceKeyLine = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let l: DeviceKeyLine =
+        serde_json::from_str(line).map_err(|e| crate::line_error::json_line_error(&e))?;
     validate_device_id(&l.device_id).map_err(|e| e.to_string())?;
     validate_key_id(&l.key_id)?;
     let key = match l.alg {

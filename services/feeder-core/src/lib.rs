@@ -15,6 +15,7 @@ pub mod error;
 pub mod file_stamp;
 pub mod geo;
 pub mod keyfile;
+pub mod line_error;
 pub mod registry;
 pub mod signing;
 pub mod units;

@@ -44,8 +44,8 @@ pub enum KeyStatus {
     Revoked,
 }
 
-/// One line of the registry file.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+/// One line of the registry file. `Debug` never prints the secret.
+#[derive(Clone, Deserialize, serde::Serialize)]
 pub struct RegistryLine {
     pub device_id: String,
     pub key_id: String,
@@ -58,6 +58,21 @@ pub struct RegistryLine {
     pub status: KeyStatus,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for RegistryLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLine")
+            .field("device_id", &self.device_id)
+            .field("key_id", &self.key_id)
+            .field("alg", &self.alg)
+            .field("public_key", &self.public_key)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("kind", &self.kind)
+            .field("status", &self.status)
+            .field("labels", &self.labels)
+            .finish()
+    }
 }
 
 /// A registered key of a device.
@@ -225,7 +240,8 @@ impl Loader {
 }
 
 fn parse_line(line: &str) -> std::result::Result<RegistryLine, String> {
-    let l: RegistryLine = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let l: RegistryLine =
+        serde_json::from_str(line).map_err(|e| crate::line_error::json_line_error(&e))?;
     validate_device_id(&l.device_id).map_err(|e| e.to_string())?;
     validate_key_id(&l.key_id)?;
     Ok(l)
