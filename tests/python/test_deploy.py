@@ -847,6 +847,7 @@ def test_alert_rules_cover_the_issue_and_use_real_metrics():
         "feeder_writer_last_commit_timestamp_seconds",
         "feeder_edge_broker_reachable",
         "feeder_edge_registry_reload_failures_total",
+        "feeder_edge_frames_accepted_total[30m] offset 1d",
     ):
         assert needle in exprs, needle
     known = metrics_in_code()
