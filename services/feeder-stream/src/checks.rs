@@ -218,30 +218,73 @@ impl PartitionState {
         findings
     }
 
-    /// Advances the partition's cohort clock; counts the window it leaves (the fleet
-    /// aggregator judges it, summed over every partition).
+    /// Advances the partition's cohort clock to the window of `received_at_ms` (closing
+    /// the windows it leaves) and marks the device seen. A frame of a window already
+    /// closed is late: it counts as seen in the open window and closes nothing, so no
+    /// window is ever tallied twice by one run.
     fn cohort_step(&mut self, device_id: &str, received_at_ms: i64, firmware: &str) {
         let cfg = &self.rules.cohort;
         if cfg.groupings.is_empty() || cfg.window_ms <= 0 {
             return;
         }
-        let w = received_at_ms.div_euclid(cfg.window_ms);
-        if self.cohort_window != i64::MIN && w > self.cohort_window {
-            let labels = &self.labels;
-            let counts = cohort::count(
-                cfg,
-                self.cohort_window,
-                self.devices
-                    .iter()
-                    .filter_map(|(id, d)| labels.get(id).map(|l| (&d.cohort, &**l))),
-            );
-            self.tallies.push((self.cohort_window, counts));
-        }
-        self.cohort_window = self.cohort_window.max(w);
+        self.close_windows_before(received_at_ms.div_euclid(cfg.window_ms));
         let now = self.cohort_window;
         if let Some(dev) = self.devices.get_mut(device_id) {
             dev.cohort.seen(now, firmware);
         }
+    }
+
+    /// Moves the cohort clock to `now_ms` without a frame (the stage's idle clock, for a
+    /// partition that has read everything there is to read): every window ending at or
+    /// before `now_ms` is closed and tallied. Returns how many were closed. Without it a
+    /// partition with no traffic closes nothing, and a fleet gone silent is never judged.
+    pub fn advance_cohort_clock(&mut self, now_ms: i64) -> usize {
+        let cfg = &self.rules.cohort;
+        if cfg.groupings.is_empty() || cfg.window_ms <= 0 {
+            return 0;
+        }
+        let before = self.tallies.len();
+        self.close_windows_before(now_ms.div_euclid(cfg.window_ms));
+        self.tallies.len() - before
+    }
+
+    /// The cohort window the partition's clock is in (`i64::MIN` before its first frame
+    /// or tick).
+    pub fn cohort_window(&self) -> i64 {
+        self.cohort_window
+    }
+
+    /// Makes `w` the open window: counts the window the clock leaves and every window
+    /// skipped on the way (nobody of this partition reported in those, which is what a
+    /// silence looks like). Gap windows stop `baseline_windows` after the last open one:
+    /// past that no device "usually reports", the counts are empty. The first call only
+    /// starts the clock.
+    fn close_windows_before(&mut self, w: i64) {
+        if self.cohort_window == i64::MIN {
+            self.cohort_window = w;
+            return;
+        }
+        if w <= self.cohort_window {
+            return;
+        }
+        let cfg = &self.rules.cohort;
+        let last = w.min(
+            self.cohort_window
+                .saturating_add(cfg.baseline_windows.max(0))
+                .saturating_add(1),
+        );
+        let labels = &self.labels;
+        for closing in self.cohort_window..last {
+            let counts = cohort::count(
+                cfg,
+                closing,
+                self.devices
+                    .iter()
+                    .filter_map(|(id, d)| labels.get(id).map(|l| (&d.cohort, &**l))),
+            );
+            self.tallies.push((closing, counts));
+        }
+        self.cohort_window = w;
     }
 
     /// Decides what the raw record at `offset` becomes, and updates the window.
@@ -516,6 +559,88 @@ mod tests {
         let counts = st.take_rule_counts();
         assert_eq!(counts.get("voltage_out_of_band"), Some(&1));
         assert_eq!(counts.get("magnetic_tamper"), Some(&1));
+    }
+
+    /// 30 devices of one module, 1 s cohort windows, a 3-window baseline.
+    fn cohort_partition() -> PartitionState {
+        use crate::rules::cohort::CohortConfig;
+        let rules = RulesConfig {
+            cohort: CohortConfig {
+                groupings: vec![vec!["module".into()]],
+                window_ms: 1000,
+                baseline_windows: 3,
+                ..CohortConfig::default()
+            },
+            ..RulesConfig::default()
+        };
+        let labels = (0..30)
+            .map(|i| {
+                let l = BTreeMap::from([("module".to_string(), "m1".to_string())]);
+                (format!("d{i}"), Arc::new(l))
+            })
+            .collect();
+        PartitionState::with_rules(4096, Arc::new(rules), Arc::new(labels))
+    }
+
+    fn raw_at(device: &str, seq: u64, at_ms: i64) -> Vec<u8> {
+        let mut r = RawFrame::decode(raw(device, seq, frame()).as_slice()).unwrap();
+        r.received_at_ms = at_ms;
+        r.encode_to_vec()
+    }
+
+    /// (window, fleet usual, fleet reported) of each tally taken.
+    fn taken(st: &mut PartitionState) -> Vec<(i64, u64, u64)> {
+        st.take_tallies()
+            .into_iter()
+            .map(|(w, c)| (w, c.fleet_usual, c.fleet_reported))
+            .collect()
+    }
+
+    #[test]
+    fn a_clock_jump_tallies_the_skipped_windows_up_to_the_baseline() {
+        let mut st = cohort_partition();
+        let mut off = 0;
+        for w in 0..2 {
+            for i in 0..30 {
+                off += 1;
+                st.process(off, &raw_at(&format!("d{i}"), w as u64 + 1, w * 1000 + 10));
+            }
+        }
+        assert_eq!(taken(&mut st), [(0, 0, 0)]);
+        // silence in windows 2..=8, then one frame in window 9: window 1 closes, and so
+        // do the silent windows while a device seen in window 1 still "usually reports"
+        st.process(off + 1, &raw_at("d0", 3, 9 * 1000 + 10));
+        assert_eq!(
+            taken(&mut st),
+            [(1, 30, 30), (2, 30, 0), (3, 30, 0), (4, 30, 0)],
+            "window 1 and the gap windows 2..=4; 5..=8 would count nobody"
+        );
+        assert_eq!(st.cohort_window(), 9);
+    }
+
+    #[test]
+    fn the_idle_clock_closes_windows_and_late_frames_reopen_none() {
+        let mut st = cohort_partition();
+        // a partition that never saw a frame: the first tick starts its clock
+        assert_eq!(st.advance_cohort_clock(5_500), 0);
+        assert_eq!(st.cohort_window(), 5);
+        for i in 0..30 {
+            st.process(i, &raw_at(&format!("d{i}"), 1, 5_600));
+        }
+        assert_eq!(st.advance_cohort_clock(5_999), 0, "window 5 ends at 6000");
+        assert_eq!(st.advance_cohort_clock(6_000), 1);
+        assert_eq!(taken(&mut st), [(5, 0, 0)]);
+        assert_eq!(st.advance_cohort_clock(7_000), 1);
+        assert_eq!(taken(&mut st), [(6, 30, 0)]);
+        // a frame stamped in the closed window 6 is late: seen in the open window 7,
+        // and window 6 is not tallied again
+        st.process(100, &raw_at("d1", 2, 6_500));
+        assert!(st.take_tallies().is_empty());
+        assert_eq!(st.advance_cohort_clock(8_000), 1);
+        assert_eq!(taken(&mut st), [(7, 30, 1)]);
+        // the clock never goes back
+        assert_eq!(st.advance_cohort_clock(1_000), 0);
+        assert_eq!(st.cohort_window(), 8);
     }
 
     #[test]
