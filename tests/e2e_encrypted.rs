@@ -8,6 +8,9 @@
 //!   documented `CryptoFactory` + `KmsClient` snippet reads them all; the decrypted
 //!   copy passes the same independent dataset checks as a plaintext run
 //!   (tests/python/check_encrypted.py, check_datasets.py);
+//! - Apache Spark refuses the encrypted datasets without keys and, with parquet-mr's own
+//!   `PropertiesDrivenCryptoFactory` and `InMemoryKMS` holding the master keys, reads
+//!   every row (tests/python/check_spark.py);
 //! - `verify` re-checks every row against the signed frames: on the encrypted root with
 //!   the keys, and on pyarrow's decrypted copy without them (so the values pyarrow
 //!   decrypted are exactly the values the devices signed); without keys it fails.
@@ -161,6 +164,32 @@ async fn encrypted_datasets_are_opaque_without_keys_and_exact_with_them() -> any
         check["check"]["readings"].as_u64(),
         Some(report.readings_acked)
     );
+
+    // Spark (parquet-mr): refuses the encrypted datasets without keys, and reads them with
+    // parquet-mr's own crypto factory and in-memory KMS given the master keys.
+    let (ok, spark) = run_python(
+        "check_spark.py",
+        &[
+            "--data",
+            &utf8(&data)?,
+            "--expect",
+            &utf8(&expect_path)?,
+            "--keys",
+            &utf8(&keys_path)?,
+        ],
+    )?;
+    assert!(ok, "check_spark.py: {spark:#}");
+    assert_eq!(
+        spark["refused_without_keys"],
+        serde_json::json!(["frames", "readings"]),
+        "{spark:#}"
+    );
+    assert_eq!(
+        spark["rows"]["readings"].as_u64(),
+        Some(report.readings_acked),
+        "{spark:#}"
+    );
+    assert_eq!(spark["rows"]["frames"].as_u64(), Some(frames), "{spark:#}");
 
     let registry = Registry::load(&registry_path)?;
     let (data2, mirror2) = (data.clone(), mirror.clone());

@@ -2,14 +2,16 @@
 # The full test suite, as CI runs it (.ci/run calls this script).
 #
 # Sets up what the tests need and cannot find on a fresh machine: a Python virtualenv with
-# the independent readers and the gRPC interop client (tests/setup-python.sh), and the
-# tansu broker binary (tests/install-tansu.sh). Both are cached under ~/.cache/feeder.
+# the independent readers and the gRPC interop client (tests/setup-python.sh), the tansu
+# broker binary (tests/install-tansu.sh), both cached under ~/.cache/feeder, and a JDK for
+# the Spark reader (tests/setup-java.sh; Debian's package when none is on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/feeder/target}"
 FEEDER_PYTHON="$(tests/setup-python.sh | tail -n 1)"
 FEEDER_TANSU="$(tests/install-tansu.sh | tail -n 1)"
+tests/setup-java.sh
 export FEEDER_PYTHON FEEDER_TANSU
 
 echo "== format and lints"

@@ -148,7 +148,7 @@ def test_the_doc_has_examples_for_each_engine():
     assert len(blocks("sql")) >= 5
     assert len(blocks("python")) >= 4
     text = DOC.read_text()
-    for engine in ("DuckDB", "pyarrow", "pandas"):
+    for engine in ("DuckDB", "pyarrow", "pandas", "Spark"):
         assert f"## {engine}" in text
 
 
