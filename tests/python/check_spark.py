@@ -117,6 +117,7 @@ def build_kms_jar(workdir: Path) -> Path:
 def spark_session(extra_jar: Path | None = None):
     from pyspark.sql import SparkSession
 
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder
     if extra_jar is not None:
         builder = builder.config("spark.driver.extraClassPath", str(extra_jar))
@@ -124,6 +125,9 @@ def spark_session(extra_jar: Path | None = None):
         builder.master("local[2]")
         .appName("feeder-check-spark")
         .config("spark.ui.enabled", "false")
+        # tests talk only to 127.0.0.1: the driver's RPC and block manager bind there
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.memory", "1g")
         .config("spark.sql.shuffle.partitions", "4")
