@@ -141,6 +141,8 @@ def blocks(lang: str) -> list[str]:
 def data_dir(tmp_path, monkeypatch):
     write_dataset(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
+    # the Spark example's driver binds to loopback only
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
     return tmp_path
 
 
