@@ -843,7 +843,7 @@ def test_alert_rules_cover_the_issue_and_use_real_metrics():
     for needle in (
         "kafka_consumergroup_lag",
         "feeder_edge_frames_refused_total",
-        'feeder_stream_rule_findings_total{rule="cohort_silence"}',
+        'feeder_stream_rule_findings_total{rule=~"cohort_silence|fleet_silence"}',
         "feeder_writer_last_commit_timestamp_seconds",
         "feeder_edge_broker_reachable",
         "feeder_edge_registry_reload_failures_total",

@@ -40,6 +40,13 @@ pub struct StreamConfig {
     /// The fleet cohort aggregator judges a window some raw partition has not closed this
     /// long after the window's first tally ([`crate::fleet`]).
     pub cohort_grace: Duration,
+    /// The idle cohort clock closes a window this long after its end by the wall clock
+    /// (on a partition that has read everything): covers the edge's stamping-to-append
+    /// delay and clock skew between edges and this stage ([`crate::idle_clock`]).
+    pub cohort_lateness: Duration,
+    /// The idle cohort clock runs every min(this, window / 4); `None` turns it off, so
+    /// only frames move the cohort windows (tests that replay old timestamps).
+    pub cohort_tick: Option<Duration>,
     /// The registry file the labels came from, watched for changes (`None`: the labels
     /// are fixed).
     pub registry: Option<crate::labels_reload::RegistrySource>,
@@ -57,6 +64,8 @@ impl Default for StreamConfig {
             device_labels: DeviceLabels::default(),
             snapshot_interval: Duration::from_secs(10),
             cohort_grace: Duration::from_secs(600),
+            cohort_lateness: Duration::from_secs(120),
+            cohort_tick: Some(Duration::from_secs(30)),
             registry: None,
         }
     }

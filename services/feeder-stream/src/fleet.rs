@@ -13,8 +13,9 @@
 //!   The aggregator ignores a tally for a window it has judged or from a partition it
 //!   already counted for that window.
 //! - After judging, the aggregator waits for its findings' acks, then writes its progress
-//!   (the newest judged window and the next offset of anomalies partition 0, where
-//!   findings go) to the compacted `<prefix>.cohort-progress` topic, then commits its
+//!   (the newest judged window, the next offset of anomalies partition 0, where
+//!   findings go, and the fleet's recent reporting shares that `fleet_silence` compares
+//!   with) to the compacted `<prefix>.cohort-progress` topic, then commits its
 //!   tallies offset at the oldest tally of a window still open (those are read again
 //!   after a restart).
 //! - On (re)assignment it reads the latest progress record, ignores tallies of windows up
@@ -88,27 +89,56 @@ pub struct FleetStats {
 }
 
 /// What the aggregator's progress record holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Progress {
     judged_up_to: i64,
     anomalies_next: i64,
+    /// The fleet's recent reporting shares, oldest first (`fleet_silence` history).
+    shares: Vec<f64>,
 }
 
 impl Progress {
+    /// `feeder-cohorts/2 judged=W anomalies=N shares=S1,S2,...` (f64 `Display` is the
+    /// shortest text that parses back to the same value).
     fn encode(&self) -> String {
+        let shares: Vec<String> = self.shares.iter().map(f64::to_string).collect();
         format!(
-            "feeder-cohorts/1 judged={} anomalies={}",
-            self.judged_up_to, self.anomalies_next
+            "feeder-cohorts/2 judged={} anomalies={} shares={}",
+            self.judged_up_to,
+            self.anomalies_next,
+            shares.join(",")
         )
     }
 
+    /// Reads version 2, and version 1 (written before `fleet_silence`: no shares, so
+    /// the rule starts cold after the upgrade).
     fn decode(s: &str) -> Option<Self> {
-        let mut it = s.strip_prefix("feeder-cohorts/1 ")?.split(' ');
+        let (rest, v2) = match s.strip_prefix("feeder-cohorts/2 ") {
+            Some(rest) => (rest, true),
+            None => (s.strip_prefix("feeder-cohorts/1 ")?, false),
+        };
+        let mut it = rest.split(' ');
         let judged_up_to = it.next()?.strip_prefix("judged=")?.parse().ok()?;
         let anomalies_next = it.next()?.strip_prefix("anomalies=")?.parse().ok()?;
+        let shares = if v2 {
+            let list = it.next()?.strip_prefix("shares=")?;
+            if list.is_empty() {
+                Vec::new()
+            } else {
+                list.split(',')
+                    .map(|x| x.parse().ok())
+                    .collect::<Option<Vec<f64>>>()?
+            }
+        } else {
+            Vec::new()
+        };
+        if it.next().is_some() {
+            return None;
+        }
         Some(Self {
             judged_up_to,
             anomalies_next,
+            shares,
         })
     }
 }
@@ -234,12 +264,14 @@ async fn take_over(
             let p = Progress {
                 judged_up_to: i64::MIN,
                 anomalies_next: end,
+                shares: Vec::new(),
             };
-            record_progress(producer, topics, p).await?;
+            record_progress(producer, topics, &p).await?;
             p
         }
     };
     agg.resume(progress.judged_up_to);
+    agg.restore_fleet_shares(&progress.shares);
     let from = progress.anomalies_next;
     let (end, emitted) = blocking(kafka, topics, move |kafka, topics| {
         let mut emitted = Vec::new();
@@ -295,7 +327,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Writes the progress record and waits for its ack.
-async fn record_progress(producer: &FutureProducer, topics: &Topics, p: Progress) -> Result<()> {
+async fn record_progress(producer: &FutureProducer, topics: &Topics, p: &Progress) -> Result<()> {
     let value = p.encode();
     let fut = send(
         producer,
@@ -371,9 +403,10 @@ async fn judge(
     record_progress(
         producer,
         topics,
-        Progress {
+        &Progress {
             judged_up_to: judged,
             anomalies_next: h.anomalies_next,
+            shares: h.agg.fleet_shares(),
         },
     )
     .await?;
@@ -419,21 +452,37 @@ mod tests {
         let p = Progress {
             judged_up_to: 493_251,
             anomalies_next: 17,
+            shares: vec![0.95, 0.4, 1.0 / 3.0, 0.0, 1.0],
         };
-        assert_eq!(Progress::decode(&p.encode()), Some(p));
+        assert_eq!(Progress::decode(&p.encode()), Some(p.clone()));
         let first = Progress {
             judged_up_to: i64::MIN,
             anomalies_next: 0,
+            shares: Vec::new(),
         };
         assert_eq!(Progress::decode(&first.encode()), Some(first));
         assert_eq!(Progress::decode(""), None);
+        for bad in [
+            "feeder-cohorts/3 judged=1 anomalies=2 shares=",
+            "feeder-cohorts/1 judged=x anomalies=2",
+            "feeder-cohorts/2 judged=1 anomalies=2",
+            "feeder-cohorts/2 judged=1 anomalies=2 shares=0.5,x",
+            "feeder-cohorts/2 judged=1 anomalies=2 shares=0.5 more",
+        ] {
+            assert_eq!(Progress::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_version_1_record_still_reads() {
+        // what the aggregator wrote before fleet_silence: no shares (cold start)
         assert_eq!(
-            Progress::decode("feeder-cohorts/2 judged=1 anomalies=2"),
-            None
-        );
-        assert_eq!(
-            Progress::decode("feeder-cohorts/1 judged=x anomalies=2"),
-            None
+            Progress::decode("feeder-cohorts/1 judged=493251 anomalies=17"),
+            Some(Progress {
+                judged_up_to: 493_251,
+                anomalies_next: 17,
+                shares: Vec::new(),
+            })
         );
     }
 }

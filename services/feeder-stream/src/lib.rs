@@ -23,6 +23,7 @@ pub mod checks;
 pub mod config;
 pub mod error;
 pub mod fleet;
+pub mod idle_clock;
 pub mod labels_reload;
 pub mod rebalance;
 pub mod recovery;

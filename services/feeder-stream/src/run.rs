@@ -2,7 +2,9 @@
 //! every output ack, then commit. Offsets are committed only after what they cover is
 //! durable in the output topics. After a commit, once per `snapshot_interval`, changed
 //! state goes to the state changelog ([`crate::changelog`]): after, so a checkpoint never
-//! covers raw records whose offsets are not committed.
+//! covers raw records whose offsets are not committed. Between batches, the cohort idle
+//! clock ([`crate::idle_clock`]) closes cohort windows on partitions that have read
+//! everything.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::changelog::{CHECKPOINT_KEY, DeviceSnapshot, OutputPositions, STATE_FORMAT};
 use crate::checks::{Outcome, PartitionState};
 use crate::fleet::{FLEET_PARTITION, FleetConfig, FleetStats, run_fleet};
+use crate::idle_clock::IdleClock;
 use crate::rebalance::{RebalanceContext, Rebalances};
 use crate::recovery::recover;
 use crate::rules::cohort_fleet::WindowTally;
@@ -52,8 +55,8 @@ pub struct StreamStats {
     pub fleet: FleetStats,
 }
 
-struct Partition {
-    state: PartitionState,
+pub(crate) struct Partition {
+    pub(crate) state: PartitionState,
     /// Decided before a crash: produce only the anomalies listed (see `recovery`).
     already_output: HashMap<i64, Vec<Anomaly>>,
     /// Not decided, but this many of its anomalies are already in the log.
@@ -61,12 +64,40 @@ struct Partition {
     /// Next offsets of this partition's outputs, as acknowledged.
     positions: OutputPositions,
     /// Next raw offset to process.
-    raw_next: i64,
+    pub(crate) raw_next: i64,
+}
+
+impl Partition {
+    /// Rebuilds partition `p`'s state from the logs ([`recover`]); processing resumes at
+    /// raw offset `next`.
+    pub(crate) async fn recover(
+        kafka: &KafkaConfig,
+        topics: &Topics,
+        p: i32,
+        next: i64,
+        cfg: &StreamConfig,
+        stats: &StreamStats,
+    ) -> Result<Self> {
+        let r = recover(kafka, topics, p, next, cfg).await?;
+        stats
+            .restored_devices
+            .fetch_add(r.restored_devices as u64, Ordering::Relaxed);
+        stats
+            .replayed_checked
+            .fetch_add(r.checked_records, Ordering::Relaxed);
+        Ok(Self {
+            state: r.state,
+            already_output: r.already_output,
+            anomalies_present: r.anomalies_present,
+            positions: r.positions,
+            raw_next: next,
+        })
+    }
 }
 
 /// Which output a produced record went to (to track [`OutputPositions`]).
 #[derive(Debug, Clone, Copy)]
-enum Output {
+pub(crate) enum Output {
     Checked,
     Quarantine,
     Anomalies,
@@ -75,7 +106,7 @@ enum Output {
 }
 
 /// Records produced and not yet acknowledged: (raw offset, partition, output, ack).
-type Pending = Vec<(i64, i32, Output, DeliveryFuture)>;
+pub(crate) type Pending = Vec<(i64, i32, Output, DeliveryFuture)>;
 
 /// Runs the stage: the partition loop and, beside it, the fleet cohort aggregator
 /// ([`crate::fleet`]), until `shutdown`. Either failing stops both.
@@ -159,29 +190,25 @@ async fn run_partitions(
     let mut held_generation = rebalances.generation();
     tracing::info!(topic = %topics.raw, group = %cfg.group_id, "stream stage consuming");
 
+    let mut idle = IdleClock::new(kafka, &cfg);
     let mut last_snapshot = Instant::now();
     loop {
-        let batch = tokio::select! {
+        let first = tokio::select! {
             // a stop request wins over records that are ready: finish the batch in hand,
             // take no new one
             biased;
             _ = shutdown.cancelled() => break,
-            b = next_batch(&consumer, &cfg, &rebalances) => b?,
-        };
-        // After a rebalance, state and records fetched before it may be stale: another
-        // member may have processed those partitions since. Drop both; the records are
-        // fetched again from the committed offsets, the state rebuilt from the logs.
-        let generation = rebalances.generation();
-        if generation != held_generation {
-            if !parts.is_empty() {
-                tracing::info!(
-                    partitions = parts.len(),
-                    "rebalance: partition state dropped, rebuilt on next record"
-                );
+            // before records, or a busy stage would never tick (a tick is ready once per
+            // period); `recv` is cancel-safe, so losing this race loses no record
+            _ = idle.tick() => {
+                drop_if_rebalanced(&rebalances, &mut held_generation, &mut parts);
+                idle.close_windows(topics, &cfg, &consumer, &producer, &mut parts, &stats).await?;
+                continue;
             }
-            parts.clear();
-            held_generation = generation;
-        }
+            m = consumer.recv() => (rebalances.generation(), m?.detach()),
+        };
+        let batch = next_batch(first, &consumer, &cfg, &rebalances).await?;
+        let generation = drop_if_rebalanced(&rebalances, &mut held_generation, &mut parts);
         if labels.has_changed().unwrap_or(false) {
             // one set of labels per batch; recovery of a new partition uses them too
             cfg.device_labels = labels.borrow_and_update().clone();
@@ -216,15 +243,40 @@ async fn run_partitions(
     Ok(())
 }
 
-/// Waits for one record, then collects more until the batch is full or lingered enough.
-/// Each record comes with the rebalance generation current when it was received.
+/// After a rebalance, state and records fetched before it may be stale: another member
+/// may have processed those partitions since. Drops the state (the records are dropped
+/// by the caller, fetched again from the committed offsets; the state is rebuilt from
+/// the logs). Returns the current generation.
+fn drop_if_rebalanced(
+    rebalances: &Rebalances,
+    held_generation: &mut u64,
+    parts: &mut HashMap<i32, Partition>,
+) -> u64 {
+    let generation = rebalances.generation();
+    if generation != *held_generation {
+        if !parts.is_empty() {
+            tracing::info!(
+                partitions = parts.len(),
+                "rebalance: partition state dropped, rebuilt on next record"
+            );
+        }
+        parts.clear();
+        *held_generation = generation;
+    }
+    generation
+}
+
+/// Given the first record (with its rebalance generation), collects more until the batch
+/// is full or lingered enough. Each record comes with the rebalance generation current
+/// when it was received. Not cancel-safe: records in hand would be lost, so it is never
+/// raced against anything.
 async fn next_batch(
+    first: (u64, OwnedMessage),
     consumer: &StreamConsumer<RebalanceContext>,
     cfg: &StreamConfig,
     rebalances: &Rebalances,
 ) -> Result<Vec<(u64, OwnedMessage)>> {
-    let first = consumer.recv().await?.detach();
-    let mut batch = vec![(rebalances.generation(), first)];
+    let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + cfg.batch_linger;
     while batch.len() < cfg.batch_max_records {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
@@ -255,20 +307,7 @@ async fn process_batch(
         let part = match parts.entry(p) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                let r = recover(kafka, topics, p, m.offset(), cfg).await?;
-                stats
-                    .restored_devices
-                    .fetch_add(r.restored_devices as u64, Ordering::Relaxed);
-                stats
-                    .replayed_checked
-                    .fetch_add(r.checked_records, Ordering::Relaxed);
-                e.insert(Partition {
-                    state: r.state,
-                    already_output: r.already_output,
-                    anomalies_present: r.anomalies_present,
-                    positions: r.positions,
-                    raw_next: m.offset(),
-                })
+                e.insert(Partition::recover(kafka, topics, p, m.offset(), cfg, stats).await?)
             }
         };
         next_offsets.insert(p, m.offset() + 1);
@@ -433,7 +472,7 @@ async fn send_anomalies(
 /// Enqueues the cohort tallies of the windows partition `partition` closed (at least
 /// once: acknowledged before the batch that closed them is committed); `offset` names
 /// the batch's last raw record in errors.
-async fn send_tallies(
+pub(crate) async fn send_tallies(
     producer: &FutureProducer,
     topics: &Topics,
     partition: i32,

@@ -182,4 +182,43 @@ fn a_week_of_normal_reporting_raises_nothing() {
         judged - 1,
         "every closed window was judged"
     );
+    // fleet_silence was live, not cold: its history is full
+    assert_eq!(
+        f.agg.fleet_shares().len(),
+        RulesConfig::default().cohort.baseline_windows as usize
+    );
+}
+
+#[test]
+fn the_whole_fleet_going_silent_raises_fleet_silence_for_the_silent_windows() {
+    // Every module at once: cohort_silence, comparing each cohort with the rest, sees
+    // nothing. The windows nobody reported in are tallied when the partition's clock
+    // jumps over them (here a single frame, 3 windows later).
+    let mut f = Fleet::new();
+    for w in 0..30 {
+        let night = !(6..22).contains(&(w % 24));
+        let found = f.window(w, |i| {
+            !night || (i.wrapping_mul(2_654_435_761) >> 8) % 3 == 0
+        });
+        assert!(found.is_empty(), "window {w}: {found:?}");
+    }
+    assert!(f.window(30, |_| false).is_empty(), "nothing closes yet");
+    let found = f.window(33, |i| i == 7);
+    let got: Vec<_> = found
+        .iter()
+        .map(|a| (a.rule, a.cohort.as_str(), (a.ts_from_ms - T0) / HOUR))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("fleet_silence", "fleet", 30),
+            ("fleet_silence", "fleet", 31),
+            ("fleet_silence", "fleet", 32)
+        ]
+    );
+    assert!(
+        found[0].detail.starts_with("0 of 600 "),
+        "{}",
+        found[0].detail
+    );
 }

@@ -2,6 +2,11 @@
 //! embedded broker: 200 meters of one module, spread over 4 raw partitions, go silent
 //! while 600 others keep reporting. The silence is raised once for the fleet, not once
 //! per partition, and neither a clean restart nor a crash of the stage raises it again.
+//!
+//! Then the wall-clock idle clock, with 2-second windows and frames stamped with the real
+//! time: the whole fleet going silent is judged (no partition has a frame to close a
+//! window with) and raises `fleet_silence`; a partition without any traffic does not
+//! hold the judgement back until the grace.
 
 mod support;
 
@@ -61,6 +66,9 @@ fn config() -> StreamConfig {
             ..RulesConfig::default()
         },
         device_labels: Arc::new(labels()),
+        // the frames carry 2025 timestamps: only they move the cohort clock here (the
+        // wall-clock idle clock has its own tests below)
+        cohort_tick: None,
         ..StreamConfig::default()
     }
 }
@@ -87,7 +95,17 @@ async fn window(producer: &FutureProducer, topic: &str, w: i64, reports: impl Fn
 
 /// Every fleet finding (no device) in the anomalies topic, as (rule, cohort, ts_from).
 fn fleet_findings(kafka: &KafkaConfig, topic: &str) -> Vec<(String, String, i64)> {
-    let mut out: Vec<_> = read_topic(kafka, topic, PARTITIONS)
+    let mut out: Vec<_> = fleet_anomalies(kafka, topic)
+        .into_iter()
+        .map(|a| (a.rule, a.cohort, a.ts_from_ms))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every fleet finding (no device) in the anomalies topic, in log order.
+fn fleet_anomalies(kafka: &KafkaConfig, topic: &str) -> Vec<Anomaly> {
+    read_topic(kafka, topic, PARTITIONS)
         .into_iter()
         .filter_map(|(p, v)| {
             let a = Anomaly::decode(&v[..]).unwrap();
@@ -97,12 +115,10 @@ fn fleet_findings(kafka: &KafkaConfig, topic: &str) -> Vec<(String, String, i64)
                     (-1, 0),
                     "fleet findings go to partition 0"
                 );
-                (a.rule, a.cohort, a.ts_from_ms)
+                a
             })
         })
-        .collect();
-    out.sort();
-    out
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,6 +221,187 @@ async fn scenario(kafka: KafkaConfig, topics: Topics) {
     want.extend(again);
     want.sort();
     assert_eq!(fleet_findings(&kafka, &topics.anomalies), want);
+    stage.stop.cancel();
+    stage.task.await.unwrap().unwrap();
+}
+
+// ---- the idle clock: real time, 2-second windows ----
+
+const WINDOW_MS: i64 = 2000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// 2-second windows and a 3-window baseline; a grace of 10 minutes, so within a test
+/// only complete windows (every partition closed them) can be judged.
+fn realtime_config() -> StreamConfig {
+    StreamConfig {
+        rules: RulesConfig {
+            cohort: CohortConfig {
+                window_ms: WINDOW_MS,
+                baseline_windows: 3,
+                ..CohortConfig::default()
+            },
+            ..RulesConfig::default()
+        },
+        device_labels: Arc::new(labels()),
+        cohort_grace: std::time::Duration::from_secs(600),
+        cohort_lateness: std::time::Duration::from_millis(300),
+        cohort_tick: Some(std::time::Duration::from_millis(100)),
+        ..StreamConfig::default()
+    }
+}
+
+/// Waits until window `w` has begun (plus a margin), then sends one frame stamped now
+/// from each device `reports(i)` picks, device `i` on partition `partition(i)`.
+async fn report_in_window(
+    producer: &FutureProducer,
+    topic: &str,
+    w: i64,
+    reports: impl Fn(usize) -> bool,
+    partition: impl Fn(usize) -> i32,
+) {
+    let start = w * WINDOW_MS + 100;
+    let wait = start - now_ms();
+    if wait > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+    }
+    let at = now_ms();
+    assert_eq!(
+        at.div_euclid(WINDOW_MS),
+        w,
+        "the test fell behind the clock"
+    );
+    let records: Vec<_> = (0..N)
+        .filter(|&i| reports(i))
+        .map(|i| (partition(i), id(i), raw_frame(&id(i), w as u64, at, "v1")))
+        .collect();
+    produce(producer, topic, &records).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_fleet_going_silent_is_judged_by_the_clock_and_raises_fleet_silence() {
+    let topics = Topics::with_prefix("fleet-silent", PARTITIONS, 1);
+    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    let producer: FutureProducer = kafka.producer("test", 100_000, 30_000).create().unwrap();
+    let stage = support::start(&kafka, &topics, realtime_config());
+    // 4 windows of everyone reporting (3 shares of history after the first), then
+    // silence: every module at once, so no cohort is silent relative to the others
+    let w0 = now_ms().div_euclid(WINDOW_MS) + 1;
+    for w in w0..w0 + 4 {
+        report_in_window(
+            &producer,
+            &topics.raw,
+            w,
+            |_| true,
+            |i| i as i32 % PARTITIONS,
+        )
+        .await;
+    }
+    let silent = (w0 + 4) * WINDOW_MS;
+    let t = std::time::Instant::now();
+    wait_for("fleet_silence raised", || {
+        fleet_findings(&kafka, &topics.anomalies)
+            .iter()
+            .any(|(rule, _, from)| rule == "fleet_silence" && *from == silent)
+    })
+    .await;
+    // judged once the window ended (+ lateness, + a tick), not after the 10-min grace
+    eprintln!(
+        "fleet_silence raised {:?} after the last report",
+        t.elapsed()
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t.elapsed()
+    );
+    let found = fleet_anomalies(&kafka, &topics.anomalies);
+    let first = found.iter().find(|a| a.ts_from_ms == silent).unwrap();
+    assert_eq!(
+        (
+            first.rule.as_str(),
+            first.cohort.as_str(),
+            first.severity.as_str()
+        ),
+        ("fleet_silence", "fleet", "critical")
+    );
+    assert!(first.detail.starts_with("0 of 800 "), "{}", first.detail);
+    assert!(!first.detail.contains("partial"), "{}", first.detail);
+    // nothing before the silence, nothing but fleet_silence, each window once
+    let mut ids: Vec<_> = found
+        .iter()
+        .map(|a| (a.rule.clone(), a.ts_from_ms))
+        .collect();
+    assert!(
+        ids.iter()
+            .all(|(r, from)| r == "fleet_silence" && *from >= silent),
+        "{ids:?}"
+    );
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a window raised twice");
+    stage.stop.cancel();
+    stage.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_without_traffic_does_not_hold_the_judgement_until_the_grace() {
+    let topics = Topics::with_prefix("fleet-idle", PARTITIONS, 1);
+    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    let producer: FutureProducer = kafka.producer("test", 100_000, 30_000).create().unwrap();
+    let stage = support::start(&kafka, &topics, realtime_config());
+    // every device on partitions 0..3: partition 3 never receives a frame. The module
+    // `bricky` (200 devices) is silent in the third window.
+    let on_three = |i: usize| i as i32 % 3;
+    let w0 = now_ms().div_euclid(WINDOW_MS) + 1;
+    for w in w0..w0 + 3 {
+        report_in_window(
+            &producer,
+            &topics.raw,
+            w,
+            |i| w < w0 + 2 || i >= BRICKED,
+            on_three,
+        )
+        .await;
+    }
+    let silent = (w0 + 2) * WINDOW_MS;
+    let t = std::time::Instant::now();
+    wait_for("cohort_silence raised", || {
+        fleet_findings(&kafka, &topics.anomalies)
+            .iter()
+            .any(|(rule, _, from)| rule == "cohort_silence" && *from == silent)
+    })
+    .await;
+    eprintln!(
+        "cohort_silence raised {:?} after the last report",
+        t.elapsed()
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t.elapsed()
+    );
+    let found = fleet_anomalies(&kafka, &topics.anomalies);
+    let bricky: Vec<_> = found
+        .iter()
+        .filter(|a| a.rule == "cohort_silence" && a.ts_from_ms == silent)
+        .collect();
+    assert_eq!(bricky.len(), 3, "{found:?}");
+    for a in bricky {
+        assert!(a.cohort.starts_with("module=bricky"), "{}", a.cohort);
+        assert!(
+            !a.detail.contains("partial"),
+            "judged complete: {}",
+            a.detail
+        );
+    }
     stage.stop.cancel();
     stage.task.await.unwrap().unwrap();
 }

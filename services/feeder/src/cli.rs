@@ -271,6 +271,12 @@ pub struct StreamArgs {
     /// (no traffic there) this long after the window's first tally.
     #[arg(long, env = "FEEDER_COHORT_GRACE", default_value = "10m", value_parser = parse_duration)]
     pub cohort_grace: std::time::Duration,
+    /// A partition that has read everything closes cohort windows by the wall clock (so
+    /// a silent partition, or a whole fleet gone silent, still has its windows judged),
+    /// this long after each window's end: covers the edge's stamping-to-append delay and
+    /// clock skew.
+    #[arg(long, env = "FEEDER_COHORT_LATENESS", default_value = "2m", value_parser = parse_duration)]
+    pub cohort_lateness: std::time::Duration,
     /// `[stream.rules]` of the config file (rule thresholds, `docs/checks.md`).
     #[arg(skip)]
     pub rules: Option<feeder_stream::rules::RulesConfig>,

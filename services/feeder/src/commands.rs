@@ -82,6 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 rules: a.rules.unwrap_or_default(),
                 snapshot_interval: a.state_snapshot_interval,
                 cohort_grace: a.cohort_grace,
+                cohort_lateness: a.cohort_lateness,
                 ..StreamConfig::default()
             };
             ready.mark_started();

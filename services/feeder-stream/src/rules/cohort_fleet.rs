@@ -6,19 +6,22 @@
 //! its own duplicate. Here each partition contributes a [`WindowTally`] (its per-cohort
 //! counts and fleet totals for one closed window) and the [`FleetAggregator`] sums them
 //! across partitions and judges each (cohort, window) once, with the same judgement
-//! (`cohort::judge_counts`).
+//! (`cohort::judge_counts`), and the fleet's own totals against its recent past
+//! (`fleet_silence`, [`super::fleet_silence`]: the silence of every cohort at once).
 //!
 //! A window is judged when every raw partition has closed it (a partition with no
-//! traffic in it still closes it when a later frame arrives and tallies zero), or after
-//! `grace_ms` of the aggregator's clock since the window's first tally; a judgement
-//! with partitions missing says so in the detail. Each finding has a deterministic
+//! traffic in it closes it by the stage's idle clock, or when a later frame arrives, and
+//! tallies zero; a partition that has sent a tally for a later window has closed it,
+//! with or without a tally for it), or after `grace_ms` of the aggregator's clock since the window's first
+//! tally; a judgement with partitions missing says so in the detail. Each finding has a deterministic
 //! [`anomaly_id`]; the aggregator remembers the ids it emitted (and, after a restart,
 //! the ids read back from its own outputs via [`FleetAggregator::already_emitted`]) so
 //! it never emits one twice.
 //!
 //! State: per open window, one `Counts` (24 bytes) plus key (~30 bytes) and map overhead
 //! (~40 bytes) per cohort, ≈ 100 bytes × cohorts, plus 4 bytes per raw partition; the
-//! emitted-id set keeps ids for `keep_windows` windows.
+//! emitted-id set keeps ids for `keep_windows` windows; `baseline_windows` fleet shares
+//! (8 bytes each).
 //!
 //! The I/O around it (the tallies topic, commits, reading back emitted findings) is in
 //! `crate::fleet`.
@@ -29,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Finding;
 use super::cohort::{CohortConfig, Counts, WindowCounts, judge_counts};
+use super::fleet_silence::ShareHistory;
 
 /// One partition's contribution for one closed window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,11 +85,19 @@ pub struct FleetAggregator {
     judged_up_to: i64,
     windows_judged: u64,
     emitted: BTreeMap<i64, BTreeSet<String>>,
+    /// Recent fleet reporting shares, for `fleet_silence` (`rules::fleet_silence`).
+    shares: ShareHistory,
+    /// The newest window each partition has sent a tally for. A partition sends its
+    /// tallies in window order, so once it has sent one for a later window it has closed
+    /// every earlier one: one it sent nothing for (its clock started after it: a fresh
+    /// partition with no devices then) it will never send.
+    latest: BTreeMap<u32, i64>,
 }
 
 impl FleetAggregator {
     pub fn new(cfg: CohortConfig, partitions: u32, grace_ms: i64) -> Self {
         let keep_windows = cfg.baseline_windows.max(2);
+        let shares = ShareHistory::new(&cfg);
         Self {
             cfg,
             partitions,
@@ -95,7 +107,20 @@ impl FleetAggregator {
             judged_up_to: i64::MIN,
             windows_judged: 0,
             emitted: BTreeMap::new(),
+            shares,
+            latest: BTreeMap::new(),
         }
+    }
+
+    /// The fleet's recent reporting shares (oldest first): what the progress record
+    /// keeps so a restarted aggregator judges `fleet_silence` without a cold start.
+    pub fn fleet_shares(&self) -> Vec<f64> {
+        self.shares.shares()
+    }
+
+    /// Restores what [`Self::fleet_shares`] returned.
+    pub fn restore_fleet_shares(&mut self, shares: &[f64]) {
+        self.shares.restore(shares);
     }
 
     /// Continues after a restart: windows up to `w` were judged by an earlier run, and
@@ -127,6 +152,8 @@ impl FleetAggregator {
     /// Adds one tally; a repeated tally (same window and partition, e.g. redelivered
     /// after a restart) is ignored. `now_ms` is the aggregator's clock.
     pub fn add(&mut self, t: &WindowTally, now_ms: i64) {
+        let latest = self.latest.entry(t.partition).or_insert(t.window);
+        *latest = (*latest).max(t.window);
         if t.window <= self.judged_up_to {
             return;
         }
@@ -149,7 +176,7 @@ impl FleetAggregator {
     pub fn poll(&mut self, now_ms: i64) -> Vec<Finding> {
         let mut out = Vec::new();
         while let Some((&w, ow)) = self.open.first_key_value() {
-            let complete = ow.partitions.len() as u32 >= self.partitions;
+            let complete = ow.partitions.len() as u32 >= self.partitions || self.all_passed(w);
             if !complete && now_ms < ow.first_seen_ms.saturating_add(self.grace_ms) {
                 break;
             }
@@ -164,7 +191,17 @@ impl FleetAggregator {
                 )
             };
             let seen = self.emitted.entry(w).or_default();
-            for f in judge_counts(&self.cfg, w, &ow.counts, &note) {
+            let fleet = self.shares.judge(
+                &self.cfg,
+                w,
+                ow.counts.fleet_usual,
+                ow.counts.fleet_reported,
+                &note,
+            );
+            for f in judge_counts(&self.cfg, w, &ow.counts, &note)
+                .into_iter()
+                .chain(fleet)
+            {
                 if seen.insert(anomaly_id(&f)) {
                     out.push(f);
                 }
@@ -175,6 +212,12 @@ impl FleetAggregator {
             self.emitted = self.emitted.split_off(&keep_from);
         }
         out
+    }
+
+    /// Whether every raw partition has sent a tally for window `w` or a later one: then
+    /// none will send one for `w` any more (see `latest`).
+    fn all_passed(&self, w: i64) -> bool {
+        (0..self.partitions).all(|p| self.latest.get(&p).is_some_and(|&l| l >= w))
     }
 
     /// Open windows (for a gauge and tests).
@@ -391,6 +434,82 @@ mod tests {
             got[0].detail.contains("partial: 7 of 8"),
             "{}",
             got[0].detail
+        );
+    }
+
+    #[test]
+    fn whole_fleet_silence_is_raised_where_cohort_silence_sees_nothing() {
+        use crate::rules::fleet_silence::{FLEET_COHORT, FLEET_SILENCE};
+        let cfg = cfg();
+        let b = cfg.baseline_windows;
+        let mut devs = fleet(&cfg);
+        let mut agg = FleetAggregator::new(cfg.clone(), PARTS, 60_000);
+        // windows 0..=b: everyone reports, counted as each window closes
+        for w in 0..=b {
+            for d in &mut devs {
+                d.state = CohortDevice::default();
+                d.state.seen(w - 1, "1.0");
+                d.state.seen(w, "1.0");
+            }
+            for t in tallies(&cfg, w, &devs) {
+                agg.add(&t, 0);
+            }
+            assert_eq!(agg.poll(0), vec![], "window {w}");
+        }
+        let shares = agg.fleet_shares();
+        assert_eq!(shares, vec![1.0; b as usize]);
+        // window b+1: nobody reports, every cohort alike
+        let silent = tallies(&cfg, b + 1, &devs);
+        for t in &silent {
+            agg.add(t, 0);
+        }
+        let got = agg.poll(0);
+        let keys: Vec<_> = got.iter().map(|f| (f.rule, f.cohort.as_str())).collect();
+        assert_eq!(keys, vec![(FLEET_SILENCE, FLEET_COHORT)]);
+        assert!(got[0].detail.starts_with("0 of 2200 "), "{}", got[0].detail);
+        assert_eq!(
+            agg.fleet_shares(),
+            shares,
+            "a silent window is no new normal"
+        );
+
+        // a restarted aggregator with the recorded shares judges at once...
+        let mut restarted = FleetAggregator::new(cfg.clone(), PARTS, 60_000);
+        restarted.resume(b);
+        restarted.restore_fleet_shares(&shares);
+        for t in &silent {
+            restarted.add(t, 0);
+        }
+        assert_eq!(restarted.poll(0), got);
+        // ...and without them it would start cold and miss it (the test can fail)
+        let mut cold = FleetAggregator::new(cfg.clone(), PARTS, 60_000);
+        cold.resume(b);
+        for t in &silent {
+            cold.add(t, 0);
+        }
+        assert_eq!(cold.poll(0), vec![]);
+    }
+
+    #[test]
+    fn a_partition_whose_clock_started_later_does_not_hold_a_window_back() {
+        let cfg = cfg();
+        let (w, devs) = bricked(&cfg);
+        let mut agg = FleetAggregator::new(cfg.clone(), PARTS, 60_000);
+        // partition 0 sends nothing for window w...
+        for t in tallies(&cfg, w, &devs).iter().skip(1) {
+            agg.add(t, 0);
+        }
+        assert!(agg.poll(0).is_empty(), "partition 0 may still close w");
+        // ...then its first tally is for w + 1: it will never send one for w
+        agg.add(&WindowTally::new(w + 1, 0, WindowCounts::default()), 0);
+        let got = agg.poll(0);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got.iter().all(|f| !f.detail.contains("partial")), "{got:?}");
+        assert_eq!(agg.judged_up_to(), w);
+        assert_eq!(
+            agg.open_windows(),
+            1,
+            "w + 1 waits for the other partitions"
         );
     }
 

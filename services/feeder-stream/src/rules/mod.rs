@@ -20,6 +20,7 @@ pub mod cohort;
 pub mod cohort_fleet;
 pub mod config;
 pub mod events;
+pub mod fleet_silence;
 pub mod integrity;
 pub mod meter;
 pub mod telematics;
