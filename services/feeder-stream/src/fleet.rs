@@ -67,6 +67,8 @@ pub struct FleetConfig {
     pub grace: Duration,
     /// How often open windows are checked against the grace when no tally arrives.
     pub tick: Duration,
+    /// Rules switched off (`rules.disabled`); the fleet rules among them raise nothing.
+    pub disabled: Vec<String>,
 }
 
 impl FleetConfig {
@@ -76,6 +78,7 @@ impl FleetConfig {
             client_id: format!("{client_id}-cohorts"),
             grace: Duration::from_secs(600),
             tick: Duration::from_secs(1),
+            disabled: Vec::new(),
         }
     }
 }
@@ -227,7 +230,8 @@ async fn take_over(
 ) -> Result<Held> {
     let generation = rebalances.generation();
     let mut agg =
-        FleetAggregator::new(cohort.clone(), raw_partitions, cfg.grace.as_millis() as i64);
+        FleetAggregator::new(cohort.clone(), raw_partitions, cfg.grace.as_millis() as i64)
+            .with_disabled(&cfg.disabled);
     let recorded = blocking(kafka, topics, |kafka, topics| {
         let mut last = None;
         read_partition(

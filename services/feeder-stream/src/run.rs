@@ -137,6 +137,7 @@ pub async fn run(
     }
     let fleet_cfg = FleetConfig {
         grace: cfg.cohort_grace,
+        disabled: cfg.rules.disabled.clone(),
         ..FleetConfig::for_stream_group(&cfg.group_id, &cfg.client_id)
     };
     // a failure of either stops the other, then the first error is returned

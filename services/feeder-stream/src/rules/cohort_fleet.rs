@@ -92,6 +92,10 @@ pub struct FleetAggregator {
     /// every earlier one: one it sent nothing for (its clock started after it: a fresh
     /// partition with no devices then) it will never send.
     latest: BTreeMap<u32, i64>,
+    /// Fleet rules switched off (`rules.disabled`): their findings are dropped, while the
+    /// windows are still judged and the shares kept, so switching one back on needs no
+    /// warm-up.
+    disabled: BTreeSet<String>,
 }
 
 impl FleetAggregator {
@@ -109,7 +113,14 @@ impl FleetAggregator {
             emitted: BTreeMap::new(),
             shares,
             latest: BTreeMap::new(),
+            disabled: BTreeSet::new(),
         }
+    }
+
+    /// Switches off the fleet rules among `rules` (the stage's `rules.disabled`).
+    pub fn with_disabled(mut self, rules: &[String]) -> Self {
+        self.disabled.extend(rules.iter().cloned());
+        self
     }
 
     /// The fleet's recent reporting shares (oldest first): what the progress record
@@ -202,7 +213,7 @@ impl FleetAggregator {
                 .into_iter()
                 .chain(fleet)
             {
-                if seen.insert(anomaly_id(&f)) {
+                if !self.disabled.contains(f.rule) && seen.insert(anomaly_id(&f)) {
                     out.push(f);
                 }
             }
@@ -328,6 +339,24 @@ mod tests {
         // A redelivered tally after judgement changes nothing.
         agg.add(&ts[0], 1);
         assert!(agg.poll(1).is_empty());
+    }
+
+    #[test]
+    fn disabled_fleet_rules_raise_nothing_and_the_others_still_do() {
+        let cfg = cfg();
+        let (w, devs) = bricked(&cfg);
+        let judge = |disabled: &[&str]| {
+            let disabled: Vec<String> = disabled.iter().map(|s| s.to_string()).collect();
+            let mut agg = FleetAggregator::new(cfg.clone(), PARTS, 60_000).with_disabled(&disabled);
+            for t in tallies(&cfg, w, &devs) {
+                agg.add(&t, 0);
+            }
+            let got: Vec<_> = agg.poll(0).iter().map(|f| f.rule).collect();
+            (got, agg.judged_up_to())
+        };
+        assert_eq!(judge(&["fleet_silence"]).0, vec![COHORT_SILENCE; 3]);
+        // switched off, the window is still judged (and not judged again later)
+        assert_eq!(judge(&["cohort_silence", "spike"]), (vec![], w));
     }
 
     #[test]

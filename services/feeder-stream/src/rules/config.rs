@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::Effective;
 use super::cohort::CohortConfig;
+use super::{DEVICE_RULES, Effective, FLEET_RULES};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -95,8 +95,38 @@ impl RulesConfig {
         if self.cohort.window_ms <= 0 || self.cohort.baseline_windows <= 0 {
             return Err("cohort.window_ms and cohort.baseline_windows must be positive".into());
         }
+        for r in &self.disabled {
+            if !DEVICE_RULES.contains(&r.as_str()) && !FLEET_RULES.contains(&r.as_str()) {
+                return Err(format!("disabled: unknown rule `{r}` ({})", rule_list()));
+            }
+        }
+        for (i, o) in self.label_overrides.iter().enumerate() {
+            for r in &o.disable {
+                if FLEET_RULES.contains(&r.as_str()) {
+                    return Err(format!(
+                        "label_overrides[{i}].disable: `{r}` is judged over the whole fleet, \
+                         not per device; switch it off in `disabled`"
+                    ));
+                }
+                if !DEVICE_RULES.contains(&r.as_str()) {
+                    return Err(format!(
+                        "label_overrides[{i}].disable: unknown rule `{r}` ({})",
+                        rule_list()
+                    ));
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// The names a configuration may switch off, for error messages.
+fn rule_list() -> String {
+    format!(
+        "device rules: {}; fleet rules: {}",
+        DEVICE_RULES.join(", "),
+        FLEET_RULES.join(", ")
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -238,5 +268,33 @@ mod tests {
         assert!(!cfg.effective(None).enabled("spike"));
         assert!(serde_json::from_str::<RulesConfig>(r#"{"nope":1}"#).is_err());
         RulesConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn rule_names_are_checked_at_load() {
+        let parse = |j: &str| serde_json::from_str::<RulesConfig>(j).unwrap().validate();
+        parse(r#"{"disabled":["fleet_silence","cohort_silence","teleport"]}"#).unwrap();
+        let e = parse(r#"{"disabled":["spkie"]}"#).unwrap_err();
+        assert!(
+            e.contains("unknown rule `spkie`") && e.contains("spike"),
+            "{e}"
+        );
+        let e = parse(
+            r#"{"label_overrides":[{"label":"a","value":"b","disable":["spike"]},
+                {"label":"c","value":"d","disable":["cohort_silence"]}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with(
+                "label_overrides[1].disable: `cohort_silence` is judged over the whole fleet"
+            ),
+            "{e}"
+        );
+        let e = parse(r#"{"label_overrides":[{"label":"a","value":"b","disable":["nope"]}]}"#)
+            .unwrap_err();
+        assert!(
+            e.contains("label_overrides[0].disable: unknown rule `nope`"),
+            "{e}"
+        );
     }
 }

@@ -32,6 +32,44 @@ use feeder_proto::v1::Frame;
 
 pub use config::{LabelOverride, RulesConfig};
 
+/// Every rule judged per device: what `disabled` and a label override's `disable` may
+/// name (checked when the configuration is loaded, so a misspelt name is an error rather
+/// than a rule left running).
+pub const DEVICE_RULES: &[&str] = &[
+    integrity::CLOCK_SKEW,
+    integrity::FUTURE_READING,
+    integrity::INTERVAL_MISMATCH,
+    integrity::DUPLICATE_READING,
+    meter::MISSING_INTERVALS,
+    meter::SPIKE,
+    meter::ZERO_RUN,
+    meter::REVERSE_FLOW,
+    meter::REGISTER_DECREASE,
+    meter::REGISTER_ROLLOVER,
+    meter::SUM_MISMATCH,
+    meter::VOLTAGE_OUT_OF_BAND,
+    meter::UNIT_MISMATCH,
+    telematics::NULL_ISLAND,
+    telematics::IMPOSSIBLE_SPEED,
+    telematics::TELEPORT,
+    telematics::ODOMETER_ROLLBACK,
+    telematics::ODOMETER_MISMATCH,
+    telematics::MOVING_IGNITION_OFF,
+    events::COVER_OPENED,
+    events::MAGNETIC_TAMPER,
+    events::MODULE_RESET,
+    events::FIRMWARE_UPDATED,
+    events::CLOCK_ADJUSTED,
+];
+
+/// Rules judged over the whole fleet by the cohort aggregator (`cohort_fleet`): only
+/// `disabled` switches them off, since they concern no single device's labels.
+pub const FLEET_RULES: &[&str] = &[
+    cohort::COHORT_SILENCE,
+    cohort::COHORT_FIRMWARE_CHANGE,
+    fleet_silence::FLEET_SILENCE,
+];
+
 /// Anomaly severity, as the `anomalies` dataset spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -192,6 +192,11 @@ fn every_mistake_names_its_line() {
             1,
             "voltage_band_pct",
         ),
+        (
+            "[stream]\ngroup = \"g\"\n\n[stream.rules]\ndisabled = [\"spkie\"]\n",
+            4,
+            "unknown rule `spkie`",
+        ),
         ("[devices]\nmeters = 1\n", 1, "unknown section"),
     ];
     for (text, line, needle) in cases {
