@@ -5,8 +5,10 @@
 //!
 //! Then the wall-clock idle clock, with 2-second windows and frames stamped with the real
 //! time: the whole fleet going silent is judged (no partition has a frame to close a
-//! window with) and raises `fleet_silence`; a partition without any traffic does not
-//! hold the judgement back until the grace.
+//! window with) and raises `fleet_silence`, on the embedded broker and on tansu (real
+//! watermarks over TCP decide when a partition is caught up); a partition without any
+//! traffic does not hold the judgement back until the grace; a fleet rule switched off
+//! in `rules.disabled` is judged but raises nothing.
 
 mod support;
 
@@ -133,10 +135,16 @@ async fn a_silent_module_spread_over_partitions_is_raised_once_across_restarts_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_on_tansu() {
     let work = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(work.path()).unwrap();
+    let (_broker, kafka, topics) = tansu_with_topics(work.path(), "fleet-tansu").await;
+    scenario(kafka, topics).await;
+}
+
+/// A tansu broker in `dir` with every topic of the stage created (tansu does not
+/// auto-create topics, and the test produces before the stage would create them).
+async fn tansu_with_topics(dir: &std::path::Path, prefix: &str) -> (Tansu, KafkaConfig, Topics) {
+    let broker = Tansu::start(dir).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap());
-    let topics = Topics::with_prefix("fleet-tansu", PARTITIONS, 1);
-    // created before the test produces (tansu does not auto-create topics)
+    let topics = Topics::with_prefix(prefix, PARTITIONS, 1);
     ensure_topics(&kafka, &topics.data_topics(), PARTITIONS, 1)
         .await
         .unwrap();
@@ -144,7 +152,7 @@ async fn the_same_on_tansu() {
         .await
         .unwrap();
     ensure_fleet_topics(&kafka, &topics).await.unwrap();
-    scenario(kafka, topics).await;
+    (broker, kafka, topics)
 }
 
 async fn scenario(kafka: KafkaConfig, topics: Topics) {
@@ -236,6 +244,10 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// The real-time tests run one at a time: each must keep up with 2-second windows, and
+/// on a 2-core machine two of them beside the other tests could fall behind the clock.
+static REALTIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// 2-second windows and a 3-window baseline; a grace of 10 minutes, so within a test
 /// only complete windows (every partition closed them) can be judged.
 fn realtime_config() -> StreamConfig {
@@ -285,9 +297,24 @@ async fn report_in_window(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_fleet_going_silent_is_judged_by_the_clock_and_raises_fleet_silence() {
+    let _one_at_a_time = REALTIME.lock().await;
     let topics = Topics::with_prefix("fleet-silent", PARTITIONS, 1);
     let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
-    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    whole_fleet_silence(KafkaConfig::new(broker.bootstrap_servers()), topics).await;
+}
+
+/// The same on tansu: whether a partition is caught up (so its windows may close by the
+/// clock) comes from the broker's watermarks over TCP, and the aggregator's progress from
+/// a compacted topic tansu keeps in SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_fleet_going_silent_on_tansu() {
+    let _one_at_a_time = REALTIME.lock().await;
+    let work = tempfile::tempdir().unwrap();
+    let (_broker, kafka, topics) = tansu_with_topics(work.path(), "fleet-silent-tansu").await;
+    whole_fleet_silence(kafka, topics).await;
+}
+
+async fn whole_fleet_silence(kafka: KafkaConfig, topics: Topics) {
     let producer: FutureProducer = kafka.producer("test", 100_000, 30_000).create().unwrap();
     let stage = support::start(&kafka, &topics, realtime_config());
     // 4 windows of everyone reporting (3 shares of history after the first), then
@@ -350,20 +377,18 @@ async fn the_whole_fleet_going_silent_is_judged_by_the_clock_and_raises_fleet_si
     stage.task.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_without_traffic_does_not_hold_the_judgement_until_the_grace() {
-    let topics = Topics::with_prefix("fleet-idle", PARTITIONS, 1);
-    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
-    let kafka = KafkaConfig::new(broker.bootstrap_servers());
-    let producer: FutureProducer = kafka.producer("test", 100_000, 30_000).create().unwrap();
-    let stage = support::start(&kafka, &topics, realtime_config());
-    // every device on partitions 0..3: partition 3 never receives a frame. The module
-    // `bricky` (200 devices) is silent in the third window.
+/// Every device on partitions 0..3 (partition 3 never receives a frame); the module
+/// `bricky` (200 devices) is silent in the third window. Returns the silent window's
+/// start, and the window count by which it has been judged.
+async fn bricky_silent_on_three_partitions(
+    producer: &FutureProducer,
+    topics: &Topics,
+) -> (i64, u64) {
     let on_three = |i: usize| i as i32 % 3;
     let w0 = now_ms().div_euclid(WINDOW_MS) + 1;
     for w in w0..w0 + 3 {
         report_in_window(
-            &producer,
+            producer,
             &topics.raw,
             w,
             |i| w < w0 + 2 || i >= BRICKED,
@@ -371,7 +396,20 @@ async fn a_partition_without_traffic_does_not_hold_the_judgement_until_the_grace
         )
         .await;
     }
-    let silent = (w0 + 2) * WINDOW_MS;
+    // windows are judged oldest first from the first one any partition tallied (w0 or,
+    // if the idle clock started one earlier, w0 - 1)
+    ((w0 + 2) * WINDOW_MS, 4)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_without_traffic_does_not_hold_the_judgement_until_the_grace() {
+    let _one_at_a_time = REALTIME.lock().await;
+    let topics = Topics::with_prefix("fleet-idle", PARTITIONS, 1);
+    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    let producer: FutureProducer = kafka.producer("test", 100_000, 30_000).create().unwrap();
+    let stage = support::start(&kafka, &topics, realtime_config());
+    let (silent, _) = bricky_silent_on_three_partitions(&producer, &topics).await;
     let t = std::time::Instant::now();
     wait_for("cohort_silence raised", || {
         fleet_findings(&kafka, &topics.anomalies)
@@ -402,6 +440,33 @@ async fn a_partition_without_traffic_does_not_hold_the_judgement_until_the_grace
             a.detail
         );
     }
+    stage.stop.cancel();
+    stage.task.await.unwrap().unwrap();
+}
+
+/// The scenario just above, with `cohort_silence` switched off in `rules.disabled`: the
+/// stage judges the silent window (its count of judged windows passes it) and raises
+/// nothing for it. With the rule on, the same scenario raises it three times (above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_rule_switched_off_is_judged_but_raises_nothing() {
+    let _one_at_a_time = REALTIME.lock().await;
+    let topics = Topics::with_prefix("fleet-off", PARTITIONS, 1);
+    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    let producer: FutureProducer = kafka.producer("test", 100_000, 30_000).create().unwrap();
+    let mut cfg = realtime_config();
+    cfg.rules.disabled = vec!["cohort_silence".into()];
+    let stage = support::start(&kafka, &topics, cfg);
+    let (_, judged_by) = bricky_silent_on_three_partitions(&producer, &topics).await;
+    wait_for("the silent window judged", || {
+        stage.stats.fleet.windows_judged.load(Ordering::Relaxed) >= judged_by
+    })
+    .await;
+    let found = fleet_anomalies(&kafka, &topics.anomalies);
+    assert!(
+        found.iter().all(|a| a.rule != "cohort_silence"),
+        "a disabled rule raised: {found:?}"
+    );
     stage.stop.cancel();
     stage.task.await.unwrap().unwrap();
 }
