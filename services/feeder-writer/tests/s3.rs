@@ -9,13 +9,9 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use common::*;
+use feeder_testkit::MotoS3;
 use feeder_writer::TopicKind;
 use feeder_writer::flush::{RangeSpec, write_range};
 use feeder_writer::naming;
@@ -27,84 +23,14 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 const TOPIC: &str = "s3.checked";
 const BUCKET: &str = "feeder-data";
 
-fn python() -> PathBuf {
-    match std::env::var_os("FEEDER_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => panic!(
-            "FEEDER_PYTHON is not set: the S3 test needs moto_server from the test virtualenv; \
-             run tests/run.sh, or set FEEDER_PYTHON to the python of `tests/setup-python.sh | tail -1`"
-        ),
-    }
-}
-
-/// A moto server process, killed on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_moto() -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(python())
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting moto_server (is moto[server] installed in the FEEDER_PYTHON venv?)");
-    let moto = Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "moto_server did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // Buckets are made by the utility, not by Feeder: create it like an operator would.
-    let made = Command::new(python())
-        .args([
-            "-c",
-            &format!(
-                "import boto3; boto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
-                 aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket='{BUCKET}')",
-                moto.endpoint
-            ),
-        ])
-        .status()
-        .expect("python");
-    assert!(made.success(), "creating the bucket failed");
-    moto
-}
-
 fn config(endpoint: &str, prefix: &str) -> S3Config {
     S3Config {
         endpoint: Some(endpoint.into()),
         bucket: BUCKET.into(),
         prefix: prefix.into(),
         region: "us-east-1".into(),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
+        access_key_id: Some(feeder_testkit::ACCESS_KEY.into()),
+        secret_access_key: Some(feeder_testkit::SECRET_KEY.into()),
         allow_http: true,
     }
 }
@@ -131,7 +57,7 @@ fn rows_in(bytes: Bytes) -> usize {
 
 #[test]
 fn s3_backend_writes_lists_recovers_and_replays() {
-    let moto = start_moto();
+    let moto = MotoS3::start(BUCKET);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

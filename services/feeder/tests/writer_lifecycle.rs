@@ -16,6 +16,7 @@ use feeder_kafka::{EmbeddedBroker, KafkaConfig, Topics};
 use feeder_proto::pipeline::CheckedFrame;
 use feeder_sim::SimDevice;
 use feeder_sim::keygen::{KeygenConfig, keygen};
+use feeder_testkit::python;
 use prost::Message as _;
 
 use support::*;
@@ -285,38 +286,13 @@ async fn sigkill_after_rename_before_commit() {
 /// virtualenv) on 127.0.0.1: every frame lands in the bucket under the prefix, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writer_process_stores_to_an_s3_bucket() {
-    let interpreter = std::env::var_os("FEEDER_PYTHON").expect("FEEDER_PYTHON is not set (moto)");
     let s = setup("life-writer-s3").await;
-    let port = free_port();
-    let _moto = KillOnDrop(
-        std::process::Command::new(&interpreter)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let endpoint = format!("http://127.0.0.1:{port}");
-    wait_until("moto listens", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let boto = format!(
-        "import boto3, os\n\
-         s3 = boto3.client('s3', endpoint_url='{endpoint}', region_name='us-east-1', \
-         aws_access_key_id='test', aws_secret_access_key='test')\n"
-    );
-    let py = |code: &str| python(&["-c", &format!("{boto}{code}")]);
-    py("s3.create_bucket(Bucket='utility-data')");
+    let moto = feeder_testkit::MotoS3::start("utility-data");
+    let endpoint = moto.endpoint.clone();
+    let py = |code: &str| moto.boto3(code);
     let creds = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_ACCESS_KEY_ID", feeder_testkit::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", feeder_testkit::SECRET_KEY),
     ];
     let mut w = Stage::spawn(
         "writer-s3",
@@ -387,16 +363,6 @@ async fn writer_process_stores_to_an_s3_bucket() {
     assert!(v[0] > 0);
     assert_eq!(v[1], s.frames);
     assert!(!s.data.exists(), "nothing written to local disk");
-}
-
-/// A helper process killed when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `FEEDER_ENCRYPTION_KEYS` on the writer process: a bad key file stops it at start with

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use feeder_kafka::{EmbeddedBroker, KafkaConfig, Topics};
 use feeder_proto::pipeline::CheckedFrame;
 use feeder_proto::v1::{Frame, Reading, Unit};
+use feeder_testkit::python;
 use prost::Message as _;
 
 use support::*;

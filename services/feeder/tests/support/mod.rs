@@ -273,22 +273,6 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Runs `$FEEDER_PYTHON` (the test virtualenv: duckdb, pyarrow, boto3, moto) with
-/// `args`; returns its stdout, failing the test when it fails.
-pub fn python(args: &[&str]) -> String {
-    let python = std::env::var_os("FEEDER_PYTHON").expect(
-        "FEEDER_PYTHON is not set: run tests/run.sh, or set it to the python of \
-         `tests/setup-python.sh | tail -1`",
-    );
-    let out = Command::new(python).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "python {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The whitespace-separated integers of `text`.
 pub fn numbers(text: &str) -> Vec<usize> {
     text.split_whitespace()
