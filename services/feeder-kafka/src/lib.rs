@@ -9,6 +9,7 @@
 //!   only: memory only, evicts old data past ~5 MiB per partition, no transaction isolation.
 
 pub mod config;
+pub mod consumer_error;
 pub mod embedded;
 pub mod error;
 pub mod lag;

@@ -187,7 +187,13 @@ pub async fn run_fleet(
             biased;
             _ = shutdown.cancelled() => break,
             m = consumer.recv() => {
-                let m = m?;
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        crate::run::ride_out(e, "cohort_tallies").await?;
+                        continue;
+                    }
+                };
                 if m.partition() != FLEET_PARTITION {
                     continue;
                 }

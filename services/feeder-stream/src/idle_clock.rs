@@ -17,6 +17,10 @@
 //! a window already closed is late: it counts as seen in the open window and nothing is
 //! tallied again (`PartitionState::advance_cohort_clock`).
 //!
+//! A failed watermark query (broker unreachable for longer than the 10 s query timeout)
+//! closes nothing that tick and is counted
+//! (`feeder_stream_cohort_idle_query_failures_total`); it never stops the stage.
+//!
 //! A partition this member holds no state for yet (first tick, or after a rebalance
 //! dropped it) is recovered first, from its committed offset, like the batch path does
 //! on its first record, so its tally counts its devices.
@@ -124,7 +128,17 @@ impl IdleClock {
             .map_err(|e| Error::Recovery {
                 partition: -1,
                 reason: format!("idle clock query: {e}"),
-            })??;
+            })?;
+        let ends = match ends {
+            Ok(ends) => ends,
+            Err(e) => {
+                // the broker is unreachable or slow: this tick closes nothing, and the
+                // next one (or the frames, once they flow again) catches up
+                tracing::warn!(error = %e, "idle clock: watermark query failed; no window closed this tick");
+                metrics::counter!("feeder_stream_cohort_idle_query_failures_total").increment(1);
+                return Ok(());
+            }
+        };
         let until = now_ms().saturating_sub(self.lateness_ms);
         let mut pending: Pending = Vec::new();
         let mut closed = 0;

@@ -206,7 +206,13 @@ async fn run_partitions(
                 idle.close_windows(topics, &cfg, &consumer, &producer, &mut parts, &stats).await?;
                 continue;
             }
-            m = consumer.recv() => (rebalances.generation(), m?.detach()),
+            m = consumer.recv() => match m {
+                Ok(m) => (rebalances.generation(), m.detach()),
+                Err(e) => {
+                    ride_out(e, "raw").await?;
+                    continue;
+                }
+            },
         };
         let batch = next_batch(first, &consumer, &cfg, &rebalances).await?;
         let generation = drop_if_rebalanced(&rebalances, &mut held_generation, &mut parts);
@@ -281,11 +287,28 @@ async fn next_batch(
     let deadline = tokio::time::Instant::now() + cfg.batch_linger;
     while batch.len() < cfg.batch_max_records {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(m) => batch.push((rebalances.generation(), m?.detach())),
+            Ok(Ok(m)) => batch.push((rebalances.generation(), m.detach())),
+            Ok(Err(e)) => {
+                ride_out(e, "raw").await?;
+                break;
+            }
             Err(_) => break,
         }
     }
     Ok(batch)
+}
+
+/// A consumer error: waited out (logged, counted, a short pause) unless it is fatal,
+/// which stops the stage (`feeder_kafka::consumer_error`). `consumer` names which one
+/// for the metric: `raw` (the partition loop) or `cohort_tallies` (the aggregator).
+pub(crate) async fn ride_out(e: KafkaError, consumer: &'static str) -> Result<()> {
+    if feeder_kafka::consumer_error::is_fatal(&e) {
+        return Err(e.into());
+    }
+    tracing::warn!(error = %e, consumer, "consumer error; librdkafka recovers by itself");
+    metrics::counter!("feeder_stream_consumer_errors_total", "consumer" => consumer).increment(1);
+    tokio::time::sleep(feeder_kafka::consumer_error::CONSUMER_ERROR_BACKOFF).await;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

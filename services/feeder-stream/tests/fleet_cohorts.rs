@@ -470,3 +470,60 @@ async fn a_fleet_rule_switched_off_is_judged_but_raises_nothing() {
     stage.stop.cancel();
     stage.task.await.unwrap().unwrap();
 }
+
+/// A broker outage longer than the idle clock's query timeout (10 s): librdkafka reports
+/// transport failures to the consumers and the watermark queries fail, and the stage
+/// (partition loop and aggregator) must wait them out, not stop. Once the broker is back
+/// the frames sent after it are checked and windows are judged again. Fails if either
+/// consumer's error, or a failed watermark query, stops the stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stage_rides_out_a_broker_outage() {
+    let _one_at_a_time = REALTIME.lock().await;
+    let topics = Topics::with_prefix("fleet-outage", PARTITIONS, 1);
+    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    let producer: FutureProducer = kafka.producer("test", 100_000, 60_000).create().unwrap();
+    let mut stage = support::start(&kafka, &topics, realtime_config());
+    let everyone = |w: i64| {
+        report_in_window(
+            &producer,
+            &topics.raw,
+            w,
+            |_| true,
+            |i| i as i32 % PARTITIONS,
+        )
+    };
+    let w0 = now_ms().div_euclid(WINDOW_MS) + 1;
+    for w in w0..w0 + 2 {
+        everyone(w).await;
+    }
+    wait_for("the first window judged", || {
+        stage.stats.fleet.windows_judged.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    broker.broker_down(1).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(14)).await;
+    assert_running(&mut stage, "during the outage").await;
+    broker.broker_up(1).unwrap();
+    let judged = stage.stats.fleet.windows_judged.load(Ordering::Relaxed);
+    everyone(now_ms().div_euclid(WINDOW_MS) + 1).await;
+    wait_for(
+        "the frames after the outage checked, windows judged",
+        || {
+            stage.task.is_finished()
+                || (stage.stats.checked.load(Ordering::Relaxed) >= 3 * N as u64
+                    && stage.stats.fleet.windows_judged.load(Ordering::Relaxed) > judged + 1)
+        },
+    )
+    .await;
+    assert_running(&mut stage, "after the outage").await;
+    stage.stop.cancel();
+    stage.task.await.unwrap().unwrap();
+}
+
+/// Fails with the stage's own result if it has stopped.
+async fn assert_running(stage: &mut Stage, when: &str) {
+    if stage.task.is_finished() {
+        panic!("the stage stopped {when}: {:?}", (&mut stage.task).await);
+    }
+}

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use feeder_kafka::{KafkaConfig, Topics};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -23,9 +23,6 @@ use crate::partitions::{Shared, TpKey, WriterContext, commit};
 use crate::record::{SourceRecord, TopicKind};
 use crate::storage::{LocalFs, Storage};
 use crate::{Error, Result, WriterConfig, WriterStats, crashpoint, observe, recovery};
-
-/// Pause after a consumer error, so a persistent one does not spin.
-const ERROR_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Runs the writer against the local data root `cfg.data_root` until `shutdown` is
 /// cancelled. Creates the checked and quarantine topics if missing.
@@ -110,9 +107,14 @@ pub async fn run_with_storage(
                 }
             }
             Event::Error(e) => {
+                // librdkafka recovers from all but fatal errors by itself
+                // (feeder_kafka::consumer_error); a fatal one stops the writer
+                if feeder_kafka::consumer_error::is_fatal(&e) {
+                    return Err(e.into());
+                }
                 observe::consumer_error();
-                warn!(error = %e, "consumer error");
-                tokio::time::sleep(ERROR_BACKOFF).await;
+                warn!(error = %e, "consumer error; librdkafka recovers by itself");
+                tokio::time::sleep(feeder_kafka::consumer_error::CONSUMER_ERROR_BACKOFF).await;
             }
         }
     }
