@@ -269,3 +269,84 @@ async fn writes_commits_and_restarts_without_duplicates() {
     drop(producer);
     broker.stop();
 }
+
+/// A broker outage of 14 s while the writer runs: librdkafka reports transport failures
+/// to the consumer, and commits fail. The writer must keep running, and once the broker
+/// is back store every frame sent before and after the outage exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_rides_out_a_broker_outage() {
+    let t = Topics::with_prefix("outage", 2, 1);
+    let broker = EmbeddedBroker::start(1, &t.data_topics(), t.partitions).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    let producer: FutureProducer = kafka
+        .producer("outage-producer", 10_000, 60_000)
+        .create()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let send = |from: u64, to: u64| {
+        let (producer, topic) = (&producer, &t.checked);
+        async move {
+            for seq in from..=to {
+                let cf = checked_frame(&format!("mtr-{}", seq % 5), seq);
+                produce(
+                    producer,
+                    topic,
+                    (seq % 2) as i32,
+                    &cf.device_id,
+                    &cf.encode_to_vec(),
+                )
+                .await;
+            }
+        }
+    };
+    send(1, 20).await;
+    let stats = Arc::new(WriterStats::default());
+    let stop = CancellationToken::new();
+    let writer_cfg = cfg(root, "w-outage");
+    let mut task = tokio::spawn({
+        let (kafka, t, stats, stop) = (kafka.clone(), t.clone(), stats.clone(), stop.clone());
+        async move { run(&kafka, &t, writer_cfg, stats, stop).await }
+    });
+    let committed = |n: u64| {
+        let stats = stats.clone();
+        move || stats.records_committed.load(Ordering::Relaxed) >= n
+    };
+    wait_writer(&mut task, "the first 20 committed", committed(20)).await;
+    broker.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    if task.is_finished() {
+        panic!(
+            "the writer stopped during the outage: {:?}",
+            (&mut task).await
+        );
+    }
+    broker.broker_up(1).unwrap();
+    send(21, 40).await;
+    wait_writer(
+        &mut task,
+        "all 40 committed after the outage",
+        committed(40),
+    )
+    .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(rows(root, Dataset::Frames), 40);
+    assert_unique(&keys(root, Dataset::Frames));
+}
+
+/// Waits up to 90 s for `done`, failing with the writer's own result if it stops.
+async fn wait_writer(
+    task: &mut tokio::task::JoinHandle<feeder_writer::Result<()>>,
+    what: &str,
+    done: impl Fn() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while !done() {
+        if task.is_finished() {
+            panic!("the writer stopped before {what}: {:?}", task.await);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
