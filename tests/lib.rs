@@ -26,20 +26,9 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The virtualenv's python (pyarrow, duckdb, grpcio, cryptography).
-pub fn python() -> PathBuf {
-    match std::env::var_os("FEEDER_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => panic!(
-            "FEEDER_PYTHON is not set: run the suite with tests/run.sh, or set it to the python of \
-             `tests/setup-python.sh | tail -1`"
-        ),
-    }
-}
-
 /// Runs a script under tests/python with the venv's python; returns (exit ok, stdout JSON).
 pub fn run_python(script: &str, args: &[&str]) -> anyhow::Result<(bool, serde_json::Value)> {
-    let out = Command::new(python())
+    let out = Command::new(feeder_testkit::python_path())
         .arg(repo_root().join("tests/python").join(script))
         .args(args)
         .output()

@@ -20,6 +20,18 @@ pub fn is_fatal(e: &KafkaError) -> bool {
     matches!(e, KafkaError::MessageConsumptionFatal(_))
 }
 
+/// Waits out a consumer error librdkafka recovers from (logs it, pauses
+/// [`CONSUMER_ERROR_BACKOFF`]); gives a fatal one back for the stage to stop on. The
+/// caller counts it in its own stage's metric.
+pub async fn wait_out(e: KafkaError, consumer: &'static str) -> Result<(), KafkaError> {
+    if is_fatal(&e) {
+        return Err(e);
+    }
+    tracing::warn!(error = %e, consumer, "consumer error; librdkafka recovers by itself");
+    tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use rdkafka::types::RDKafkaErrorCode;

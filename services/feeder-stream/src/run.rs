@@ -302,13 +302,8 @@ async fn next_batch(
 /// which stops the stage (`feeder_kafka::consumer_error`). `consumer` names which one
 /// for the metric: `raw` (the partition loop) or `cohort_tallies` (the aggregator).
 pub(crate) async fn ride_out(e: KafkaError, consumer: &'static str) -> Result<()> {
-    if feeder_kafka::consumer_error::is_fatal(&e) {
-        return Err(e.into());
-    }
-    tracing::warn!(error = %e, consumer, "consumer error; librdkafka recovers by itself");
     metrics::counter!("feeder_stream_consumer_errors_total", "consumer" => consumer).increment(1);
-    tokio::time::sleep(feeder_kafka::consumer_error::CONSUMER_ERROR_BACKOFF).await;
-    Ok(())
+    Ok(feeder_kafka::consumer_error::wait_out(e, consumer).await?)
 }
 
 #[allow(clippy::too_many_arguments)]

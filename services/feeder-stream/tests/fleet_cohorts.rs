@@ -125,9 +125,8 @@ fn fleet_anomalies(kafka: &KafkaConfig, topic: &str) -> Vec<Anomaly> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_module_spread_over_partitions_is_raised_once_across_restarts_and_a_crash() {
-    let topics = Topics::with_prefix("fleet", PARTITIONS, 1);
-    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
-    scenario(KafkaConfig::new(broker.bootstrap_servers()), topics).await;
+    let (_broker, kafka, topics) = embedded("fleet");
+    scenario(kafka, topics).await;
 }
 
 /// The same on tansu (its own process, SQLite storage): real topic creation (the
@@ -137,6 +136,20 @@ async fn the_same_on_tansu() {
     let work = tempfile::tempdir().unwrap();
     let (_broker, kafka, topics) = tansu_with_topics(work.path(), "fleet-tansu").await;
     scenario(kafka, topics).await;
+}
+
+/// The embedded broker with every topic of the stage, topics named `prefix.*`.
+fn embedded(prefix: &str) -> (EmbeddedBroker, KafkaConfig, Topics) {
+    let topics = Topics::with_prefix(prefix, PARTITIONS, 1);
+    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap_servers());
+    (broker, kafka, topics)
+}
+
+/// The test's producer of raw records (a 60 s delivery timeout rides out the outage
+/// test's broker restart).
+fn producer(kafka: &KafkaConfig) -> FutureProducer {
+    kafka.producer("test", 100_000, 60_000).create().unwrap()
 }
 
 /// A tansu broker in `dir` with every topic of the stage created (tansu does not
@@ -156,7 +169,7 @@ async fn tansu_with_topics(dir: &std::path::Path, prefix: &str) -> (Tansu, Kafka
 }
 
 async fn scenario(kafka: KafkaConfig, topics: Topics) {
-    let producer: FutureProducer = kafka.producer("test", 100_000, 30_000).create().unwrap();
+    let producer = producer(&kafka);
     let silent = T0 + 6 * HOUR;
     let expected: Vec<(String, String, i64)> = [
         "module=bricky",
@@ -298,9 +311,8 @@ async fn report_in_window(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_fleet_going_silent_is_judged_by_the_clock_and_raises_fleet_silence() {
     let _one_at_a_time = REALTIME.lock().await;
-    let topics = Topics::with_prefix("fleet-silent", PARTITIONS, 1);
-    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
-    whole_fleet_silence(KafkaConfig::new(broker.bootstrap_servers()), topics).await;
+    let (_broker, kafka, topics) = embedded("fleet-silent");
+    whole_fleet_silence(kafka, topics).await;
 }
 
 /// The same on tansu: whether a partition is caught up (so its windows may close by the
@@ -315,7 +327,7 @@ async fn the_whole_fleet_going_silent_on_tansu() {
 }
 
 async fn whole_fleet_silence(kafka: KafkaConfig, topics: Topics) {
-    let producer: FutureProducer = kafka.producer("test", 100_000, 30_000).create().unwrap();
+    let producer = producer(&kafka);
     let stage = support::start(&kafka, &topics, realtime_config());
     // 4 windows of everyone reporting (3 shares of history after the first), then
     // silence: every module at once, so no cohort is silent relative to the others
@@ -404,10 +416,8 @@ async fn bricky_silent_on_three_partitions(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_without_traffic_does_not_hold_the_judgement_until_the_grace() {
     let _one_at_a_time = REALTIME.lock().await;
-    let topics = Topics::with_prefix("fleet-idle", PARTITIONS, 1);
-    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
-    let kafka = KafkaConfig::new(broker.bootstrap_servers());
-    let producer: FutureProducer = kafka.producer("test", 100_000, 30_000).create().unwrap();
+    let (_broker, kafka, topics) = embedded("fleet-idle");
+    let producer = producer(&kafka);
     let stage = support::start(&kafka, &topics, realtime_config());
     let (silent, _) = bricky_silent_on_three_partitions(&producer, &topics).await;
     let t = std::time::Instant::now();
@@ -450,10 +460,8 @@ async fn a_partition_without_traffic_does_not_hold_the_judgement_until_the_grace
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_rule_switched_off_is_judged_but_raises_nothing() {
     let _one_at_a_time = REALTIME.lock().await;
-    let topics = Topics::with_prefix("fleet-off", PARTITIONS, 1);
-    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
-    let kafka = KafkaConfig::new(broker.bootstrap_servers());
-    let producer: FutureProducer = kafka.producer("test", 100_000, 30_000).create().unwrap();
+    let (_broker, kafka, topics) = embedded("fleet-off");
+    let producer = producer(&kafka);
     let mut cfg = realtime_config();
     cfg.rules.disabled = vec!["cohort_silence".into()];
     let stage = support::start(&kafka, &topics, cfg);
@@ -479,10 +487,8 @@ async fn a_fleet_rule_switched_off_is_judged_but_raises_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stage_rides_out_a_broker_outage() {
     let _one_at_a_time = REALTIME.lock().await;
-    let topics = Topics::with_prefix("fleet-outage", PARTITIONS, 1);
-    let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
-    let kafka = KafkaConfig::new(broker.bootstrap_servers());
-    let producer: FutureProducer = kafka.producer("test", 100_000, 60_000).create().unwrap();
+    let (broker, kafka, topics) = embedded("fleet-outage");
+    let producer = producer(&kafka);
     let mut stage = support::start(&kafka, &topics, realtime_config());
     let everyone = |w: i64| {
         report_in_window(

@@ -3,8 +3,9 @@
 //! S3-protocol server (moto) on 127.0.0.1 for the writer's S3 storage.
 //!
 //! Why a crate: `feeder-writer`'s S3 test and `feeder`'s writer-process test both start
-//! moto; a crate's `tests/` cannot share code with another crate's, and putting a test
-//! server into a production crate would ship it.
+//! moto, and the writer's, `feeder`'s and the end-to-end tests all run the test Python;
+//! a crate's `tests/` cannot share code with another crate's, and putting a test server
+//! into a production crate would ship it.
 
 mod moto;
 mod python;

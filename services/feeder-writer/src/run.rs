@@ -107,14 +107,9 @@ pub async fn run_with_storage(
                 }
             }
             Event::Error(e) => {
-                // librdkafka recovers from all but fatal errors by itself
-                // (feeder_kafka::consumer_error); a fatal one stops the writer
-                if feeder_kafka::consumer_error::is_fatal(&e) {
-                    return Err(e.into());
-                }
+                // waited out unless fatal, which stops the writer
                 observe::consumer_error();
-                warn!(error = %e, "consumer error; librdkafka recovers by itself");
-                tokio::time::sleep(feeder_kafka::consumer_error::CONSUMER_ERROR_BACKOFF).await;
+                feeder_kafka::consumer_error::wait_out(e, "writer").await?;
             }
         }
     }

@@ -369,10 +369,6 @@ fn interrupted_runs_are_finished_or_discarded() {
 /// pyarrow's view of Parquet files, in the order given: every row (timestamps as
 /// epoch milliseconds) and each file's `feeder.*` key-value metadata.
 fn pyarrow_read(files: &[std::path::PathBuf]) -> serde_json::Value {
-    let python = std::env::var_os("FEEDER_PYTHON").expect(
-        "FEEDER_PYTHON is not set: this test reads back with pyarrow from the test \
-         virtualenv; run tests/run.sh, or set it to the python of `tests/setup-python.sh | tail -1`",
-    );
     let script = "import json, sys\n\
         import pyarrow as pa, pyarrow.parquet as pq\n\
         rows, meta = [], []\n\
@@ -383,7 +379,7 @@ fn pyarrow_read(files: &[std::path::PathBuf]) -> serde_json::Value {
         \x20   md = pq.read_metadata(f).metadata or {}\n\
         \x20   meta.append({k.decode(): v.decode() for k, v in md.items() if k.startswith(b'feeder.')})\n\
         print(json.dumps({'rows': rows, 'meta': meta}))\n";
-    let out = std::process::Command::new(python)
+    let out = std::process::Command::new(feeder_testkit::python_path())
         .arg("-c")
         .arg(script)
         .args(files)
