@@ -53,6 +53,7 @@ fn frames(kind: DeviceKind, devices: usize, frames: usize) -> (Vec<Vec<u8>>, u64
                     signed_frame: f.frame.encode_to_vec().into(),
                     received_at_ms: clock + 30,
                     edge_id: "e".into(),
+                    ..Default::default()
                 }
                 .encode_to_vec(),
             );

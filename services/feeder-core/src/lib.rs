@@ -11,6 +11,7 @@
 
 pub mod codes;
 pub mod device_id;
+pub mod edge_proof;
 pub mod error;
 pub mod file_stamp;
 pub mod geo;
@@ -22,6 +23,7 @@ pub mod units;
 
 pub use codes::AckCode;
 pub use device_id::{DeviceIdError, validate_device_id};
+pub use edge_proof::{EdgeKey, EdgeKeys, ProofRefusal, RawFields};
 pub use error::{Error, Result};
 pub use file_stamp::FileStamp;
 pub use registry::{DeviceKind, KeyStatus, Registry, RegistryEntry};

@@ -212,6 +212,7 @@ impl IngestService {
                             signed_frame: c.raw.clone(),
                             received_at_ms,
                             edge_id: self.cfg.edge_id.clone(),
+                            ..Default::default()
                         };
                         match self.producer.enqueue(&c.frame.device_id, &rec) {
                             Ok(fut) => {

@@ -430,6 +430,7 @@ mod tests {
             signed_frame: sf.encode_to_vec().into(),
             received_at_ms: 1000,
             edge_id: "e".into(),
+            ..Default::default()
         }
         .encode_to_vec()
     }
@@ -465,6 +466,7 @@ mod tests {
                     signed_frame: vec![0xff].into(),
                     received_at_ms: 1,
                     edge_id: "e".into(),
+                    ..Default::default()
                 }
                 .encode_to_vec(),
                 "malformed_frame",

@@ -44,6 +44,7 @@ fn raw(dev: &mut SimDevice, now_ms: i64) -> Vec<u8> {
         signed_frame: dev.next_frame(now_ms).frame.encode_to_vec().into(),
         received_at_ms: now_ms,
         edge_id: "edge-0".into(),
+        ..Default::default()
     }
     .encode_to_vec()
 }

@@ -85,6 +85,7 @@ impl Fleet {
                 signed_frame: sf.encode_to_vec().into(),
                 received_at_ms: at,
                 edge_id: "e".into(),
+                ..Default::default()
             };
             self.offset += 1;
             let out = self.st.process(self.offset, &raw.encode_to_vec());

@@ -45,6 +45,7 @@ fn raw(dev: &mut SimDevice, now_ms: i64) -> (Vec<u8>, usize) {
         signed_frame: f.frame.encode_to_vec().into(),
         received_at_ms: now_ms + 40,
         edge_id: "edge-0".into(),
+        ..Default::default()
     };
     (rec.encode_to_vec(), rows)
 }

@@ -59,6 +59,7 @@ pub fn raw_record(device_id: &str, seq: u64, at_ms: i64, frame: Frame) -> Vec<u8
         signed_frame: sf.encode_to_vec().into(),
         received_at_ms: at_ms,
         edge_id: "e".into(),
+        ..Default::default()
     }
     .encode_to_vec()
 }
