@@ -176,6 +176,51 @@ impl std::fmt::Display for ProofRefusal {
     }
 }
 
+/// Whether a stage signs (edge) or demands (stream) the proof on raw records.
+///
+/// `Off` exists for tests and for an explicit `--insecure-no-edge-proof`: the stages'
+/// command line refuses to start without edge keys otherwise.
+#[derive(Debug, Clone, Default)]
+pub enum EdgeProof {
+    /// Records are produced without a proof, and accepted without one.
+    #[default]
+    Off,
+    /// The edge signs with the first key; the stream accepts any of them.
+    Keys(std::sync::Arc<EdgeKeys>),
+}
+
+impl EdgeProof {
+    pub fn keys(keys: EdgeKeys) -> Self {
+        EdgeProof::Keys(std::sync::Arc::new(keys))
+    }
+
+    /// A raw record for `signed_frame`, with a proof when keys are held.
+    pub fn raw_frame(
+        &self,
+        signed_frame: bytes::Bytes,
+        received_at_ms: i64,
+        edge_id: &str,
+    ) -> RawFrame {
+        match self {
+            EdgeProof::Keys(k) => k.signing().raw_frame(signed_frame, received_at_ms, edge_id),
+            EdgeProof::Off => RawFrame {
+                signed_frame,
+                received_at_ms,
+                edge_id: edge_id.to_string(),
+                ..RawFrame::default()
+            },
+        }
+    }
+
+    /// Checks a raw record's proof (`Off`: every record passes).
+    pub fn check(&self, raw: &RawFrame) -> std::result::Result<(), ProofRefusal> {
+        match self {
+            EdgeProof::Keys(k) => k.check_raw(raw),
+            EdgeProof::Off => Ok(()),
+        }
+    }
+}
+
 /// The edge keys held: the first signs, all verify.
 #[derive(Debug, Clone)]
 pub struct EdgeKeys {
@@ -450,6 +495,20 @@ mod tests {
         assert_eq!(ks.check_raw(&raw), Ok(()));
         raw.signed_frame = b"sg".to_vec().into();
         assert_eq!(ks.check_raw(&raw), Err(ProofRefusal::BadMac));
+    }
+
+    #[test]
+    fn proof_off_signs_nothing_and_checks_nothing() {
+        let off = EdgeProof::Off;
+        let raw = off.raw_frame(b"sf".to_vec().into(), 5, "e");
+        assert!(raw.edge_mac.is_empty() && raw.edge_key_id.is_empty());
+        assert_eq!(off.check(&raw), Ok(()));
+        let on = EdgeProof::keys(keys(&EdgeKeys::file_line("k", S1)));
+        assert_eq!(on.check(&raw), Err(ProofRefusal::Missing));
+        assert_eq!(
+            on.check(&on.raw_frame(b"sf".to_vec().into(), 5, "e")),
+            Ok(())
+        );
     }
 
     #[test]

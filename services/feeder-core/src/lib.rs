@@ -23,7 +23,7 @@ pub mod units;
 
 pub use codes::AckCode;
 pub use device_id::{DeviceIdError, validate_device_id};
-pub use edge_proof::{EdgeKey, EdgeKeys, ProofRefusal, RawFields};
+pub use edge_proof::{EdgeKey, EdgeKeys, EdgeProof, ProofRefusal, RawFields};
 pub use error::{Error, Result};
 pub use file_stamp::FileStamp;
 pub use registry::{DeviceKind, KeyStatus, Registry, RegistryEntry};

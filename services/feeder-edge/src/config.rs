@@ -54,6 +54,9 @@ pub struct EdgeConfig {
     pub health_interval: Duration,
     /// Serve TLS (and optionally mutual TLS) instead of plaintext.
     pub tls: Option<TlsFiles>,
+    /// Signs every raw record with the edge key, so the stream can tell it from a
+    /// record some other producer wrote ([`feeder_core::edge_proof`]).
+    pub edge_proof: feeder_core::EdgeProof,
 }
 
 impl Default for EdgeConfig {
@@ -73,6 +76,7 @@ impl Default for EdgeConfig {
             shutdown_deadline: Duration::from_secs(30),
             health_interval: Duration::from_secs(1),
             tls: None,
+            edge_proof: feeder_core::EdgeProof::Off,
         }
     }
 }

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use feeder_core::AckCode;
-use feeder_proto::pipeline::RawFrame;
 use feeder_proto::raw::RawPushRequest;
 use feeder_proto::raw::ingest_server::Ingest;
 use feeder_proto::v1::{FrameAck, PushResponse};
@@ -208,12 +207,11 @@ impl IngestService {
                         "edge is busy, retry later",
                     ),
                     Ok(()) => {
-                        let rec = RawFrame {
-                            signed_frame: c.raw.clone(),
+                        let rec = self.cfg.edge_proof.raw_frame(
+                            c.raw.clone(),
                             received_at_ms,
-                            edge_id: self.cfg.edge_id.clone(),
-                            ..Default::default()
-                        };
+                            &self.cfg.edge_id,
+                        );
                         match self.producer.enqueue(&c.frame.device_id, &rec) {
                             Ok(fut) => {
                                 pending.push((i, ci, fut));

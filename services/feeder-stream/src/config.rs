@@ -50,6 +50,9 @@ pub struct StreamConfig {
     /// The registry file the labels came from, watched for changes (`None`: the labels
     /// are fixed).
     pub registry: Option<crate::labels_reload::RegistrySource>,
+    /// Raw records must carry a valid edge proof, or they are quarantined as
+    /// `not_from_edge` ([`feeder_core::edge_proof`]).
+    pub edge_proof: feeder_core::EdgeProof,
 }
 
 impl Default for StreamConfig {
@@ -67,6 +70,7 @@ impl Default for StreamConfig {
             cohort_lateness: Duration::from_secs(120),
             cohort_tick: Some(Duration::from_secs(30)),
             registry: None,
+            edge_proof: feeder_core::EdgeProof::Off,
         }
     }
 }
