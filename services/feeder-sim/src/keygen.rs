@@ -9,6 +9,11 @@
 //!
 //! Both files are written to temporary names in their target directories, synced, and
 //! renamed into place, so a reader never sees a half-written registry.
+//!
+//! Both hold secrets (the key file private keys, the registry the HMAC secrets), so both
+//! are created with mode 0600 by the `open` call itself: a chmod afterwards would leave a
+//! window in which the file is readable under the umask, and a leftover temporary file
+//! of that name would keep its old mode, so it is removed and the file created anew.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -114,11 +119,10 @@ pub fn keygen(cfg: &KeygenConfig) -> Result<KeygenSummary> {
         push_json_line(&mut secrets_text, &p.secret)?;
     }
 
-    let secrets_tmp = write_temp(&cfg.secrets, secrets_text.as_bytes(), true)?;
-    let registry_tmp =
-        write_temp(&cfg.registry, registry_text.as_bytes(), false).inspect_err(|_| {
-            let _ = std::fs::remove_file(&secrets_tmp);
-        })?;
+    let secrets_tmp = write_temp(&cfg.secrets, secrets_text.as_bytes())?;
+    let registry_tmp = write_temp(&cfg.registry, registry_text.as_bytes()).inspect_err(|_| {
+        let _ = std::fs::remove_file(&secrets_tmp);
+    })?;
     rename(&secrets_tmp, &cfg.secrets)?;
     rename(&registry_tmp, &cfg.registry)?;
     Ok(summary)
@@ -173,9 +177,13 @@ fn push_json_line<T: serde::Serialize>(out: &mut String, line: &T) -> Result<()>
     Ok(())
 }
 
-/// Writes `bytes` to a temporary file next to `path` and syncs it; returns its path.
-/// Key files are created readable by the owner only (on Unix).
-fn write_temp(path: &Path, bytes: &[u8], private: bool) -> Result<PathBuf> {
+/// Mode of every file keygen writes: both hold secrets.
+#[cfg(unix)]
+const SECRET_FILE_MODE: u32 = 0o600;
+
+/// Writes `bytes` to a new temporary file next to `path`, created readable by the owner
+/// only (on Unix), and syncs it; returns its path.
+fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     let io_err = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -188,15 +196,19 @@ fn write_temp(path: &Path, bytes: &[u8], private: bool) -> Result<PathBuf> {
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
 
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+    // A leftover of a killed run keeps its mode when opened, so it goes first, and
+    // `create_new` refuses anything that appears meanwhile.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
+        _ => {}
     }
-    #[cfg(not(unix))]
-    let _ = private;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(SECRET_FILE_MODE);
+    }
     let mut f = opts.open(&tmp).map_err(io_err)?;
     f.write_all(bytes).map_err(io_err)?;
     f.sync_all().map_err(io_err)?;

@@ -105,18 +105,30 @@ fn round_trip_registry_and_key_file() {
     }
 }
 
+/// Both files hold secrets (private keys; the registry's HMAC secrets): 0600, also when
+/// a world-readable temporary file of a killed run is in the way.
 #[cfg(unix)]
 #[test]
-fn key_file_is_private() {
+fn registry_and_key_file_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), 1, 1, None);
+    let cfg = config(dir.path(), 1, 2, None);
+    for path in [&cfg.registry, &cfg.secrets] {
+        // the temporary name keygen uses: `.<name>.tmp-<pid>`
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let stale = dir
+            .path()
+            .join(format!(".{name}.tmp-{}", std::process::id()));
+        std::fs::write(&stale, b"old").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     keygen(&cfg).unwrap();
-    let mode = std::fs::metadata(&cfg.secrets)
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    for path in [&cfg.registry, &cfg.secrets] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: {mode:o}", path.display());
+    }
+    let left = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(left, 2, "temporary files left behind");
 }
 
 #[test]
