@@ -789,14 +789,17 @@ def test_example_kafka_matches_what_the_stages_expect():
         assert pool["metadata"]["labels"]["strimzi.io/cluster"] == cluster
         assert pool["spec"]["replicas"] >= cfg["edge"]["kafka"]["replication"]
 
-    (user,) = by_kind(ex, "KafkaUser")
-    assert user["metadata"]["name"] == props["sasl.username"]
-    assert user["metadata"]["namespace"] == NAMESPACE
-    # The Secret the User Operator writes is the one the pods read the password from.
-    for stage in STAGES:
-        refs = [e["valueFrom"]["secretKeyRef"] for e in container(deployment(docs, stage))["env"]
-                if "secretKeyRef" in e.get("valueFrom", {})]
-        assert {"name": user["metadata"]["name"], "key": "password"} in refs
+    assert not by_kind(ex, "KafkaUser"), "the stages' users live in deploy/k8s/base"
+
+
+def container_kafka_properties(dep: dict) -> dict:
+    """The `FEEDER_KAFKA_PROPERTIES` of a stage's container, as `key=value;...`."""
+    (value,) = [e["value"] for e in container(dep)["env"]
+                if e["name"] == "FEEDER_KAFKA_PROPERTIES"]
+    return dict(kv.split("=", 1) for kv in value.split(";"))
+
+
+def acl_checker(user: dict):
     acls = user["spec"]["authorization"]["acls"]
 
     def allowed(rtype: str, name: str) -> set[str]:
@@ -811,15 +814,70 @@ def test_example_kafka_matches_what_the_stages_expect():
                 ops |= set(a["operations"])
         return ops
 
-    for t in by_kind(docs, "KafkaTopic"):
-        ops = allowed("topic", t["spec"]["topicName"])
-        assert {"Read", "Write", "Describe"} <= ops and "Create" not in ops, t["spec"]["topicName"]
-    groups = [cfg["stream"]["stream"]["group"], cfg["stream"]["stream"]["group"] + "-cohorts",
-              cfg["writer"]["writer"]["group"], "feeder-readiness-reader",
-              "stream-recovery-reader", "stream-cohorts-reader"]
-    for g in groups:
-        assert {"Read", "Describe"} <= allowed("group", g), g
-    assert not allowed("topic", "other.topic") and not allowed("cluster", "kafka-cluster")
+    return allowed
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_stage_has_its_own_kafka_user_with_least_privilege(overlay):
+    docs = docs_of(overlay)
+    users = {u["metadata"]["name"]: u for u in by_kind(docs, "KafkaUser")}
+    assert set(users) == {f"feeder-{s}" for s in STAGES}
+    cfg = {s: stage_config(docs, s) for s in STAGES}
+    prefix = cfg["edge"]["kafka"]["topic_prefix"]
+    topics = {t["spec"]["topicName"] for t in by_kind(docs, "KafkaTopic")}
+    for stage in STAGES:
+        user = users[f"feeder-{stage}"]
+        assert user["metadata"]["namespace"] == NAMESPACE
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == "feeder-kafka"
+        # the stage logs in as its own user, with the password the User Operator writes
+        dep = deployment(docs, stage)
+        props = container_kafka_properties(dep)
+        assert props["sasl.username"] == user["metadata"]["name"]
+        assert props["sasl.password"] == "$(KAFKA_SASL_PASSWORD)"
+        assert "sasl.username" not in cfg[stage]["kafka"]["properties"]
+        refs = [e["valueFrom"]["secretKeyRef"] for e in container(dep)["env"]
+                if "secretKeyRef" in e.get("valueFrom", {})]
+        assert {"name": user["metadata"]["name"], "key": "password"} in refs
+        allowed = acl_checker(user)
+        for t in topics | {"other.topic"}:
+            assert "Create" not in allowed("topic", t), (stage, t)
+        assert not allowed("topic", "other.topic") and not allowed("cluster", "kafka-cluster")
+
+    edge, stream, writer = (acl_checker(users[f"feeder-{s}"]) for s in STAGES)
+    raw = f"{prefix}.raw"
+    # the edge can only write raw: it reads nothing and writes nothing else
+    assert "Write" in edge("topic", raw)
+    for t in topics:
+        assert "Read" not in edge("topic", t), t
+        assert t == raw or "Write" not in edge("topic", t), t
+    # the writer can only read
+    for t in topics:
+        assert "Write" not in writer("topic", t), t
+    for t in ("checked", "quarantine", "anomalies"):
+        assert {"Read", "Describe"} <= writer("topic", f"{prefix}.{t}"), t
+    assert {"Read", "Describe"} <= writer("group", cfg["writer"]["writer"]["group"])
+    # the stream reads raw but cannot forge it, and reads and writes its outputs
+    assert "Read" in stream("topic", raw) and "Write" not in stream("topic", raw)
+    for t in topics - {raw}:
+        assert {"Read", "Write", "Describe"} <= stream("topic", t), t
+    group = cfg["stream"]["stream"]["group"]
+    for g in (group, group + "-cohorts", "stream-recovery-reader", "stream-cohorts-reader"):
+        assert {"Read", "Describe"} <= stream("group", g), g
+    assert not stream("group", cfg["writer"]["writer"]["group"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_edge_and_stream_mount_the_edge_keys_and_the_writer_does_not(overlay):
+    docs = docs_of(overlay)
+    for stage in ("edge", "stream"):
+        cfg, dep = stage_config(docs, stage), deployment(docs, stage)
+        vol = volume_for(dep, cfg[stage]["edge_keys"])
+        assert vol["secret"]["secretName"] == "feeder-edge-keys"
+        assert vol["secret"]["defaultMode"] & 0o007 == 0, "not readable by others"
+    writer = deployment(docs, "writer")
+    names = {v.get("secret", {}).get("secretName") for v in
+             writer["spec"]["template"]["spec"]["volumes"]}
+    assert "feeder-edge-keys" not in names
 
 
 # ---------------------------------------------------------------- alerts and docs
