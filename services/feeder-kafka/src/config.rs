@@ -5,41 +5,15 @@ use rdkafka::ClientConfig;
 /// How to reach Kafka. `properties` are passed to librdkafka unchanged (for example
 /// `security.protocol=SASL_SSL`, `sasl.mechanism=SCRAM-SHA-512`, `ssl.ca.location=...`;
 /// librdkafka is built with OpenSSL, so TLS and the PLAIN, SCRAM and OAUTHBEARER SASL
-/// mechanisms work; GSSAPI/Kerberos is not built in). `Debug` redacts secret values.
+/// mechanisms work; GSSAPI/Kerberos is not built in). `Debug` shows only the values of
+/// properties known to be harmless (`redact.rs`).
 #[derive(Clone, Default)]
 pub struct KafkaConfig {
     pub brokers: String,
     pub properties: Vec<(String, String)>,
 }
 
-/// Whether a librdkafka property holds a secret (its value is never printed or logged).
-pub fn is_secret_property(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        ".pem",
-        "jaas",
-        "sasl.oauthbearer.config",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-}
-
-/// `properties` with secret values replaced by `<redacted>`.
-pub fn redacted(properties: &[(String, String)]) -> Vec<(String, String)> {
-    properties
-        .iter()
-        .map(|(k, v)| {
-            let v = if is_secret_property(k) {
-                "<redacted>".to_string()
-            } else {
-                v.clone()
-            };
-            (k.clone(), v)
-        })
-        .collect()
-}
+pub use crate::redact::{is_shown_property, redacted};
 
 impl std::fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -13,6 +13,7 @@ pub mod consumer_error;
 pub mod embedded;
 pub mod error;
 pub mod lag;
+pub mod redact;
 pub mod tansu;
 pub mod topics;
 
