@@ -126,7 +126,7 @@ async fn encrypted_datasets_are_opaque_without_keys_and_exact_with_them() -> any
     let expect_path = work.join("expect.json");
     std::fs::write(
         &expect_path,
-        serde_json::to_vec_pretty(&expectations(&report, &[]))?,
+        serde_json::to_vec_pretty(&expectations(&report, &[], &[]))?,
     )?;
     let mirror = work.join("decrypted");
     let utf8 = |p: &Path| p.to_str().map(str::to_string).context("utf-8 path");

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use feeder::attacks::{self, AttackCase};
+use feeder::attacks::{self, AttackCase, RawForgery};
 use feeder::pipeline::{Pipeline, PipelineConfig};
 pub use feeder_kafka::tansu::Tansu;
 use feeder_kafka::{KafkaConfig, Topics};
@@ -57,6 +57,8 @@ pub fn free_port() -> u16 {
 pub struct ScenarioResult {
     pub report: LoadgenReport,
     pub attacks: Vec<AttackCase>,
+    /// Records written straight to the raw topic, not through an edge.
+    pub raw_forgeries: Vec<RawForgery>,
     pub check: serde_json::Value,
     pub readings_per_sec_end_to_end: f64,
 }
@@ -80,7 +82,8 @@ pub async fn run_scenario(
         ..KeygenConfig::default()
     })?;
     let revoked = attacks::provision_revocations(&registry, "mtr-000001")?;
-    let mut cfg = PipelineConfig::new(kafka, topics, registry, data.clone());
+    let raw_topic = topics.raw.clone();
+    let mut cfg = PipelineConfig::new(kafka.clone(), topics, registry, data.clone());
     cfg.writer.flush_max_age = Duration::from_millis(500);
     let pipeline = Pipeline::start(cfg).await?;
 
@@ -92,11 +95,12 @@ pub async fn run_scenario(
     lg.concurrency = 8;
     let report = loadgen::run(lg, CancellationToken::new()).await?;
     let attacks = attacks::run(&pipeline.edge_url(), &secrets, revoked).await?;
+    let raw_forgeries = attacks::run_raw_topic(&kafka, &raw_topic, &secrets).await?;
     pipeline.wait_drained(Duration::from_secs(240)).await?;
     let elapsed = started.elapsed();
     pipeline.stop().await?;
 
-    let expect = expectations(&report, &attacks);
+    let expect = expectations(&report, &attacks, &raw_forgeries);
     let expect_path = work.join("expect.json");
     std::fs::write(&expect_path, serde_json::to_vec_pretty(&expect)?)?;
     let (ok, check) = run_python(
@@ -115,13 +119,18 @@ pub async fn run_scenario(
     Ok(ScenarioResult {
         report,
         attacks,
+        raw_forgeries,
         check,
         readings_per_sec_end_to_end: readings / elapsed.as_secs_f64(),
     })
 }
 
 /// Builds check_datasets.py's expectations from what the devices were told.
-pub fn expectations(report: &LoadgenReport, attacks: &[AttackCase]) -> serde_json::Value {
+pub fn expectations(
+    report: &LoadgenReport,
+    attacks: &[AttackCase],
+    raw_forgeries: &[RawForgery],
+) -> serde_json::Value {
     let mut acked: Vec<serde_json::Value> = report
         .acked
         .iter()
@@ -141,6 +150,14 @@ pub fn expectations(report: &LoadgenReport, attacks: &[AttackCase]) -> serde_jso
                 serde_json::json!({"device_id": a.device_id, "seq": a.seq, "reason": reason}),
             );
         }
+    }
+    // a forged record names a real device: none of its rows may exist, and it must be
+    // quarantined with the reason; garbage names no device and is counted below
+    for f in raw_forgeries.iter().filter(|f| !f.device_id.is_empty()) {
+        absent.push(serde_json::json!({"device_id": f.device_id, "seq": f.seq}));
+        quarantined.push(
+            serde_json::json!({"device_id": f.device_id, "seq": f.seq, "reason": f.quarantine_reason}),
+        );
     }
     serde_json::json!({"acked": acked, "absent": absent, "quarantined": quarantined})
 }
@@ -179,8 +196,8 @@ pub fn assert_scenario(r: &ScenarioResult, frames: u64) {
     );
     assert_eq!(
         r.check["quarantine"].as_u64(),
-        Some(2),
-        "duplicate and too_old only: {:#}",
+        Some(2 + r.raw_forgeries.len() as u64),
+        "duplicate, too_old and the raw-topic forgeries only: {:#}",
         r.check
     );
     assert!(

@@ -195,3 +195,75 @@ pub async fn run(
     }
     Ok(out)
 }
+
+/// A record written straight to the raw topic by a producer that is not an edge, and the
+/// quarantine reason the stream must give it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RawForgery {
+    pub case: &'static str,
+    /// Empty for bytes that are no record at all.
+    pub device_id: String,
+    pub seq: u64,
+    pub quarantine_reason: &'static str,
+}
+
+/// Writes to `raw_topic` what a misconfigured or compromised producer with the raw
+/// topic's credentials could: a frame with a valid device signature (the second meter of
+/// `secrets`, at a fresh seq) but no edge proof, and bytes that decode as no record.
+/// Neither may be stored as readings.
+pub async fn run_raw_topic(
+    kafka: &feeder_kafka::KafkaConfig,
+    raw_topic: &str,
+    secrets: &Path,
+) -> anyhow::Result<Vec<RawForgery>> {
+    use feeder_proto::pipeline::RawFrame;
+    use prost::Message as _;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let meter = load_key_file(secrets)?
+        .into_iter()
+        .filter(|k| k.kind == DeviceKind::Meter)
+        .nth(1)
+        .context("the key file has fewer than two meters")?;
+    let now = now_ms();
+    let mut dev = SimDevice::from_key(meter, now);
+    dev.skip_to_seq(3 * FRESH_SEQ);
+    let signed = dev.next_frame(now).frame;
+    let (device_id, seq) = (signed.device_id.clone(), signed.seq);
+    let unproven = RawFrame {
+        signed_frame: signed.encode_to_vec().into(),
+        received_at_ms: now,
+        edge_id: "edge-0".into(),
+        ..RawFrame::default()
+    }
+    .encode_to_vec();
+    let garbage = vec![0xff, 0xff, 0x07, 0x01];
+    let producer: FutureProducer = kafka
+        .producer("raw-forger", 1_000, 10_000)
+        .create()
+        .context("a producer for the raw topic")?;
+    for (key, value) in [(device_id.as_str(), &unproven), ("junk", &garbage)] {
+        producer
+            .send(
+                FutureRecord::to(raw_topic).key(key).payload(value),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .context("writing to the raw topic")?;
+    }
+    Ok(vec![
+        RawForgery {
+            case: "raw_without_edge_proof",
+            device_id,
+            seq,
+            quarantine_reason: "not_from_edge",
+        },
+        RawForgery {
+            case: "raw_garbage",
+            device_id: String::new(),
+            seq: 0,
+            quarantine_reason: "malformed_record",
+        },
+    ])
+}

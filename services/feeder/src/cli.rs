@@ -86,6 +86,67 @@ pub enum ConfigCommand {
 pub enum DevicesCommand {
     /// Provision a simulated fleet: a registry (public half) and a key file (device half).
     Keygen(KeygenArgs),
+    /// Create or rotate the edge key file that edges sign raw records with and the stream
+    /// checks them against (docs/security.md). Written with mode 0600.
+    EdgeKey(EdgeKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeKeyArgs {
+    /// The edge key file (JSON Lines).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Id of the new key (default: `edge-` and the current Unix time in seconds).
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// Put the new key first in an existing file and keep the old keys after it (the
+    /// stream keeps accepting them until they are removed): a rotation.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
+/// Edge keys of the edge and the stream stage: raw records carry proof that an edge
+/// produced them ([`feeder_core::edge_proof`]).
+#[derive(Debug, Clone, Args)]
+pub struct EdgeProofArgs {
+    /// Edge key file (`feeder devices edge-key`): the edge signs every raw record with
+    /// its first key; the stream accepts records signed with any of its keys and
+    /// quarantines the others as `not_from_edge`. Required unless
+    /// `--insecure-no-edge-proof`.
+    #[arg(long, env = "FEEDER_EDGE_KEYS")]
+    pub edge_keys: Option<PathBuf>,
+    /// Run without edge keys: the edge signs nothing and the stream trusts every record
+    /// on the raw topic, whoever wrote it. For tests only.
+    #[arg(
+        long,
+        env = "FEEDER_INSECURE_NO_EDGE_PROOF",
+        conflicts_with = "edge_keys"
+    )]
+    pub insecure_no_edge_proof: bool,
+}
+
+impl EdgeProofArgs {
+    /// The proof setting; an error when neither a key file nor the insecure switch is
+    /// given, so a forgotten setting never silently trusts the raw topic.
+    pub fn load(&self) -> anyhow::Result<feeder_core::EdgeProof> {
+        use anyhow::Context;
+        match (&self.edge_keys, self.insecure_no_edge_proof) {
+            (Some(path), _) => {
+                let keys = feeder_core::EdgeKeys::load(path).context("loading the edge keys")?;
+                Ok(feeder_core::EdgeProof::keys(keys))
+            }
+            (None, true) => {
+                tracing::warn!(
+                    "running without edge keys: raw records are neither signed nor checked"
+                );
+                Ok(feeder_core::EdgeProof::Off)
+            }
+            (None, false) => anyhow::bail!(
+                "no edge keys: give --edge-keys FILE (create one with `feeder devices \
+                 edge-key --out FILE`), or --insecure-no-edge-proof for a test setup"
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Args)]
@@ -165,6 +226,10 @@ pub struct MetricsArgs {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// The edge's built-in limits: the flags' defaults are these, defined once.
+static EDGE: std::sync::LazyLock<feeder_edge::EdgeConfig> =
+    std::sync::LazyLock::new(feeder_edge::EdgeConfig::default);
+
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
     /// gRPC listen address.
@@ -225,6 +290,53 @@ pub struct EdgeArgs {
         requires = "tls_client_ca"
     )]
     pub require_device_identity: bool,
+    /// Serve plaintext on a non-loopback `--listen` address; without TLS or this flag the
+    /// edge refuses to start there.
+    #[arg(long, env = "FEEDER_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+    /// Serve gRPC reflection on the device port (health is always served).
+    #[arg(long, env = "FEEDER_REFLECTION")]
+    pub reflection: bool,
+    /// Cap on one encoded request, bytes (the limit is also at most what
+    /// max-frames-per-request frames of max-payload-bytes need); longer: INVALID_ARGUMENT.
+    #[arg(long, env = "FEEDER_MAX_REQUEST_BYTES", default_value_t = EDGE.max_request_bytes)]
+    pub max_request_bytes: usize,
+    /// Open device connections at most; one more is closed at once.
+    #[arg(long, env = "FEEDER_MAX_CONNECTIONS", default_value_t = EDGE.max_connections)]
+    pub max_connections: usize,
+    /// HTTP/2 streams (calls) open at once per connection.
+    #[arg(long, env = "FEEDER_MAX_CONCURRENT_STREAMS", default_value_t = EDGE.max_concurrent_streams)]
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 request header list size, bytes.
+    #[arg(long, env = "FEEDER_MAX_HEADER_LIST_BYTES", default_value_t = EDGE.max_header_list_bytes)]
+    pub max_header_list_bytes: u32,
+    /// HTTP/2 PING interval on idle connections.
+    #[arg(long, env = "FEEDER_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: std::time::Duration,
+    /// How long an HTTP/2 PING may go unanswered before the connection is closed.
+    #[arg(long, env = "FEEDER_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: std::time::Duration,
+    /// A PushStream that sends no request for this long is ended (UNAVAILABLE).
+    #[arg(long, env = "FEEDER_STREAM_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub stream_idle_timeout: std::time::Duration,
+    /// Failed signature verifications allowed per connection within the window; past it
+    /// the peer's frames get code 8 without verification for the cool-off.
+    #[arg(long, env = "FEEDER_VERIFY_FAILURES_PER_CONNECTION", default_value_t = EDGE.failure_budget.per_connection)]
+    pub verify_failures_per_connection: u32,
+    /// Failed verifications allowed per client address (IPv6: per /64) within the window.
+    #[arg(long, env = "FEEDER_VERIFY_FAILURES_PER_ADDRESS", default_value_t = EDGE.failure_budget.per_address)]
+    pub verify_failures_per_address: u32,
+    /// The window failed verifications are counted in.
+    #[arg(long, env = "FEEDER_VERIFY_FAILURE_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub verify_failure_window: std::time::Duration,
+    /// How long a peer over its budget is refused without verification.
+    #[arg(long, env = "FEEDER_VERIFY_FAILURE_COOL_OFF", default_value = "300s", value_parser = parse_duration)]
+    pub verify_failure_cool_off: std::time::Duration,
+    /// Peers whose failed verifications are tracked at once (about 100 bytes each).
+    #[arg(long, env = "FEEDER_PEER_TABLE_CAPACITY", default_value_t = EDGE.failure_budget.capacity)]
+    pub peer_table_capacity: usize,
+    #[command(flatten)]
+    pub edge_proof: EdgeProofArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -280,6 +392,8 @@ pub struct StreamArgs {
     /// `[stream.rules]` of the config file (rule thresholds, `docs/checks.md`).
     #[arg(skip)]
     pub rules: Option<feeder_stream::rules::RulesConfig>,
+    #[command(flatten)]
+    pub edge_proof: EdgeProofArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]

@@ -25,7 +25,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let registry =
                 SharedRegistry::load(&a.registry).context("loading the device registry")?;
             tracing::info!(devices = registry.devices(), "registry loaded");
+            let edge_proof = a.edge_proof.load()?;
             let cfg = EdgeConfig {
+                edge_proof,
                 edge_id: a.edge_id,
                 max_frames_per_request: a.max_frames_per_request,
                 max_payload_bytes: a.max_payload_bytes,
@@ -38,6 +40,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 registry_path: Some(a.registry.clone()),
                 registry_poll: a.registry_poll,
                 shutdown_deadline: a.shutdown_deadline,
+                insecure_plaintext: a.insecure_plaintext,
+                reflection: a.reflection,
+                max_request_bytes: a.max_request_bytes,
+                max_connections: a.max_connections,
+                max_concurrent_streams: a.max_concurrent_streams,
+                max_header_list_bytes: a.max_header_list_bytes,
+                http2_keepalive_interval: a.http2_keepalive_interval,
+                http2_keepalive_timeout: a.http2_keepalive_timeout,
+                stream_idle_timeout: a.stream_idle_timeout,
+                failure_budget: feeder_edge::FailureBudget {
+                    per_connection: a.verify_failures_per_connection,
+                    per_address: a.verify_failures_per_address,
+                    window: a.verify_failure_window,
+                    cool_off: a.verify_failure_cool_off,
+                    capacity: a.peer_table_capacity,
+                },
                 tls: match (a.tls_cert, a.tls_key) {
                     (Some(cert), Some(key)) => Some(feeder_edge::TlsFiles {
                         cert,
@@ -54,6 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..EdgeConfig::default()
             };
             cfg.validate().context("edge settings")?;
+            cfg.check_listen(a.listen).context("edge settings")?;
             ready.mark_started();
             feeder_edge::run(
                 a.listen,
@@ -71,7 +90,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let loaded_from = feeder_core::FileStamp::of(&a.registry);
             let registry = Registry::load(&a.registry).context("loading the device registry")?;
             tracing::info!(devices = registry.len(), "registry loaded");
+            let edge_proof = a.edge_proof.load()?;
             let cfg = StreamConfig {
+                edge_proof,
                 registry: Some(feeder_stream::labels_reload::RegistrySource {
                     path: a.registry.clone(),
                     poll: a.registry_poll,
@@ -181,6 +202,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     Err(e) => e.exit(),
                 }
             }
+        }
+        Command::Devices {
+            command: DevicesCommand::EdgeKey(a),
+        } => {
+            let id = crate::edge_key::create(&a.out, a.key_id, a.rotate)?;
+            println!(
+                "edge key {id} written to {} (mode 0600){}",
+                a.out.display(),
+                if a.rotate {
+                    "; older keys kept after it"
+                } else {
+                    ""
+                }
+            );
         }
         Command::Devices {
             command: DevicesCommand::Keygen(a),

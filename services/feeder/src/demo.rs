@@ -96,7 +96,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     };
 
-    let mut cfg = PipelineConfig::new(kafka, topics, registry.clone(), root.clone());
+    let raw_topic = topics.raw.clone();
+    let mut cfg = PipelineConfig::new(kafka.clone(), topics, registry.clone(), root.clone());
     cfg.stream.group_id = format!("{run_id}-stream");
     cfg.writer.group_id = format!("{run_id}-writer");
     let pipeline = Pipeline::start(cfg).await?;
@@ -136,6 +137,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let _ = progress.await;
 
     let cases = attacks::run(&pipeline.edge_url(), &secrets, revoked).await?;
+    let forgeries = attacks::run_raw_topic(&kafka, &raw_topic, &secrets).await?;
     println!("draining...");
     pipeline.wait_drained(Duration::from_secs(180)).await?;
     let elapsed = started.elapsed();
@@ -187,6 +189,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             },
             downstream,
             if c.ok() { "" } else { "   << UNEXPECTED" }
+        );
+    }
+    println!("written straight to the raw topic, not through an edge:");
+    for f in &forgeries {
+        println!(
+            "  {:<22} {} seq {:<8} -> must be quarantined as {} (never stored as readings)",
+            f.case,
+            if f.device_id.is_empty() {
+                "-"
+            } else {
+                &f.device_id
+            },
+            f.seq,
+            f.quarantine_reason
         );
     }
     println!(

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod config_file;
 pub mod demo;
+pub mod edge_key;
 pub mod http;
 pub mod pipeline;
 pub mod shutdown;

@@ -27,8 +27,10 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
-    /// Defaults for one process against `kafka`, writing under `data_root`.
+    /// Defaults for one process against `kafka`, writing under `data_root`. Edge and
+    /// stream share a fresh edge key, so the stream refuses raw records no edge made.
     pub fn new(kafka: KafkaConfig, topics: Topics, registry: PathBuf, data_root: PathBuf) -> Self {
+        let edge_proof = ephemeral_edge_proof();
         let writer = WriterConfig {
             data_root: data_root.clone(),
             flush_max_age: Duration::from_secs(2),
@@ -39,11 +41,27 @@ impl PipelineConfig {
             topics,
             registry,
             data_root,
-            edge: EdgeConfig::default(),
-            stream: StreamConfig::default(),
+            edge: EdgeConfig {
+                edge_proof: edge_proof.clone(),
+                ..EdgeConfig::default()
+            },
+            stream: StreamConfig {
+                edge_proof,
+                ..StreamConfig::default()
+            },
             writer,
         }
     }
+}
+
+/// A random edge key held only by this process.
+fn ephemeral_edge_proof() -> feeder_core::EdgeProof {
+    // invariant: a fixed valid key id and the system's randomness (ring panics-free API;
+    // only a machine without a random source fails here, and then nothing is secure)
+    let (key, _) = feeder_core::EdgeKey::generate("in-process")
+        .expect("the system random source is available");
+    let keys = feeder_core::EdgeKeys::new(vec![key]).expect("one key");
+    feeder_core::EdgeProof::keys(keys)
 }
 
 /// A running in-process pipeline.

@@ -39,6 +39,7 @@ async fn sigterm_under_load_exits_0_in_time_and_every_acked_frame_is_in_kafka() 
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
     let listen = format!("127.0.0.1:{}", free_port());
     let registry_arg = registry.display().to_string();
+    let edge_keys = write_edge_keys(dir.path());
     let mut edge = Stage::spawn(
         "edge",
         dir.path(),
@@ -62,6 +63,8 @@ async fn sigterm_under_load_exits_0_in_time_and_every_acked_frame_is_in_kafka() 
             "10000",
             "--device-burst",
             "10000",
+            "--edge-keys",
+            &edge_keys,
         ],
         &[],
     );
@@ -113,10 +116,17 @@ async fn sigterm_under_load_exits_0_in_time_and_every_acked_frame_is_in_kafka() 
         "the stop must have cut the load short"
     );
 
+    // every record carries the proof of the edge key it was given
+    let keys = feeder_core::EdgeKeys::load(std::path::Path::new(&edge_keys)).unwrap();
     let in_raw: HashSet<(String, u64)> = read_topic(&kafka, &topics.raw, PARTITIONS)
         .iter()
         .map(|v| {
             let r = RawFrame::decode(&v[..]).unwrap();
+            assert_eq!(
+                keys.check_raw(&r),
+                Ok(()),
+                "raw record without a valid edge proof"
+            );
             let f = SignedFrame::decode(r.signed_frame).unwrap();
             (f.device_id, f.seq)
         })

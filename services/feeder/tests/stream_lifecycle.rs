@@ -2,7 +2,10 @@
 //! - SIGTERM while it works: it exits 0 promptly with every decided record committed and
 //!   nothing committed undecided; a restart decides the rest and repeats nothing;
 //! - SIGKILL while it works: a restart loses no frame, outputs none twice, and replays
-//!   sent after the restart are still quarantined as duplicates.
+//!   sent after the restart are still quarantined as duplicates;
+//! - records on the raw topic that no edge made (a valid device signature without the
+//!   edge's proof, a proof by another key, garbage bytes) are quarantined, never checked,
+//!   and the stage keeps going.
 
 mod support;
 
@@ -28,9 +31,12 @@ struct Setup {
     kafka: KafkaConfig,
     topics: Topics,
     registry: String,
+    edge_keys: String,
     prefix: String,
     /// (device id, raw record) in send order.
     records: Vec<(String, Vec<u8>)>,
+    /// The devices, after the frames of `records`.
+    devices: Vec<SimDevice>,
 }
 
 async fn setup(prefix: &str) -> Setup {
@@ -64,14 +70,17 @@ async fn setup(prefix: &str) -> Setup {
             records.push((id, raw_record(d, clock)));
         }
     }
+    let edge_keys = write_edge_keys(dir.path());
     Setup {
         dir,
         _broker: broker,
         kafka,
         topics,
         registry: registry.display().to_string(),
+        edge_keys,
         prefix: prefix.to_string(),
         records,
+        devices,
     }
 }
 
@@ -97,6 +106,8 @@ impl Setup {
                 "lifecycle-stream",
                 "--state-snapshot-interval",
                 "500ms",
+                "--edge-keys",
+                &self.edge_keys,
             ],
             &[],
         );
@@ -115,6 +126,16 @@ impl Setup {
             &self.topics.raw,
             PARTITIONS,
         )
+    }
+
+    /// Waits until every raw record is decided and committed, stops the stage with
+    /// SIGTERM (it must exit 0), and checks each good frame was checked once.
+    fn stop_once_all_decided(&self, mut stream: Stage, what: &str) {
+        wait_until(what, Duration::from_secs(90), || self.all_raw_committed());
+        stream.sigterm();
+        let (status, _) = stream.wait_exit(Duration::from_secs(30));
+        assert!(status.success(), "{}", stream.log());
+        assert_each_frame_checked_once(self);
     }
 
     fn all_raw_committed(&self) -> bool {
@@ -213,23 +234,55 @@ async fn sigkill_mid_run_loses_nothing_repeats_nothing_and_replays_stay_refused(
     let committed: i64 = s.committed().iter().map(|c| c.max(&0)).sum();
     println!("stream: SIGKILL after {decided} checked, {committed} committed");
 
-    let mut stream = s.stream();
+    let stream = s.stream();
     wait_until("restart decides the rest", Duration::from_secs(90), || {
         s.all_raw_committed()
     });
     // replays of the first 10 frames, sent after the restart
     produce_keyed(&s.kafka, &s.topics.raw, PARTITIONS, &s.records[..10]).await;
-    wait_until("replays decided", Duration::from_secs(60), || {
-        s.all_raw_committed()
-    });
-    stream.sigterm();
-    let (status, _) = stream.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "{}", stream.log());
-    assert_each_frame_checked_once(&s);
+    s.stop_once_all_decided(stream, "replays decided");
     let q = s.quarantined();
     assert_eq!(q.len(), 10, "{q:?}");
     assert!(
         q.iter().all(|(_, seq, r)| *seq == 1 && r == "duplicate"),
         "{q:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_no_edge_made_are_quarantined_never_checked_and_the_stage_goes_on() {
+    let mut s = setup("life-stream-forged").await;
+    let stream = s.stream();
+    // what a producer that is not an edge can write: frames with valid device
+    // signatures but no edge proof, a proof made with a key the stream does not hold,
+    // and bytes that are no record at all; then the edges' frames
+    let mut hostile = Vec::new();
+    let stranger = feeder_core::EdgeKey::new("test", &[9u8; 32]).unwrap();
+    let later = NOW_MS + 86_400_000;
+    for (i, d) in s.devices.iter_mut().take(10).enumerate() {
+        let id = d.device_id.clone();
+        hostile.push((id.clone(), unproven_raw_record(d, later + i as i64)));
+        let sf = d.next_frame(later + i as i64).frame.encode_to_vec();
+        let forged = stranger.raw_frame(sf.into(), later, "edge-0");
+        hostile.push((id, forged.encode_to_vec()));
+    }
+    for i in 0..5u8 {
+        hostile.push((format!("junk-{i}"), vec![0xff, 0x07, i, 0x80]));
+    }
+    produce_keyed(&s.kafka, &s.topics.raw, PARTITIONS, &hostile).await;
+    produce_keyed(&s.kafka, &s.topics.raw, PARTITIONS, &s.records).await;
+    s.stop_once_all_decided(stream, "every record decided");
+    let q = s.quarantined();
+    let reasons = counts(q.iter().map(|(_, _, r)| r.as_str()));
+    assert_eq!(reasons.get("not_from_edge"), Some(&20), "{q:?}");
+    assert_eq!(reasons.get("malformed_record"), Some(&5), "{q:?}");
+    assert_eq!(q.len(), 25, "{q:?}");
+    // no forged frame was checked
+    let checked = s.checked();
+    assert!(
+        q.iter()
+            .filter(|(_, _, r)| r == "not_from_edge")
+            .all(|(d, seq, _)| !checked.contains_key(&(d.clone(), *seq))),
+        "a forged frame was checked"
     );
 }

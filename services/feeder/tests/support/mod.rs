@@ -234,8 +234,36 @@ pub fn counts<K: std::hash::Hash + Eq>(keys: impl IntoIterator<Item = K>) -> Has
     m
 }
 
-/// The next frame of `dev` as the edge would put it on the raw topic.
+/// The edge key the test stages share (`write_edge_keys`, `raw_record`).
+const TEST_EDGE_KEY: &str = "7e57ed9e7e57ed9e7e57ed9e7e57ed9e7e57ed9e7e57ed9e7e57ed9e7e57ed9e";
+
+/// Writes the tests' edge key file into `dir`; returns its path for `--edge-keys`.
+pub fn write_edge_keys(dir: &Path) -> String {
+    let path = dir.join("edge-keys.jsonl");
+    std::fs::write(
+        &path,
+        feeder_core::EdgeKeys::file_line("test", TEST_EDGE_KEY),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+fn test_edge_key() -> feeder_core::EdgeKey {
+    feeder_core::EdgeKey::new("test", &hex::decode(TEST_EDGE_KEY).unwrap()).unwrap()
+}
+
+/// The next frame of `dev` as an edge holding the tests' edge key would put it on the
+/// raw topic.
 pub fn raw_record(dev: &mut SimDevice, now_ms: i64) -> Vec<u8> {
+    let sf = dev.next_frame(now_ms).frame.encode_to_vec();
+    test_edge_key()
+        .raw_frame(sf.into(), now_ms, "edge-0")
+        .encode_to_vec()
+}
+
+/// The next frame of `dev` as a producer that is not an edge would write it: a valid
+/// device signature, no edge proof.
+pub fn unproven_raw_record(dev: &mut SimDevice, now_ms: i64) -> Vec<u8> {
     RawFrame {
         signed_frame: dev.next_frame(now_ms).frame.encode_to_vec().into(),
         received_at_ms: now_ms,
