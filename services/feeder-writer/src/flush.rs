@@ -41,6 +41,8 @@ pub struct FlushReport {
     pub bytes: BTreeMap<Dataset, u64>,
     pub undecodable_records: u64,
     pub undecodable_payloads: u64,
+    /// Rows whose `flags` list was cut to its bounds (`convert/flags.rs`).
+    pub flags_truncated_rows: u64,
     /// Files not written because a compacted file already holds their rows.
     pub files_in_compacted: u64,
     pub duration: Duration,
@@ -87,6 +89,7 @@ pub fn write_range_encrypted(
     let mut report = FlushReport {
         undecodable_records: converted.undecodable_records,
         undecodable_payloads: converted.undecodable_payloads,
+        flags_truncated_rows: converted.flags_truncated_rows,
         ..Default::default()
     };
     for part in &converted.batches {

@@ -36,6 +36,9 @@ pub(crate) fn flushed(
     if report.undecodable_payloads > 0 {
         counter!("feeder_writer_undecodable_payloads_total").increment(report.undecodable_payloads);
     }
+    if report.flags_truncated_rows > 0 {
+        counter!("feeder_writer_flags_truncated_rows_total").increment(report.flags_truncated_rows);
+    }
 }
 
 pub(crate) fn committed(records: u64) {

@@ -113,7 +113,7 @@ pub(crate) fn records_to_batches(records: &[SourceRecord]) -> Result<Converted> 
     Ok(Converted {
         batches,
         undecodable_records: undecodable,
-        undecodable_payloads: 0,
+        ..Converted::default()
     })
 }
 

@@ -9,10 +9,18 @@
 //!   record bytes and `received_at` = the record's log timestamp;
 //! - a `CheckedFrame` whose `payload` is not a `Frame` becomes a `quarantine` row with
 //!   reason `undecodable_payload` and `raw` = the `SignedFrame` rebuilt from its fields
-//!   (so it can still be re-verified); it has no `frames` row, as it contributed no rows.
+//!   (so it can still be re-verified); it has no `frames` row, as it contributed no rows;
+//! - a `CheckedFrame` whose `device_id` is not a valid device id (the edge admits none)
+//!   is an undecodable record too: the id is repeated on every row, so an unbounded one
+//!   would multiply the record's size by its row count.
+//!
+//! Output is bounded by the input: every row comes from an item of the record, and the
+//! one field repeated on every row without being repeated in the record, the frame
+//! flags, is bounded per row and per record (`flags.rs`).
 
 mod anomalies;
 mod builders;
+mod flags;
 mod split;
 
 use std::borrow::Cow;
@@ -21,7 +29,8 @@ use std::collections::BTreeMap;
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use feeder_core::units::{scaled_value, unit_name};
-use feeder_proto::pipeline::{CheckedFrame, QuarantinedFrame, RowFlags};
+use feeder_core::validate_device_id;
+use feeder_proto::pipeline::{CheckedFrame, QuarantinedFrame};
 use feeder_proto::v1::{EventKind, Frame, SignedFrame};
 use prost::Message;
 
@@ -30,6 +39,10 @@ use self::builders::{
     EventsBuilder, FrameKey, FramesBuilder, QuarantineBuilder, ReadingRow, ReadingsBuilder,
     SampleRow, TelematicsBuilder,
 };
+pub use self::flags::{
+    FLAGS_TRUNCATED, MAX_FLAG_BYTES, MAX_FLAG_ENTRIES_PER_RECORD, MAX_FLAGS_PER_ROW,
+};
+use self::flags::{RecordFlags, flags_by_index};
 pub use self::split::partition_date;
 pub(crate) use self::split::sort_and_split;
 use crate::Result;
@@ -58,6 +71,8 @@ pub struct Converted {
     pub undecodable_records: u64,
     /// Checked frames quarantined as `undecodable_payload`.
     pub undecodable_payloads: u64,
+    /// Rows whose `flags` list was cut to its bounds (ending in `flags_truncated`).
+    pub flags_truncated_rows: u64,
 }
 
 impl Converted {
@@ -115,17 +130,6 @@ pub fn event_kind_name(code: i32) -> Cow<'static, str> {
     }
 }
 
-/// Per-row flags by row index; several entries for one index are concatenated in order.
-fn flags_by_index(rows: &[RowFlags]) -> BTreeMap<u32, Vec<&str>> {
-    let mut map: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-    for r in rows {
-        map.entry(r.index)
-            .or_default()
-            .extend(r.flags.iter().map(String::as_str));
-    }
-    map
-}
-
 #[derive(Default)]
 struct Rows {
     readings: ReadingsBuilder,
@@ -135,15 +139,20 @@ struct Rows {
     quarantine: QuarantineBuilder,
     undecodable_records: u64,
     undecodable_payloads: u64,
+    flags_truncated_rows: u64,
 }
 
 impl Rows {
     fn add_checked_record(&mut self, rec: &SourceRecord) {
         match rec.payload.as_deref().map(CheckedFrame::decode) {
-            Some(Ok(cf)) if !cf.device_id.is_empty() => self.add_checked(&cf),
-            Some(Ok(_)) => {
-                self.add_undecodable(TopicKind::Checked, rec, "CheckedFrame has no device_id")
-            }
+            Some(Ok(cf)) => match validate_device_id(&cf.device_id) {
+                Ok(()) => self.add_checked(&cf),
+                Err(e) => self.add_undecodable(
+                    TopicKind::Checked,
+                    rec,
+                    &format!("CheckedFrame device_id: {e}"),
+                ),
+            },
             Some(Err(e)) => {
                 self.add_undecodable(TopicKind::Checked, rec, &format!("not a CheckedFrame: {e}"))
             }
@@ -216,10 +225,11 @@ impl Rows {
         self.frames
             .append(key, &cf.key_id, &cf.edge_id, &cf.payload, &cf.signature);
 
-        let frame_flags = || cf.frame_flags.iter().map(String::as_str);
-        let reading_flags = flags_by_index(&cf.reading_flags);
+        let mut flags = RecordFlags::new(&cf.frame_flags);
+        let mut row_flags = Vec::new();
+        let reading_flags = flags_by_index(frame.readings.len(), &cf.reading_flags);
         for (i, r) in (0u32..).zip(&frame.readings) {
-            let extra = reading_flags.get(&i).into_iter().flatten().copied();
+            flags.row(own_flags(&reading_flags, i), &mut row_flags);
             let row = ReadingRow {
                 ts_ms: r.ts_ms,
                 interval_s: r.interval_s,
@@ -229,14 +239,14 @@ impl Rows {
                 scaler: r.scaler,
                 unit: unit_name(r.unit),
                 status: r.status,
-                flags: frame_flags().chain(extra),
+                flags: row_flags.iter().copied(),
             };
             self.readings.append(key, row);
         }
 
-        let sample_flags = flags_by_index(&cf.sample_flags);
+        let sample_flags = flags_by_index(frame.samples.len(), &cf.sample_flags);
         for (i, s) in (0u32..).zip(&frame.samples) {
-            let extra = sample_flags.get(&i).into_iter().flatten().copied();
+            flags.row(own_flags(&sample_flags, i), &mut row_flags);
             let row = SampleRow {
                 ts_ms: s.ts_ms,
                 lat: f64::from(s.lat_e7) / 1e7,
@@ -246,10 +256,11 @@ impl Rows {
                 odometer_m: s.odometer_m,
                 ignition: s.ignition,
                 battery_v: f64::from(s.battery_mv) / 1000.0,
-                flags: frame_flags().chain(extra),
+                flags: row_flags.iter().copied(),
             };
             self.telematics.append(key, row);
         }
+        self.flags_truncated_rows += flags.truncated_rows;
 
         for e in &frame.events {
             self.events
@@ -279,8 +290,14 @@ impl Rows {
             batches,
             undecodable_records: self.undecodable_records,
             undecodable_payloads: self.undecodable_payloads,
+            flags_truncated_rows: self.flags_truncated_rows,
         })
     }
+}
+
+/// The row's own flags from [`flags_by_index`] (empty when it has none).
+fn own_flags<'m, 'a>(by_index: &'m BTreeMap<u32, Vec<&'a str>>, i: u32) -> &'m [&'a str] {
+    by_index.get(&i).map_or(&[], Vec::as_slice)
 }
 
 #[cfg(test)]

@@ -457,3 +457,97 @@ fn conversion_is_deterministic() {
     }
     assert_eq!(a.rows(Dataset::Readings), 100);
 }
+
+/// A hostile checked record: 1000 frame flags (and a 10 KiB one) over 5000 readings,
+/// 1000 entries for row 0, an index far past the rows, 100 flags for the last row.
+/// Unbounded, that is 5 million list entries; bounded, every row has at most
+/// `MAX_FLAGS_PER_ROW`, ending in `flags_truncated`, and the record at most
+/// `MAX_FLAG_ENTRIES_PER_RECORD` kept flags.
+#[test]
+fn hostile_flag_lists_are_bounded() {
+    const ROWS: usize = 5000;
+    let frame = Frame {
+        readings: vec![Reading::default(); ROWS],
+        samples: vec![Sample::default(); 3],
+        ..Default::default()
+    };
+    let mut cf = checked("mtr-1", 1, &frame);
+    cf.frame_flags = (0..1000).map(|i| format!("f{i}")).collect();
+    cf.frame_flags.push("x".repeat(10 * 1024));
+    let entry = |index: u32, flags: Vec<String>| RowFlags { index, flags };
+    cf.reading_flags = (0..1000)
+        .map(|_| entry(0, vec!["spike".into()]))
+        .chain([entry(u32::MAX, vec!["huge_index".into(); 50])])
+        .chain([entry(
+            ROWS as u32 - 1,
+            (0..100).map(|i| format!("r{i}")).collect(),
+        )])
+        .collect();
+    cf.sample_flags = vec![entry(2, vec!["null_island".into()])];
+    let bytes = cf.encode_to_vec();
+    let c = records_to_batches(
+        TopicKind::Checked,
+        &[SourceRecord {
+            offset: 0,
+            timestamp_ms: None,
+            payload: Some(bytes.clone()),
+        }],
+    )
+    .unwrap();
+    let r = only(&c, Dataset::Readings);
+    assert_eq!(r.num_rows(), ROWS);
+    let lists = flags(r);
+    let mut expected_first: Vec<String> = (0..MAX_FLAGS_PER_ROW - 1)
+        .map(|i| format!("f{i}"))
+        .collect();
+    expected_first.push(FLAGS_TRUNCATED.into());
+    assert_eq!(lists[0], expected_first);
+    let kept: usize = lists
+        .iter()
+        .map(|l| {
+            assert!(l.len() <= MAX_FLAGS_PER_ROW, "{} flags", l.len());
+            assert_eq!(l.last().map(String::as_str), Some(FLAGS_TRUNCATED));
+            assert!(l.iter().all(|f| f.len() <= MAX_FLAG_BYTES));
+            assert!(!l.contains(&"huge_index".to_string()));
+            l.len() - 1
+        })
+        .sum();
+    // 31 a row exhaust the record's budget early; later rows keep only the marker
+    assert_eq!(kept, MAX_FLAG_ENTRIES_PER_RECORD);
+    assert_eq!(lists[ROWS - 1], [FLAGS_TRUNCATED]);
+    let t = only(&c, Dataset::Telematics);
+    assert!(flags(t).iter().all(|l| l == &[FLAGS_TRUNCATED]));
+    assert_eq!(c.flags_truncated_rows, (ROWS + 3) as u64);
+    // the whole output stays a small multiple of the record
+    let out: usize = c
+        .batches
+        .iter()
+        .map(|b| b.batch.get_array_memory_size())
+        .sum();
+    assert!(out < 64 * bytes.len(), "{out} bytes from {}", bytes.len());
+}
+
+/// A device id the edge never admits is an undecodable record: repeated on every row,
+/// a long one would multiply the record by its row count.
+#[test]
+fn an_invalid_device_id_is_an_undecodable_record() {
+    let frame = Frame {
+        readings: vec![Reading::default(); 10],
+        ..Default::default()
+    };
+    for bad in ["x".repeat(10_000), "mtr 1".into(), String::new()] {
+        let cf = checked(&bad, 1, &frame);
+        let c = records_to_batches(
+            TopicKind::Checked,
+            &[SourceRecord {
+                offset: 3,
+                timestamp_ms: Some(5),
+                payload: Some(cf.encode_to_vec()),
+            }],
+        )
+        .unwrap();
+        assert_eq!(c.undecodable_records, 1);
+        assert_eq!(c.rows(Dataset::Readings), 0);
+        assert_eq!(c.rows(Dataset::Quarantine), 1);
+    }
+}
