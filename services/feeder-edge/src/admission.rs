@@ -53,15 +53,20 @@ pub fn ack(device_id: &str, seq: u64, refusal: Option<&Refusal>) -> FrameAck {
     }
 }
 
+/// A frame longer than [`EdgeConfig::max_frame_bytes`]: refused without decoding it.
+pub fn frame_too_large(cfg: &EdgeConfig) -> Admitted {
+    let r = Refusal::new(
+        AckCode::InvalidArgument,
+        "payload_too_large",
+        format!("frame exceeds {} payload bytes", cfg.max_payload_bytes),
+    );
+    Admitted::Refused(ack("", 0, Some(&r)), r)
+}
+
 pub fn admit(raw: &Bytes, registry: &Registry, cfg: &EdgeConfig) -> Admitted {
     // Bound work before decoding: a frame is its payload plus a small envelope.
-    if raw.len() > cfg.max_payload_bytes + 256 {
-        let r = Refusal::new(
-            AckCode::InvalidArgument,
-            "payload_too_large",
-            format!("frame exceeds {} payload bytes", cfg.max_payload_bytes),
-        );
-        return Admitted::Refused(ack("", 0, Some(&r)), r);
+    if raw.len() > cfg.max_frame_bytes() {
+        return frame_too_large(cfg);
     }
     let frame = match SignedFrame::decode(raw.clone()) {
         Ok(f) => f,

@@ -21,6 +21,33 @@ pub struct TlsFiles {
     pub require_device_identity: bool,
 }
 
+/// The budget of failed signature verifications per peer (`crate::peer_budget`): after
+/// `per_connection` failures on one connection, or `per_address` from one address (an IPv6
+/// address counts by its /64), within `window`, that peer's frames get code 8
+/// (`peer_failed_verifications`) without being verified, for `cool_off`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FailureBudget {
+    pub per_connection: u32,
+    pub per_address: u32,
+    pub window: Duration,
+    pub cool_off: Duration,
+    /// Peers tracked at once (about 100 bytes each); when full, new peers share one
+    /// overflow entry (its budget is `per_address`).
+    pub capacity: usize,
+}
+
+impl Default for FailureBudget {
+    fn default() -> Self {
+        Self {
+            per_connection: 32,
+            per_address: 128,
+            window: Duration::from_secs(60),
+            cool_off: Duration::from_secs(300),
+            capacity: 65_536,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
     /// Names this edge in every record it produces (provenance).
@@ -29,6 +56,29 @@ pub struct EdgeConfig {
     pub max_frames_per_request: usize,
     /// A payload larger than this gets code 3.
     pub max_payload_bytes: usize,
+    /// Cap on one encoded request (a `Push` or one message of a `PushStream`); the limit
+    /// in force is the smaller of this and what `max_frames_per_request` frames of
+    /// `max_payload_bytes` could need ([`Self::request_limit`]). Longer: INVALID_ARGUMENT,
+    /// refused from the message header before it is buffered.
+    pub max_request_bytes: usize,
+    /// Open device connections at most; one more is closed at once.
+    pub max_connections: usize,
+    /// HTTP/2 streams (calls) open at once per connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 request header list size, bytes.
+    pub max_header_list_bytes: u32,
+    /// HTTP/2 PING interval on idle connections, and how long to wait for the answer before
+    /// the connection is closed (dead peers do not hold a connection slot).
+    pub http2_keepalive_interval: Duration,
+    pub http2_keepalive_timeout: Duration,
+    /// A `PushStream` that sends no request for this long is ended (UNAVAILABLE).
+    pub stream_idle_timeout: Duration,
+    /// Failed verifications allowed per peer before its frames are refused unverified.
+    pub failure_budget: FailureBudget,
+    /// Serve plaintext on a non-loopback address (without it the edge refuses to start).
+    pub insecure_plaintext: bool,
+    /// Serve gRPC reflection on the device port (health is always served).
+    pub reflection: bool,
     /// Bound on records waiting in the producer's local queue; beyond it frames get code 8.
     pub producer_queue_max: usize,
     /// How long a frame may wait for the broker's ack before it gets code 14.
@@ -65,6 +115,16 @@ impl Default for EdgeConfig {
             edge_id: "edge-0".into(),
             max_frames_per_request: 1000,
             max_payload_bytes: 256 * 1024,
+            max_request_bytes: 4 * 1024 * 1024,
+            max_connections: 4096,
+            max_concurrent_streams: 16,
+            max_header_list_bytes: 16 * 1024,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(120),
+            failure_budget: FailureBudget::default(),
+            insecure_plaintext: false,
+            reflection: false,
             producer_queue_max: 100_000,
             ack_timeout: Duration::from_secs(10),
             max_frames_in_flight: 50_000,
@@ -82,11 +142,41 @@ impl Default for EdgeConfig {
 }
 
 impl EdgeConfig {
-    /// The largest request the gRPC layer accepts: frames × (payload + envelope).
-    pub fn max_request_bytes(&self) -> usize {
+    /// The largest frame kept while decoding: the payload plus its envelope (device id,
+    /// key id, seq, signature and their tags); a longer one is skipped and answered 3.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_payload_bytes.saturating_add(256)
+    }
+
+    /// The largest request decoded: `max_frames_per_request` frames of
+    /// [`Self::max_frame_bytes`] (each with its tag and length, 11 bytes at most), capped
+    /// by `max_request_bytes`.
+    pub fn request_limit(&self) -> usize {
         self.max_frames_per_request
-            .saturating_mul(self.max_payload_bytes + 512)
-            .min(64 * 1024 * 1024)
+            .saturating_mul(self.max_frame_bytes().saturating_add(11))
+            .min(self.max_request_bytes)
+    }
+
+    /// The limits applied while decoding a request.
+    pub fn frame_limits(&self) -> crate::decode::FrameLimits {
+        crate::decode::FrameLimits {
+            max_frames: self.max_frames_per_request,
+            max_frame_bytes: self.max_frame_bytes(),
+        }
+    }
+
+    /// Refuses plaintext on an address other hosts can reach, unless
+    /// `insecure_plaintext` says so.
+    pub fn check_listen(&self, addr: std::net::SocketAddr) -> Result<()> {
+        if self.tls.is_none() && !addr.ip().is_loopback() && !self.insecure_plaintext {
+            return Err(Error::Config(format!(
+                "refusing to serve plaintext on {addr}: devices' frames and their metadata \
+                 would cross the network unencrypted; give --tls-cert and --tls-key, listen \
+                 on a loopback address (behind a TLS-terminating proxy), or pass \
+                 --insecure-plaintext"
+            )));
+        }
+        Ok(())
     }
 
     /// Checks the limits are usable; the message names the offending setting.
@@ -124,6 +214,35 @@ impl EdgeConfig {
         }
         if self.rate_limiter_capacity == 0 {
             return bad("rate_limiter_capacity must be at least 1".into());
+        }
+        if self.max_request_bytes < 1024 {
+            return bad("max_request_bytes must be at least 1024".into());
+        }
+        if self.max_connections == 0 || self.max_concurrent_streams == 0 {
+            return bad("max_connections and max_concurrent_streams must be at least 1".into());
+        }
+        if self.max_header_list_bytes < 1024 {
+            return bad("max_header_list_bytes must be at least 1024".into());
+        }
+        if self.http2_keepalive_interval.is_zero()
+            || self.http2_keepalive_timeout.is_zero()
+            || self.stream_idle_timeout.is_zero()
+        {
+            return bad(
+                "http2_keepalive_interval, http2_keepalive_timeout and stream_idle_timeout \
+                 must be positive"
+                    .into(),
+            );
+        }
+        let b = &self.failure_budget;
+        if b.per_connection == 0 || b.per_address == 0 || b.capacity == 0 {
+            return bad(
+                "failure budget: per_connection, per_address and capacity must be at least 1"
+                    .into(),
+            );
+        }
+        if b.window.is_zero() || b.cool_off.is_zero() {
+            return bad("failure budget: window and cool_off must be positive".into());
         }
         if self.registry_poll.is_zero() || self.health_interval.is_zero() {
             return bad("registry_poll and health_interval must be positive".into());

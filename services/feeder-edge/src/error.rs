@@ -12,10 +12,6 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    #[error("request has {got} frames, more than the limit of {limit}")]
-    TooManyFrames { got: usize, limit: usize },
-    #[error("request has no frames")]
-    EmptyRequest,
     #[error("invalid edge config: {0}")]
     Config(String),
     #[error("internal: {0}")]
@@ -27,9 +23,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         match &e {
-            Error::TooManyFrames { .. } | Error::EmptyRequest => {
-                tonic::Status::invalid_argument(e.to_string())
-            }
             Error::Kafka(_) | Error::KafkaClient(_) => tonic::Status::unavailable(e.to_string()),
             // Never leak internals (paths, key material) to devices.
             _ => tonic::Status::internal("internal error"),

@@ -23,8 +23,13 @@
 //! broker answers; shutdown gives open calls until `shutdown_deadline`, then flushes.
 
 pub mod admission;
+pub mod call;
 pub mod config;
+pub mod conn;
+pub mod decode;
 pub mod error;
+pub mod grpc;
+pub mod peer_budget;
 pub mod produce;
 pub mod ratelimit;
 pub mod reload;
@@ -33,6 +38,6 @@ pub mod service;
 pub mod tls;
 pub mod verify;
 
-pub use config::{EdgeConfig, TlsFiles};
+pub use config::{EdgeConfig, FailureBudget, TlsFiles};
 pub use error::{Error, Result};
 pub use server::{SharedRegistry, run, serve};

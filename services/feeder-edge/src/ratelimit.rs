@@ -8,9 +8,11 @@
 //! table grow: fail closed, never unbounded. Only registered devices reach the limiter,
 //! so junk device ids cannot fill it.
 //!
-//! The edge asks [`RateLimiter::check`] before signature verification (cheap, takes
-//! nothing) and [`RateLimiter::take`] after it, so forged frames for a real device do not
-//! spend that device's budget.
+//! The edge [`takes`](RateLimiter::take) a device's token *before* verifying the frame's
+//! signature, so the number of verifications spent on one device id is bounded by its
+//! rate, forged or not. The price: a forged frame for a real device spends that device's
+//! token. The per-peer budget of failed verifications ([`crate::peer_budget`]) bounds that
+//! price: one peer can spend at most its budget of a device's tokens per cool-off.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -79,27 +81,12 @@ impl RateLimiter {
         }
     }
 
-    fn refill(&self, b: &Bucket, now: Instant) -> f64 {
-        let dt = now.saturating_duration_since(b.at).as_secs_f64();
-        (b.tokens + dt * self.rate).min(self.burst)
-    }
-
-    /// How many of `n` frames the device could send now; takes nothing.
-    pub fn check(&self, device_id: &str, n: u32, now: Instant) -> u32 {
-        let shard = self.shard(device_id);
-        let tokens = match shard.buckets.get(device_id) {
-            Some(b) => self.refill(b, now),
-            None => self.burst,
-        };
-        (tokens.floor() as u32).min(n)
-    }
-
     /// Takes one token for the device.
     pub fn take(&self, device_id: &str, now: Instant) -> Result<(), Limited> {
         let mut shard = self.shard(device_id);
         if let Some(b) = shard.buckets.get_mut(device_id) {
-            let tokens = (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.rate)
-                .min(self.burst);
+            let dt = now.saturating_duration_since(b.at).as_secs_f64();
+            let tokens = (b.tokens + dt * self.rate).min(self.burst);
             if tokens < 1.0 {
                 return Err(Limited::OverRate);
             }
@@ -154,22 +141,17 @@ mod tests {
     fn burst_then_rate() {
         let t0 = Instant::now();
         let rl = RateLimiter::new(2.0, 3, 1000);
-        assert_eq!(rl.check("a", 10, t0), 3);
-        for _ in 0..3 {
-            rl.take("a", t0).unwrap();
-        }
+        let takes = |at: Instant| (0..10).filter(|_| rl.take("a", at).is_ok()).count();
+        assert_eq!(takes(t0), 3);
         assert_eq!(rl.take("a", t0), Err(Limited::OverRate));
-        assert_eq!(rl.check("a", 10, t0), 0);
         // another device is independent
         rl.take("b", t0).unwrap();
         // 2 per second: after 500 ms one more frame
         let t1 = t0 + Duration::from_millis(500);
-        assert_eq!(rl.check("a", 10, t1), 1);
-        rl.take("a", t1).unwrap();
-        assert_eq!(rl.take("a", t1), Err(Limited::OverRate));
+        assert_eq!(takes(t1), 1);
         // never more than the burst, however long idle
         let t2 = t1 + Duration::from_secs(3600);
-        assert_eq!(rl.check("a", 10, t2), 3);
+        assert_eq!(takes(t2), 3);
     }
 
     #[test]

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use feeder_core::Registry;
 use feeder_kafka::{KafkaConfig, Topics, ensure_topics};
-use feeder_proto::raw::ingest_server::IngestServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
+use crate::conn::capped_incoming;
+use crate::grpc::IngestRouter;
+use crate::peer_budget::PeerBudget;
 use crate::produce::RawProducer;
 use crate::ratelimit::RateLimiter;
 use crate::service::IngestService;
@@ -103,6 +105,7 @@ pub async fn run(
     registry: SharedRegistry,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    cfg.check_listen(addr)?;
     let listener = TcpListener::bind(addr).await?;
     serve(listener, kafka, topics, cfg, registry, shutdown).await
 }
@@ -117,9 +120,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<()> {
     cfg.validate()?;
+    cfg.check_listen(listener.local_addr()?)?;
     ensure_topics(kafka, &[&topics.raw], topics.partitions, topics.replication).await?;
     let producer = Arc::new(RawProducer::new(kafka, &topics.raw, &cfg)?);
-    let max_request = cfg.max_request_bytes();
     let in_flight = Arc::new(Semaphore::new(cfg.max_frames_in_flight));
     let limiter = Arc::new(RateLimiter::new(
         cfg.device_rate_per_sec,
@@ -133,12 +136,21 @@ pub async fn serve(
         cfg: cfg.clone(),
         in_flight: in_flight.clone(),
         limiter: limiter.clone(),
+        budget: Arc::new(PeerBudget::new(cfg.failure_budget)),
     };
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(feeder_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let ingest = IngestRouter::new(svc, cfg.frame_limits(), cfg.request_limit());
+    // Reflection describes the API to anyone who asks: off the device port unless enabled.
+    let reflection = if cfg.reflection {
+        Some(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(feeder_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
         .set_service_status(INGEST_SERVICE_NAME, ServingStatus::NotServing)
@@ -172,8 +184,14 @@ pub async fn serve(
 
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, topic = %topics.raw, "edge serving");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let mut builder = tonic::transport::Server::builder();
+    let incoming = capped_incoming(listener, Arc::new(Semaphore::new(cfg.max_connections)));
+    // HTTP/2 limits: streams and headers per connection, and PINGs so a dead peer does
+    // not keep its connection slot.
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .http2_max_header_list_size(cfg.max_header_list_bytes)
+        .http2_keepalive_interval(Some(cfg.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(cfg.http2_keepalive_timeout));
     if let Some(files) = &cfg.tls {
         builder = builder.tls_config(crate::tls::server_tls(files)?)?;
         tracing::info!(
@@ -183,9 +201,9 @@ pub async fn serve(
         );
     }
     let server = builder
-        .add_service(IngestServer::new(svc).max_decoding_message_size(max_request))
+        .add_service(ingest)
         .add_service(health_svc)
-        .add_service(reflection)
+        .add_optional_service(reflection)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(server);
     // Graceful: once shutdown is requested the server stops accepting and waits for open

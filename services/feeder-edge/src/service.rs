@@ -2,27 +2,28 @@
 //! admission, verification and the producer; acks come back in request order.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use feeder_core::AckCode;
-use feeder_proto::raw::RawPushRequest;
-use feeder_proto::raw::ingest_server::Ingest;
 use feeder_proto::v1::{FrameAck, PushResponse};
 use futures::Stream;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::admission::{Admitted, Refusal, ack, admit};
+use crate::EdgeConfig;
+use crate::admission::{Admitted, Candidate, Refusal, ack, admit, frame_too_large};
+use crate::call::CallRefusal;
+use crate::decode::{PushFrames, WireFrame};
+use crate::peer_budget::{Grant, PeerBudget};
 use crate::produce::RawProducer;
 use crate::ratelimit::{Limited, RateLimiter};
 use crate::server::SharedRegistry;
 use crate::tls::{DeviceIdentity, PeerCerts};
 use crate::verify::verify_off_runtime;
-use crate::{EdgeConfig, Error};
 
 pub struct IngestService {
     pub(crate) registry: SharedRegistry,
@@ -31,6 +32,24 @@ pub struct IngestService {
     /// One permit per frame between admission and its ack (`max_frames_in_flight`).
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) limiter: Arc<RateLimiter>,
+    pub(crate) budget: Arc<PeerBudget>,
+}
+
+/// Who sent a call: its client certificate chain under mutual TLS (for the identity
+/// rule) and its address (for the failure budget).
+#[derive(Clone, Default)]
+pub struct Caller {
+    pub certs: PeerCerts,
+    pub remote: Option<SocketAddr>,
+}
+
+impl Caller {
+    fn of<T>(request: &Request<T>) -> Self {
+        Self {
+            certs: request.peer_certs(),
+            remote: request.remote_addr(),
+        }
+    }
 }
 
 fn rate_limited() -> Refusal {
@@ -38,6 +57,14 @@ fn rate_limited() -> Refusal {
         AckCode::ResourceExhausted,
         "rate_limited",
         "device over its rate limit, retry later",
+    )
+}
+
+fn peer_over_budget() -> Refusal {
+    Refusal::new(
+        AckCode::ResourceExhausted,
+        "peer_failed_verifications",
+        "too many frames from this peer failed verification; retry later",
     )
 }
 
@@ -49,6 +76,7 @@ impl Clone for IngestService {
             cfg: self.cfg.clone(),
             in_flight: self.in_flight.clone(),
             limiter: self.limiter.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -60,23 +88,54 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Candidates still in the running, with their index in the request.
+struct Pending {
+    cands: Vec<Candidate>,
+    index: Vec<usize>,
+}
+
+impl Pending {
+    /// Keeps the candidates `refuse` has no refusal for; answers the others.
+    fn sift(
+        self,
+        acks: &mut [Option<FrameAck>],
+        refusals: &mut Vec<(AckCode, &'static str)>,
+        mut refuse: impl FnMut(&Candidate) -> Option<Refusal>,
+    ) -> Self {
+        let mut kept = Self {
+            cands: Vec::with_capacity(self.cands.len()),
+            index: Vec::with_capacity(self.cands.len()),
+        };
+        for (c, i) in self.cands.into_iter().zip(self.index) {
+            match refuse(&c) {
+                None => {
+                    kept.cands.push(c);
+                    kept.index.push(i);
+                }
+                Some(r) => {
+                    refusals.push((r.code, r.reason));
+                    acks[i] = Some(ack(&c.frame.device_id, c.frame.seq, Some(&r)));
+                }
+            }
+        }
+        kept
+    }
+}
+
 impl IngestService {
     /// Processes one request: every frame gets exactly one ack, in order.
-    /// `peer` is the client's certificate chain under mutual TLS (for the identity rule).
     pub async fn handle(
         &self,
-        frames: Vec<Bytes>,
-        peer: &PeerCerts,
-    ) -> Result<PushResponse, Error> {
+        frames: Vec<WireFrame>,
+        caller: &Caller,
+    ) -> Result<PushResponse, CallRefusal> {
         let started = Instant::now();
         if frames.is_empty() {
-            return Err(Error::EmptyRequest);
+            return Err(CallRefusal::Empty);
         }
+        // The decoder stopped at the limit already; this holds for any other caller.
         if frames.len() > self.cfg.max_frames_per_request {
-            metrics::counter!("feeder_edge_requests_refused_total", "reason" => "too_many_frames")
-                .increment(1);
-            return Err(Error::TooManyFrames {
-                got: frames.len(),
+            return Err(CallRefusal::TooManyFrames {
                 limit: self.cfg.max_frames_per_request,
             });
         }
@@ -86,13 +145,19 @@ impl IngestService {
         // 1. cheap checks
         let mut acks: Vec<Option<FrameAck>> = vec![None; frames.len()];
         let mut refusals: Vec<(AckCode, &'static str)> = Vec::new();
-        let mut cands = Vec::new();
-        let mut cand_index = Vec::new();
-        for (i, raw) in frames.iter().enumerate() {
-            match admit(raw, &registry, &self.cfg) {
+        let mut pending = Pending {
+            cands: Vec::new(),
+            index: Vec::new(),
+        };
+        for (i, wire) in frames.iter().enumerate() {
+            let admitted = match wire {
+                WireFrame::Bytes(raw) => admit(raw, &registry, &self.cfg),
+                WireFrame::Oversized => frame_too_large(&self.cfg),
+            };
+            match admitted {
                 Admitted::Candidate(c) => {
-                    cands.push(*c);
-                    cand_index.push(i);
+                    pending.cands.push(*c);
+                    pending.index.push(i);
                 }
                 Admitted::Refused(a, r) => {
                     refusals.push((r.code, r.reason));
@@ -109,54 +174,44 @@ impl IngestService {
             .as_ref()
             .is_some_and(|t| t.require_device_identity)
         {
-            let identity = DeviceIdentity::new(peer);
-            let (mut kept, mut kept_index) = (Vec::new(), Vec::new());
-            for (c, i) in cands.into_iter().zip(cand_index) {
-                if identity.permits(&c.frame.device_id) {
-                    kept.push(c);
-                    kept_index.push(i);
-                } else {
-                    let r = Refusal::new(
+            let identity = DeviceIdentity::new(&caller.certs);
+            pending = pending.sift(&mut acks, &mut refusals, |c| {
+                (!identity.permits(&c.frame.device_id)).then(|| {
+                    Refusal::new(
                         AckCode::PermissionDenied,
                         "identity_mismatch",
                         "client certificate does not name this device",
-                    );
-                    refusals.push((r.code, r.reason));
-                    acks[i] = Some(ack(&c.frame.device_id, c.frame.seq, Some(&r)));
-                }
-            }
-            (cands, cand_index) = (kept, kept_index);
-        }
-
-        // 1b. rate limit (takes nothing yet: forgeries must not spend a device's budget)
-        let now = Instant::now();
-        let allowed: Vec<bool> = {
-            let mut per_device: HashMap<&str, u32> = HashMap::new();
-            cands
-                .iter()
-                .map(|c| {
-                    let used = per_device.entry(c.frame.device_id.as_str()).or_default();
-                    let ok = self.limiter.check(&c.frame.device_id, *used + 1, now) > *used;
-                    *used += u32::from(ok);
-                    ok
+                    )
                 })
-                .collect()
-        };
-        let mut kept = Vec::with_capacity(cands.len());
-        let mut kept_index = Vec::with_capacity(cands.len());
-        for ((c, i), ok) in cands.into_iter().zip(cand_index).zip(allowed) {
-            if ok {
-                kept.push(c);
-                kept_index.push(i);
-            } else {
-                let r = rate_limited();
-                refusals.push((r.code, r.reason));
-                acks[i] = Some(ack(&c.frame.device_id, c.frame.seq, Some(&r)));
-            }
+            });
         }
-        let (cands, cand_index) = (kept, kept_index);
 
-        // 1c. the bound on frames in flight: all of this request's frames or none
+        // 1b. a peer cooling off after too many failed verifications: refused before it
+        // can spend any device's tokens
+        let now = Instant::now();
+        if self.budget.is_blocked(caller.remote, now) {
+            pending = pending.sift(&mut acks, &mut refusals, |_| Some(peer_over_budget()));
+        }
+
+        // 1c. rate limit: a token is taken before verification, so verifications per
+        // device id are bounded by its rate, forged frames included (docs/edge.md)
+        pending = pending.sift(&mut acks, &mut refusals, |c| {
+            match self.limiter.take(&c.frame.device_id, now) {
+                Ok(()) => None,
+                Err(Limited::OverRate) => Some(rate_limited()),
+                Err(Limited::TableFull) => Some(Refusal::new(
+                    AckCode::ResourceExhausted,
+                    "rate_table_full",
+                    "edge is busy, retry later",
+                )),
+            }
+        });
+        let Pending {
+            cands,
+            index: cand_index,
+        } = pending;
+
+        // 1d. the bound on frames in flight: all of this request's frames or none
         let permits = if cands.is_empty() {
             None
         } else {
@@ -184,7 +239,7 @@ impl IngestService {
         // 2. signatures, off the runtime
         let verify_started = Instant::now();
         let n_cands = cands.len();
-        let (cands, results) = verify_off_runtime(cands).await;
+        let (cands, results) = self.verify_within_budget(cands, caller.remote).await;
         if n_cands > 0 {
             metrics::histogram!("feeder_edge_verify_seconds")
                 .record(verify_started.elapsed().as_secs_f64());
@@ -199,28 +254,20 @@ impl IngestService {
             .enumerate()
         {
             let refusal = match res {
-                Ok(()) => match self.limiter.take(&c.frame.device_id, Instant::now()) {
-                    Err(Limited::OverRate) => rate_limited(),
-                    Err(Limited::TableFull) => Refusal::new(
-                        AckCode::ResourceExhausted,
-                        "rate_table_full",
-                        "edge is busy, retry later",
-                    ),
-                    Ok(()) => {
-                        let rec = self.cfg.edge_proof.raw_frame(
-                            c.raw.clone(),
-                            received_at_ms,
-                            &self.cfg.edge_id,
-                        );
-                        match self.producer.enqueue(&c.frame.device_id, &rec) {
-                            Ok(fut) => {
-                                pending.push((i, ci, fut));
-                                continue;
-                            }
-                            Err(r) => r,
+                Ok(()) => {
+                    let rec = self.cfg.edge_proof.raw_frame(
+                        c.raw.clone(),
+                        received_at_ms,
+                        &self.cfg.edge_id,
+                    );
+                    match self.producer.enqueue(&c.frame.device_id, &rec) {
+                        Ok(fut) => {
+                            pending.push((i, ci, fut));
+                            continue;
                         }
+                        Err(r) => r,
                     }
-                },
+                }
                 Err(r) => r.clone(),
             };
             refusals.push((refusal.code, refusal.reason));
@@ -246,6 +293,57 @@ impl IngestService {
         }
         drop(permits);
         Ok(self.finish(acks, refusals, accepted, started))
+    }
+
+    /// Verifies the candidates, never more at a time than the caller may still fail
+    /// ([`PeerBudget`]); once its budget is spent, the rest are refused unverified (8).
+    /// Results are in the candidates' order. Counts `feeder_edge_verifications_total`.
+    async fn verify_within_budget(
+        &self,
+        cands: Vec<Candidate>,
+        remote: Option<SocketAddr>,
+    ) -> (Vec<Candidate>, Vec<Result<(), Refusal>>) {
+        let n = cands.len();
+        let (mut done, mut results) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut rest = cands;
+        // Another call of the same peer holds the remaining budget only while it
+        // verifies (milliseconds); waiting longer than the ack timeout means refusing.
+        let give_up = Instant::now() + self.cfg.ack_timeout;
+        while !rest.is_empty() {
+            let want = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+            let granted = match self.budget.reserve(remote, want, Instant::now()) {
+                Grant::Verify(g) => g,
+                Grant::Busy if Instant::now() < give_up => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                Grant::Blocked | Grant::Busy => break,
+            };
+            let tail = rest.split_off((granted as usize).min(rest.len()));
+            let round = std::mem::replace(&mut rest, tail);
+            let (round, res) = verify_off_runtime(round).await;
+            let failed = res.iter().filter(|r| r.is_err()).count() as u64;
+            let ok = res.len() as u64 - failed;
+            self.budget.settle(
+                remote,
+                granted,
+                u32::try_from(failed).unwrap_or(u32::MAX),
+                Instant::now(),
+            );
+            metrics::counter!("feeder_edge_verifications_total", "result" => "ok").increment(ok);
+            metrics::counter!("feeder_edge_verifications_total", "result" => "failed")
+                .increment(failed);
+            if round.is_empty() {
+                // the blocking pool is shutting down: the frames left unanswered get 14
+                return (done, results);
+            }
+            done.extend(round);
+            results.extend(res);
+        }
+        let refused = rest.len();
+        done.extend(rest);
+        results.extend(std::iter::repeat_n(Err(peer_over_budget()), refused));
+        (done, results)
     }
 
     /// Emits the request's metrics and fills any unanswered slot (a bug) retryably.
@@ -286,35 +384,49 @@ impl IngestService {
     }
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<PushResponse, Status>> + Send + 'static>>;
+pub type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<PushResponse, Status>> + Send + 'static>>;
 
-#[tonic::async_trait]
-impl Ingest for IngestService {
-    async fn push(
+impl IngestService {
+    pub async fn push(
         &self,
-        request: Request<RawPushRequest>,
+        request: Request<PushFrames>,
     ) -> Result<Response<PushResponse>, Status> {
-        let peer = request.peer_certs();
-        let resp = self.handle(request.into_inner().frames, &peer).await?;
+        let caller = Caller::of(&request);
+        let resp = self
+            .handle(request.into_inner().frames, &caller)
+            .await
+            .map_err(CallRefusal::into_status)?;
         Ok(Response::new(resp))
     }
 
-    type PushStreamStream = ResponseStream;
-
-    async fn push_stream(
+    /// One response per request, in order. A stream that sends no request for
+    /// `stream_idle_timeout` is ended (UNAVAILABLE), so an idle client holds no stream.
+    pub async fn push_stream(
         &self,
-        request: Request<Streaming<RawPushRequest>>,
-    ) -> Result<Response<Self::PushStreamStream>, Status> {
-        let peer = request.peer_certs();
+        request: Request<Streaming<PushFrames>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let caller = Caller::of(&request);
         let mut inbound = request.into_inner();
-        // One response per request, in order; the bounded channel paces a fast client.
+        // The bounded channel paces a fast client.
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let svc = self.clone();
+        let idle = self.cfg.stream_idle_timeout;
+        let limit = self.cfg.request_limit();
         tokio::spawn(async move {
-            while let Some(req) = inbound.next().await {
-                let out = match req {
-                    Ok(req) => svc.handle(req.frames, &peer).await.map_err(Status::from),
-                    Err(status) => Err(status),
+            loop {
+                let out = match tokio::time::timeout(idle, inbound.next()).await {
+                    Err(_) => Err(CallRefusal::StreamIdle(idle).into_status()),
+                    Ok(None) => break,
+                    Ok(Some(Ok(req))) => svc
+                        .handle(req.frames, &caller)
+                        .await
+                        .map_err(CallRefusal::into_status),
+                    // tonic's own refusal of a message over the decode limit
+                    Ok(Some(Err(s))) if s.code() == tonic::Code::OutOfRange => {
+                        Err(CallRefusal::TooLarge { limit }.into_status())
+                    }
+                    Ok(Some(Err(status))) => Err(status),
                 };
                 let stop = out.is_err();
                 if tx.send(out).await.is_err() || stop {

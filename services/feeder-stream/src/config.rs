@@ -53,6 +53,12 @@ pub struct StreamConfig {
     /// Raw records must carry a valid edge proof, or they are quarantined as
     /// `not_from_edge` ([`feeder_core::edge_proof`]).
     pub edge_proof: feeder_core::EdgeProof,
+    /// An output record (checked, quarantine, anomaly) larger than this many bytes, key
+    /// and framing included, becomes an `output_too_large` quarantine entry; the
+    /// producer's `message.max.bytes` is set to it ([`crate::outputs`]). Just under
+    /// Kafka's default 1 MiB message size; at least
+    /// [`crate::outputs::MIN_MAX_OUTPUT_RECORD_BYTES`].
+    pub max_output_record_bytes: usize,
 }
 
 impl Default for StreamConfig {
@@ -71,6 +77,23 @@ impl Default for StreamConfig {
             cohort_tick: Some(Duration::from_secs(30)),
             registry: None,
             edge_proof: feeder_core::EdgeProof::Off,
+            max_output_record_bytes: 1_000_000,
         }
+    }
+}
+
+impl StreamConfig {
+    /// Refuses settings the stage cannot work with (checked by [`crate::run`] at start).
+    pub fn validate(&self) -> Result<(), String> {
+        let min = crate::outputs::MIN_MAX_OUTPUT_RECORD_BYTES;
+        // librdkafka's own ceiling for message.max.bytes
+        let max = 1_000_000_000;
+        if !(min..=max).contains(&self.max_output_record_bytes) {
+            return Err(format!(
+                "max_output_record_bytes must be within {min}..={max}, not {}",
+                self.max_output_record_bytes
+            ));
+        }
+        Ok(())
     }
 }

@@ -10,6 +10,8 @@ pub enum Error {
     Delivery { offset: i64, reason: String },
     #[error("recovery of partition {partition}: {reason}")]
     Recovery { partition: i32, reason: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("state snapshot of partition {partition}: {reason}")]
     Snapshot { partition: i32, reason: String },
 }

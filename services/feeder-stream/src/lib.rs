@@ -25,6 +25,7 @@ pub mod error;
 pub mod fleet;
 pub mod idle_clock;
 pub mod labels_reload;
+pub mod outputs;
 pub mod rebalance;
 pub mod recovery;
 pub mod rules;

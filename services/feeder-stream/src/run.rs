@@ -27,6 +27,7 @@ use crate::changelog::{CHECKPOINT_KEY, DeviceSnapshot, OutputPositions, STATE_FO
 use crate::checks::{Outcome, PartitionState};
 use crate::fleet::{FLEET_PARTITION, FleetConfig, FleetStats, run_fleet};
 use crate::idle_clock::IdleClock;
+use crate::outputs::{self, OUTPUT_TOO_LARGE, TooLarge, anomaly_key};
 use crate::rebalance::{RebalanceContext, Rebalances};
 use crate::recovery::recover;
 use crate::rules::cohort_fleet::WindowTally;
@@ -51,6 +52,13 @@ pub struct StreamStats {
     pub tallies_sent: AtomicU64,
     /// Records fetched before a rebalance and left to the partition's next owner.
     pub dropped_on_rebalance: AtomicU64,
+    /// Outputs over the size limit (or refused by the broker for their size): their raw
+    /// record went to quarantine as `output_too_large`, or an anomaly was cut
+    /// ([`crate::outputs`]).
+    pub outputs_too_large: AtomicU64,
+    /// Records of the stage's own topics (checked, quarantine, anomalies, changelog,
+    /// cohort topics) that did not decode and were skipped.
+    pub undecodable_skipped: AtomicU64,
     /// The fleet cohort aggregator of this process.
     pub fleet: FleetStats,
 }
@@ -96,8 +104,8 @@ impl Partition {
 }
 
 /// Which output a produced record went to (to track [`OutputPositions`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Output {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
     Checked,
     Quarantine,
     Anomalies,
@@ -117,6 +125,7 @@ pub async fn run(
     stats: Arc<StreamStats>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    cfg.validate().map_err(Error::Config)?;
     ensure_topics(
         kafka,
         &topics.data_topics(),
@@ -186,7 +195,11 @@ async fn run_partitions(
         .consumer(&cfg.group_id, &cfg.client_id)
         .create_with_context(RebalanceContext::new(rebalances.clone()))?;
     consumer.subscribe(&[&topics.raw])?;
-    let producer: FutureProducer = kafka.producer(&cfg.client_id, 200_000, 30_000).create()?;
+    let producer: FutureProducer = kafka
+        .producer(&cfg.client_id, 200_000, 30_000)
+        // what the output guard lets through, the client sends (crate::outputs)
+        .set("message.max.bytes", cfg.max_output_record_bytes.to_string())
+        .create()?;
     let mut parts: HashMap<i32, Partition> = HashMap::new();
     let mut held_generation = rebalances.generation();
     tracing::info!(topic = %topics.raw, group = %cfg.group_id, "stream stage consuming");
@@ -344,7 +357,8 @@ async fn process_batch(
             .await?;
             counts.anomalies += missing.len() as u64;
         } else {
-            decide(part, p, m, topics, producer, &mut pending, &mut counts).await?;
+            let max = cfg.max_output_record_bytes;
+            decide(part, p, m, topics, producer, max, &mut pending, &mut counts).await?;
         }
     }
     // windows the batch closed (and those a recovery replayed), once per batch
@@ -353,7 +367,18 @@ async fn process_batch(
         send_tallies(producer, topics, p, last, &mut part.state, &mut pending).await?;
     }
     for (offset, p, output, fut) in pending {
-        let at = acked(offset, fut).await?.offset;
+        let raw = || {
+            let m = batch
+                .iter()
+                .find(|m| m.partition() == p && m.offset() == offset)?;
+            Some(m.payload().unwrap_or_default().to_vec())
+        };
+        let landed =
+            outputs::settle(producer, &topics.quarantine, offset, output, fut, raw).await?;
+        if let Some(what) = landed.replaced {
+            counts.refused(what, output);
+        }
+        let (output, at) = (landed.output, landed.offset);
         if let Some(part) = parts.get_mut(&p) {
             let next = match output {
                 Output::Checked => &mut part.positions.checked,
@@ -405,6 +430,20 @@ async fn process_batch(
     metrics::counter!("feeder_stream_records_total").increment(batch.len() as u64);
     metrics::counter!("feeder_stream_checked_total").increment(counts.checked);
     metrics::counter!("feeder_stream_gap_flags_total").increment(counts.gaps);
+    stats
+        .outputs_too_large
+        .fetch_add(counts.too_large.iter().sum(), Ordering::Relaxed);
+    for what in TooLarge::ALL {
+        let n = counts.too_large[what as usize];
+        if n > 0 {
+            metrics::counter!("feeder_stream_outputs_too_large_total", "output" => what.label())
+                .increment(n);
+        }
+    }
+    if counts.quarantined_too_large > 0 {
+        metrics::counter!("feeder_stream_quarantined_total", "reason" => OUTPUT_TOO_LARGE)
+            .increment(counts.quarantined_too_large);
+    }
     metrics::histogram!("feeder_stream_batch_seconds").record(started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -417,26 +456,65 @@ struct BatchCounts {
     gaps: u64,
     anomalies: u64,
     flagged: u64,
+    /// Outputs over the size limit or refused for their size, by output.
+    too_large: [u64; 3],
+    /// Raw records quarantined as `output_too_large` for it.
+    quarantined_too_large: u64,
 }
 
-/// Decides raw record `m` of partition `p` and enqueues its outputs.
+impl BatchCounts {
+    /// The guard replaced a record's outputs by an `output_too_large` entry.
+    fn guarded(&mut self, what: TooLarge) {
+        self.too_large[what as usize] += 1;
+        self.quarantined += 1;
+        self.quarantined_too_large += 1;
+    }
+
+    /// The broker refused an output of kind `output` for its size and it was replaced.
+    fn refused(&mut self, what: TooLarge, output: Output) {
+        self.too_large[what as usize] += 1;
+        if what == TooLarge::Anomaly {
+            return; // replaced by a cut anomaly: the frame's own output stands
+        }
+        self.quarantined_too_large += 1;
+        if output == Output::Checked {
+            self.checked = self.checked.saturating_sub(1);
+            self.quarantined += 1;
+        }
+    }
+}
+
+/// Decides raw record `m` of partition `p` and enqueues its outputs, each at most
+/// `max_bytes` ([`outputs::encode`]).
+#[allow(clippy::too_many_arguments)]
 async fn decide(
     part: &mut Partition,
     p: i32,
     m: &OwnedMessage,
     topics: &Topics,
     producer: &FutureProducer,
+    max_bytes: usize,
     pending: &mut Pending,
     counts: &mut BatchCounts,
 ) -> Result<()> {
-    let outcome = part
-        .state
-        .process(m.offset(), m.payload().unwrap_or_default());
+    let value = m.payload().unwrap_or_default();
+    let outcome = part.state.process(m.offset(), value);
     let mut found = part.state.take_anomalies();
     if let Some(n) = part.anomalies_present.remove(&m.offset()) {
         found.drain(..n.min(found.len()));
     }
-    let (topic, output, bytes) = match &outcome {
+    let out = outputs::encode(&outcome, &found, value, m.offset(), max_bytes);
+    if let Some(what) = out.too_large {
+        counts.guarded(what);
+        tracing::warn!(
+            offset = m.offset(),
+            partition = p,
+            output = what.label(),
+            "output over the size limit: quarantined as output_too_large"
+        );
+    }
+    match &outcome {
+        _ if out.too_large.is_some() => {}
         Outcome::Checked(c) => {
             counts.checked += 1;
             counts.gaps += u64::from(c.frame_flags.iter().any(|f| f == "gap_before"));
@@ -445,28 +523,23 @@ async fn decide(
                     || !c.reading_flags.is_empty()
                     || !c.sample_flags.is_empty(),
             );
-            (&topics.checked, Output::Checked, c.encode_to_vec())
         }
         Outcome::Quarantined(q) => {
             counts.quarantined += 1;
             metrics::counter!("feeder_stream_quarantined_total", "reason" => reason_label(&q.reason)).increment(1);
-            (&topics.quarantine, Output::Quarantine, q.encode_to_vec())
         }
-    };
-    let fut = send(producer, topic, p, outcome.device_id(), &bytes, m.offset()).await?;
-    pending.push((m.offset(), p, output, fut));
-    send_anomalies(producer, &topics.anomalies, p, m.offset(), &found, pending).await?;
-    counts.anomalies += found.len() as u64;
-    Ok(())
-}
-
-/// The anomalies topic's key: the device, or the cohort of a fleet finding.
-fn anomaly_key(a: &Anomaly) -> &str {
-    if a.device_id.is_empty() {
-        &a.cohort
-    } else {
-        &a.device_id
     }
+    for r in std::iter::once(&out.primary).chain(&out.anomalies) {
+        let topic = match r.output {
+            Output::Checked => &topics.checked,
+            Output::Quarantine => &topics.quarantine,
+            _ => &topics.anomalies,
+        };
+        let fut = send(producer, topic, p, &r.key, &r.bytes, m.offset()).await?;
+        pending.push((m.offset(), p, r.output, fut));
+    }
+    counts.anomalies += out.anomalies.len() as u64;
+    Ok(())
 }
 
 /// Queues one output record; a full local queue means the broker is slow: wait for room
@@ -651,6 +724,7 @@ fn reason_label(reason: &str) -> &'static str {
         "malformed_payload" => "malformed_payload",
         "malformed_frame" => "malformed_frame",
         "undecodable_record" => "undecodable_record",
+        OUTPUT_TOO_LARGE => OUTPUT_TOO_LARGE,
         _ => "other",
     }
 }
