@@ -10,13 +10,18 @@
 //! - a flag appears at most once in a row's list (frame flags first, then the row's own,
 //!   in record order);
 //! - a row's list has at most [`MAX_FLAGS_PER_ROW`] entries;
-//! - one record's rows together hold at most [`MAX_FLAG_ENTRIES_PER_RECORD`] kept flags;
+//! - one record's rows together hold at most [`MAX_FLAG_ENTRIES_PER_RECORD`] kept flags,
+//!   and at most [`FLAG_BYTES_PER_RECORD_BYTE`] bytes of them (name plus its 4-byte
+//!   offset) per byte of the record, so a flush of small hostile records cannot multiply
+//!   either (a real frame carries a 64-byte signature and its readings: a few flags a
+//!   row never come near);
 //! - a row that lost any flag to these bounds ends with the one flag
 //!   [`FLAGS_TRUNCATED`] (within the per-row bound), so nothing is dropped silently;
 //!   such rows are counted (`feeder_writer_flags_truncated_rows_total`).
 //!
-//! So one record's flag entries are at most `MAX_FLAG_ENTRIES_PER_RECORD + rows`, each
-//! at most `MAX_FLAG_BYTES` bytes. The cost of building them is linear in the record:
+//! So one record's flag entries are at most `MAX_FLAG_ENTRIES_PER_RECORD + rows`, and
+//! their bytes at most `FLAG_BYTES_PER_RECORD_BYTE × record + 19 × rows` (a marker and
+//! its offset per row). The cost of building them is linear in the record:
 //! frame flags are cleaned once per record, each row's own flags are read once, and
 //! row indexes past the frame's rows are never looked at.
 
@@ -30,6 +35,10 @@ pub const MAX_FLAGS_PER_ROW: usize = 32;
 pub const MAX_FLAG_BYTES: usize = 64;
 /// Most flags kept over all rows of one record ([`FLAGS_TRUNCATED`] markers not counted).
 pub const MAX_FLAG_ENTRIES_PER_RECORD: usize = 65_536;
+/// Bytes of kept flags (name + 4-byte offset) allowed per byte of the record.
+pub const FLAG_BYTES_PER_RECORD_BYTE: usize = 16;
+/// Arrow's offset per list entry, counted in the byte budget.
+const ENTRY_OVERHEAD: usize = 4;
 /// The last flag of a row whose list was cut by a bound above.
 pub const FLAGS_TRUNCATED: &str = "flags_truncated";
 
@@ -45,12 +54,15 @@ pub(crate) struct RecordFlags<'a> {
     frame_cut: bool,
     /// Kept flags still allowed for the rest of this record.
     budget: usize,
+    /// Bytes of kept flags still allowed for the rest of this record.
+    bytes_left: usize,
     /// Rows whose list ended in [`FLAGS_TRUNCATED`].
     pub truncated_rows: u64,
 }
 
 impl<'a> RecordFlags<'a> {
-    pub fn new(frame_flags: &'a [String]) -> Self {
+    /// `record_bytes`: the size of the record the flags come from.
+    pub fn new(frame_flags: &'a [String], record_bytes: usize) -> Self {
         let mut frame = Vec::new();
         let mut frame_cut = false;
         for f in frame_flags {
@@ -65,6 +77,7 @@ impl<'a> RecordFlags<'a> {
             frame,
             frame_cut,
             budget: MAX_FLAG_ENTRIES_PER_RECORD,
+            bytes_left: record_bytes.saturating_mul(FLAG_BYTES_PER_RECORD_BYTE),
             truncated_rows: 0,
         }
     }
@@ -73,26 +86,32 @@ impl<'a> RecordFlags<'a> {
     pub fn row(&mut self, own: &[&'a str], out: &mut Vec<&'a str>) {
         out.clear();
         let room = MAX_FLAGS_PER_ROW.min(self.budget);
+        let mut cut = self.frame_cut;
         // frame flags are already clean and distinct
-        let from_frame = self.frame.len().min(room);
-        out.extend_from_slice(&self.frame[..from_frame]);
-        let mut cut = self.frame_cut || from_frame < self.frame.len();
-        for &f in own {
-            if !acceptable(f) {
-                cut = true;
-            } else if out.contains(&f) {
-                // a repeat adds nothing
-            } else if out.len() < room {
-                out.push(f);
-            } else {
+        for i in 0..self.frame.len() {
+            if !self.keep(self.frame[i], room, out) {
                 cut = true;
                 break;
             }
         }
+        if out.len() == self.frame.len() {
+            for &f in own {
+                if !acceptable(f) {
+                    cut = true;
+                } else if !out.contains(&f) && !self.keep(f, room, out) {
+                    cut = true;
+                    break;
+                }
+            }
+        } else {
+            cut |= !own.is_empty();
+        }
         if cut {
             // the marker takes the last place when the row is full
-            if out.len() == MAX_FLAGS_PER_ROW {
-                out.pop();
+            if out.len() == MAX_FLAGS_PER_ROW
+                && let Some(f) = out.pop()
+            {
+                self.bytes_left += f.len() + ENTRY_OVERHEAD;
             }
             self.budget -= out.len();
             out.push(FLAGS_TRUNCATED);
@@ -100,6 +119,17 @@ impl<'a> RecordFlags<'a> {
         } else {
             self.budget -= out.len();
         }
+    }
+
+    /// Pushes `f` if the row has room and the record's bytes allow it.
+    fn keep(&mut self, f: &'a str, room: usize, out: &mut Vec<&'a str>) -> bool {
+        let cost = f.len() + ENTRY_OVERHEAD;
+        if out.len() == room || cost > self.bytes_left {
+            return false;
+        }
+        self.bytes_left -= cost;
+        out.push(f);
+        true
     }
 }
 
@@ -126,7 +156,7 @@ mod tests {
     #[test]
     fn ordinary_flags_pass_unchanged_and_repeats_collapse() {
         let frame = owned(&["clock_skew", "gap_before", "clock_skew"]);
-        let mut rf = RecordFlags::new(&frame);
+        let mut rf = RecordFlags::new(&frame, 1 << 20);
         let mut out = Vec::new();
         rf.row(&["spike", "gap_before", "zero_run"], &mut out);
         assert_eq!(out, ["clock_skew", "gap_before", "spike", "zero_run"]);
@@ -134,7 +164,7 @@ mod tests {
         assert_eq!(out, ["clock_skew", "gap_before"]);
         assert_eq!(rf.truncated_rows, 0);
         let none: [String; 0] = [];
-        let mut rf = RecordFlags::new(&none);
+        let mut rf = RecordFlags::new(&none, 1 << 20);
         rf.row(&[], &mut out);
         assert!(out.is_empty());
     }
@@ -142,7 +172,7 @@ mod tests {
     #[test]
     fn a_row_holds_at_most_the_bound_ending_in_the_marker() {
         let many: Vec<String> = (0..100).map(|i| format!("f{i}")).collect();
-        let mut rf = RecordFlags::new(&many);
+        let mut rf = RecordFlags::new(&many, 1 << 20);
         let mut out = Vec::new();
         rf.row(&["spike"], &mut out);
         assert_eq!(out.len(), MAX_FLAGS_PER_ROW);
@@ -151,7 +181,7 @@ mod tests {
         assert_eq!(out.last(), Some(&FLAGS_TRUNCATED));
         // exactly the bound fits without the marker
         let exact: Vec<String> = (0..MAX_FLAGS_PER_ROW).map(|i| format!("f{i}")).collect();
-        let mut rf = RecordFlags::new(&exact);
+        let mut rf = RecordFlags::new(&exact, 1 << 20);
         rf.row(&[], &mut out);
         assert_eq!(out.len(), MAX_FLAGS_PER_ROW);
         assert!(!out.contains(&FLAGS_TRUNCATED));
@@ -165,12 +195,12 @@ mod tests {
         let long = "x".repeat(MAX_FLAG_BYTES + 1);
         let longest = "y".repeat(MAX_FLAG_BYTES);
         let frame = vec![long, "spike".into()];
-        let mut rf = RecordFlags::new(&frame);
+        let mut rf = RecordFlags::new(&frame, 1 << 20);
         let mut out = Vec::new();
         rf.row(&[], &mut out);
         assert_eq!(out, ["spike", FLAGS_TRUNCATED]);
         let none: [String; 0] = [];
-        let mut rf = RecordFlags::new(&none);
+        let mut rf = RecordFlags::new(&none, 1 << 20);
         rf.row(&["", "gap_before"], &mut out);
         assert_eq!(out, ["gap_before", FLAGS_TRUNCATED]);
         rf.row(&[&longest], &mut out);
@@ -180,7 +210,7 @@ mod tests {
     #[test]
     fn a_record_keeps_at_most_its_budget() {
         let frame: Vec<String> = (0..MAX_FLAGS_PER_ROW).map(|i| format!("f{i}")).collect();
-        let mut rf = RecordFlags::new(&frame);
+        let mut rf = RecordFlags::new(&frame, 1 << 20);
         let mut out = Vec::new();
         let (mut kept, mut markers) = (0, 0);
         let rows = MAX_FLAG_ENTRIES_PER_RECORD / MAX_FLAGS_PER_ROW + 10;
@@ -196,6 +226,22 @@ mod tests {
             [FLAGS_TRUNCATED],
             "past the budget a row has the marker only"
         );
+    }
+
+    #[test]
+    fn a_small_record_keeps_at_most_its_bytes_of_flags() {
+        // 10 flags of 10 bytes: 14 bytes each with the offset; a 50-byte record allows 800
+        let frame: Vec<String> = (0..10).map(|i| format!("flag_{i:05}")).collect();
+        let mut rf = RecordFlags::new(&frame, 50);
+        let mut out = Vec::new();
+        let mut kept = 0;
+        for _ in 0..100 {
+            rf.row(&[], &mut out);
+            kept += out.iter().filter(|f| **f != FLAGS_TRUNCATED).count();
+        }
+        assert_eq!(kept, 800 / 14);
+        assert_eq!(out, [FLAGS_TRUNCATED]);
+        assert_eq!(rf.truncated_rows, 95);
     }
 
     #[test]

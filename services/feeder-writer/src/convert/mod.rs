@@ -40,7 +40,8 @@ use self::builders::{
     SampleRow, TelematicsBuilder,
 };
 pub use self::flags::{
-    FLAGS_TRUNCATED, MAX_FLAG_BYTES, MAX_FLAG_ENTRIES_PER_RECORD, MAX_FLAGS_PER_ROW,
+    FLAG_BYTES_PER_RECORD_BYTE, FLAGS_TRUNCATED, MAX_FLAG_BYTES, MAX_FLAG_ENTRIES_PER_RECORD,
+    MAX_FLAGS_PER_ROW,
 };
 use self::flags::{RecordFlags, flags_by_index};
 pub use self::split::partition_date;
@@ -106,7 +107,7 @@ pub fn records_to_batches(kind: TopicKind, records: &[SourceRecord]) -> Result<C
 pub fn checked_to_batches(frames: &[CheckedFrame]) -> Result<Converted> {
     let mut rows = Rows::default();
     for cf in frames {
-        rows.add_checked(cf);
+        rows.add_checked(cf, cf.encoded_len());
     }
     rows.finish()
 }
@@ -146,7 +147,7 @@ impl Rows {
     fn add_checked_record(&mut self, rec: &SourceRecord) {
         match rec.payload.as_deref().map(CheckedFrame::decode) {
             Some(Ok(cf)) => match validate_device_id(&cf.device_id) {
-                Ok(()) => self.add_checked(&cf),
+                Ok(()) => self.add_checked(&cf, rec.size()),
                 Err(e) => self.add_undecodable(
                     TopicKind::Checked,
                     rec,
@@ -198,7 +199,8 @@ impl Rows {
         self.quarantine.append(key, &q.reason, &q.detail, &q.raw);
     }
 
-    fn add_checked(&mut self, cf: &CheckedFrame) {
+    /// `record_bytes`: the record's size, which bounds the flags its rows may carry.
+    fn add_checked(&mut self, cf: &CheckedFrame, record_bytes: usize) {
         let key = FrameKey {
             device_id: &cf.device_id,
             seq: cf.seq,
@@ -225,7 +227,7 @@ impl Rows {
         self.frames
             .append(key, &cf.key_id, &cf.edge_id, &cf.payload, &cf.signature);
 
-        let mut flags = RecordFlags::new(&cf.frame_flags);
+        let mut flags = RecordFlags::new(&cf.frame_flags, record_bytes);
         let mut row_flags = Vec::new();
         let reading_flags = flags_by_index(frame.readings.len(), &cf.reading_flags);
         for (i, r) in (0u32..).zip(&frame.readings) {
