@@ -36,10 +36,10 @@ use prost::Message as _;
 use rdkafka::Message as _;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer};
 
 use crate::checks::Outcome;
-use crate::run::Output;
+use crate::run::{Output, enqueue};
 use crate::{Error, Result};
 
 /// The quarantine reason of a record whose output would be too large.
@@ -431,24 +431,14 @@ async fn try_send(
     bytes: &[u8],
     offset: i64,
 ) -> Result<Option<i64>> {
-    let mut rec = FutureRecord::to(topic)
-        .partition(partition)
-        .key(key)
-        .payload(bytes);
-    let fut = loop {
-        match producer.send_result(rec) {
-            Ok(f) => break f,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                rec = back;
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            Err((e, _)) if is_too_large(&e) => return Ok(None),
-            Err((e, _)) => {
-                return Err(Error::Delivery {
-                    offset,
-                    reason: e.to_string(),
-                });
-            }
+    let fut = match enqueue(producer, topic, partition, key, bytes).await {
+        Ok(f) => f,
+        Err(e) if is_too_large(&e) => return Ok(None),
+        Err(e) => {
+            return Err(Error::Delivery {
+                offset,
+                reason: e.to_string(),
+            });
         }
     };
     match fut.await {

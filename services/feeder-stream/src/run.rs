@@ -542,8 +542,6 @@ async fn decide(
     Ok(())
 }
 
-/// Queues one output record; a full local queue means the broker is slow: wait for room
-/// (the queue is bounded), never drop.
 /// Enqueues the anomalies raised by the raw record at `offset` (partition `partition`).
 async fn send_anomalies(
     producer: &FutureProducer,
@@ -672,6 +670,7 @@ pub(crate) async fn acked(offset: i64, fut: DeliveryFuture) -> Result<Delivery> 
     }
 }
 
+/// Queues one output record ([`enqueue`]); `offset` names the raw record in errors.
 pub(crate) async fn send(
     producer: &FutureProducer,
     topic: &str,
@@ -680,6 +679,23 @@ pub(crate) async fn send(
     payload: &[u8],
     offset: i64,
 ) -> Result<DeliveryFuture> {
+    enqueue(producer, topic, partition, key, payload)
+        .await
+        .map_err(|e| Error::Delivery {
+            offset,
+            reason: e.to_string(),
+        })
+}
+
+/// Queues one record; a full local queue means the broker is slow: wait for room (the
+/// queue is bounded), never drop.
+pub(crate) async fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    payload: &[u8],
+) -> std::result::Result<DeliveryFuture, KafkaError> {
     let mut rec = FutureRecord::to(topic)
         .partition(partition)
         .key(key)
@@ -691,12 +707,7 @@ pub(crate) async fn send(
                 rec = back;
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            Err((e, _)) => {
-                return Err(Error::Delivery {
-                    offset,
-                    reason: e.to_string(),
-                });
-            }
+            Err((e, _)) => return Err(e),
         }
     }
 }
