@@ -1,16 +1,23 @@
-//! The per-record decision, free of I/O: decode, classify against the device's replay
-//! window, then run the data rules ([`crate::rules`]) on accepted frames. Everything
-//! refused keeps the device's bytes and a snake_case reason; rule findings become flags
-//! on the checked frame and anomaly records, and never refuse a frame.
+//! The per-record decision, free of I/O: admit (decode, edge proof, row cap, date
+//! horizon: [`crate::admit`]), classify against the device's replay window, then run the
+//! data rules ([`crate::rules`]) on accepted frames, their findings cut to the per-frame
+//! caps ([`crate::limits`]). Everything refused keeps the device's bytes and a snake_case
+//! reason (further copies of one refused frame are only counted, [`crate::replays`]);
+//! rule findings become flags on the checked frame and anomaly records, and never refuse
+//! a frame.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use feeder_core::EdgeProof;
 use feeder_proto::pipeline::{Anomaly, CheckedFrame, QuarantinedFrame, RawFrame};
 use feeder_proto::v1::{Frame, SignedFrame};
 use prost::Message;
 
-use crate::config::DeviceLabels;
+use crate::admit::{Admitted, Reason, Refusal, admit};
+use crate::config::{DeviceLabels, StreamConfig};
+use crate::limits::FrameLimits;
+use crate::replays::{Replay, ReplayLog};
 use crate::rules::cohort::{self, CohortDevice, WindowCounts};
 use crate::rules::{DeviceRules, Findings, FrameCtx, RulesConfig};
 use crate::window::{SeqWindow, Verdict};
@@ -38,9 +45,38 @@ struct Device {
     window: SeqWindow,
     rules: DeviceRules,
     cohort: CohortDevice,
+    /// Refused frames seen more than once. Serialized after the fields above, only when
+    /// not empty ([`Device::to_bytes`]): a record without it is what version 1 wrote.
+    #[serde(skip)]
+    replays: ReplayLog,
     /// Changed since the last [`PartitionState::take_dirty`] (not part of the state).
     #[serde(skip)]
     dirty: bool,
+}
+
+impl Device {
+    /// The changelog encoding: postcard of the fields, then the replay log when there
+    /// is one. `postcard::from_bytes` ignores trailing bytes, so a stage of the previous
+    /// version restores such a record too (without the counts), and this one restores
+    /// the previous version's records: the format stays [`crate::changelog::STATE_FORMAT`].
+    fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
+        let mut out = postcard::to_stdvec(self)?;
+        if !self.replays.is_empty() {
+            out.extend(postcard::to_stdvec(&self.replays)?);
+        }
+        Ok(out)
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        let (mut d, rest): (Device, _) = postcard::take_from_bytes(bytes)?;
+        if !rest.is_empty() {
+            d.replays = postcard::from_bytes(rest)?;
+            if !d.replays.is_valid() {
+                return Err(postcard::Error::DeserializeBadEncoding);
+            }
+        }
+        Ok(d)
+    }
 }
 
 /// Replay windows and rule state of the devices of one partition.
@@ -50,6 +86,9 @@ pub struct PartitionState {
     window: u64,
     rules: Arc<RulesConfig>,
     labels: DeviceLabels,
+    /// Raw records without a valid proof are quarantined `not_from_edge`.
+    edge_proof: EdgeProof,
+    limits: FrameLimits,
     /// Anomalies of the frames processed since the last [`Self::take_anomalies`].
     anomalies: Vec<Anomaly>,
     /// Flag and anomaly counts per rule since the last [`Self::take_rule_counts`].
@@ -80,12 +119,36 @@ impl PartitionState {
             window,
             rules,
             labels,
+            edge_proof: EdgeProof::Off,
+            limits: FrameLimits::default(),
             anomalies: Vec::new(),
             rule_counts: BTreeMap::new(),
             cohort_window: i64::MIN,
             dirty: 0,
             tallies: Vec::new(),
         }
+    }
+
+    /// The stage's settings: replay window, rules, labels, edge proof and frame limits.
+    pub fn from_config(cfg: &StreamConfig) -> Self {
+        Self::with_rules(
+            cfg.replay_window,
+            Arc::new(cfg.rules.clone()),
+            cfg.device_labels.clone(),
+        )
+        .with_edge_proof(cfg.edge_proof.clone())
+        .with_limits(cfg.frame_limits)
+    }
+
+    /// Raw records must carry a valid edge proof from now on.
+    pub fn with_edge_proof(mut self, proof: EdgeProof) -> Self {
+        self.edge_proof = proof;
+        self
+    }
+
+    pub fn with_limits(mut self, limits: FrameLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Device labels from now on (a reloaded registry).
@@ -96,6 +159,8 @@ impl PartitionState {
     /// A state with the same settings and no devices.
     pub fn emptied(&self) -> Self {
         Self::with_rules(self.window, self.rules.clone(), self.labels.clone())
+            .with_edge_proof(self.edge_proof.clone())
+            .with_limits(self.limits)
     }
 
     pub fn devices(&self) -> usize {
@@ -106,7 +171,7 @@ impl PartitionState {
     pub fn device_bytes(&self, device_id: &str) -> Option<usize> {
         self.devices
             .get(device_id)
-            .map(|d| d.window.approx_bytes() + d.rules.approx_bytes())
+            .map(|d| d.window.approx_bytes() + d.rules.approx_bytes() + d.replays.approx_bytes())
     }
 
     /// Replays an accepted frame's seq only (tests; recovery uses [`Self::replay_checked`]).
@@ -155,7 +220,7 @@ impl PartitionState {
     pub fn take_dirty(&mut self) -> Result<Vec<(String, Vec<u8>)>, postcard::Error> {
         let mut out = Vec::with_capacity(self.dirty);
         for (id, d) in self.devices.iter_mut().filter(|(_, d)| d.dirty) {
-            out.push((id.clone(), postcard::to_stdvec(d)?));
+            out.push((id.clone(), d.to_bytes()?));
             d.dirty = false;
         }
         self.dirty = 0;
@@ -179,7 +244,7 @@ impl PartitionState {
 
     /// Restores one device from its changelog record (see [`Self::take_dirty`]).
     pub fn restore_device(&mut self, device_id: &str, bytes: &[u8]) -> Result<(), postcard::Error> {
-        let d: Device = postcard::from_bytes(bytes)?;
+        let d = Device::from_bytes(bytes)?;
         self.devices.insert(device_id.to_string(), d);
         Ok(())
     }
@@ -214,6 +279,8 @@ impl PartitionState {
             return findings;
         };
         dev.rules.evaluate(rules, ctx, frame, &mut findings);
+        // in the replay of the checked log too, so recovery finds the same anomalies
+        self.limits.cap(&mut findings);
         self.cohort_step(device_id, received_at_ms, &frame.firmware);
         findings
     }
@@ -287,130 +354,123 @@ impl PartitionState {
         self.cohort_window = w;
     }
 
-    /// Decides what the raw record at `offset` becomes, and updates the window.
+    /// Decides what the raw record at `offset` becomes, and updates the window. Every
+    /// record has a bounded outcome (`docs/checks.md`, "Refusals"): admission
+    /// ([`crate::admit`]) runs before any device state is touched.
     pub fn process(&mut self, offset: i64, value: &[u8]) -> Outcome {
-        let quarantine = |received_at_ms,
-                          edge_id: String,
-                          device_id: String,
-                          seq,
-                          reason: &str,
-                          detail: String,
-                          raw: bytes::Bytes| {
-            Outcome::Quarantined(QuarantinedFrame {
-                received_at_ms,
-                device_id,
-                seq,
-                reason: reason.to_string(),
-                detail,
-                raw,
-                source_offset: offset,
-                edge_id,
-            })
+        let Admitted {
+            raw,
+            signed: sf,
+            frame,
+        } = match admit(value, &self.edge_proof, &self.limits) {
+            Ok(a) => a,
+            Err(r) => return self.refused(offset, *r),
         };
-        let raw = match RawFrame::decode(value) {
-            Ok(r) => r,
-            Err(e) => {
-                return quarantine(
-                    0,
-                    String::new(),
-                    String::new(),
-                    0,
-                    "undecodable_record",
-                    e.to_string(),
-                    bytes::Bytes::copy_from_slice(value),
-                );
-            }
-        };
-        let sf = match SignedFrame::decode(raw.signed_frame.clone()) {
-            Ok(f) => f,
-            Err(e) => {
-                return quarantine(
-                    raw.received_at_ms,
-                    raw.edge_id,
-                    String::new(),
-                    0,
-                    "malformed_frame",
-                    e.to_string(),
-                    raw.signed_frame,
-                );
-            }
-        };
-        let frame = match Frame::decode(sf.payload.clone()) {
-            Ok(f) => f,
-            Err(e) => {
-                return quarantine(
-                    raw.received_at_ms,
-                    raw.edge_id,
-                    sf.device_id,
-                    sf.seq,
-                    "malformed_payload",
-                    e.to_string(),
-                    raw.signed_frame,
-                );
-            }
-        };
-        let window = self.window;
+        let (window, max_ahead) = (self.window, self.limits.max_seq_ahead);
         let w = &mut self.device_mut(&sf.device_id).window;
-        match w.classify(sf.seq, window) {
-            Verdict::Duplicate => quarantine(
-                raw.received_at_ms,
-                raw.edge_id,
-                sf.device_id,
-                sf.seq,
-                "duplicate",
-                "seq already accepted".into(),
-                raw.signed_frame,
-            ),
-            Verdict::TooOld => {
-                let detail = format!(
-                    "seq older than the replay window ({window}) behind {}",
-                    w.highest()
-                );
-                quarantine(
-                    raw.received_at_ms,
-                    raw.edge_id,
-                    sf.device_id,
-                    sf.seq,
-                    "too_old",
-                    detail,
-                    raw.signed_frame,
-                )
-            }
+        let (reason, detail) = match w.classify(sf.seq, window, max_ahead) {
             Verdict::New { gap_before } => {
                 w.accept(sf.seq, window);
-                let findings = self.evaluate(&sf.device_id, raw.received_at_ms, &frame);
-                let mut frame_flags = Vec::with_capacity(findings.frame_flags.len() + 1);
-                if gap_before {
-                    frame_flags.push("gap_before".to_string());
-                }
-                frame_flags.extend(findings.frame_flags.iter().map(|f| f.to_string()));
-                for rule in findings
-                    .rule_names()
-                    .chain(findings.anomalies.iter().map(|a| a.rule))
-                {
-                    *self.rule_counts.entry(rule).or_default() += 1;
-                }
-                self.anomalies.extend(findings.anomaly_records(
-                    &sf.device_id,
-                    sf.seq,
-                    raw.received_at_ms,
-                    offset,
-                ));
-                Outcome::Checked(CheckedFrame {
-                    device_id: sf.device_id,
-                    seq: sf.seq,
-                    key_id: sf.key_id,
-                    payload: sf.payload,
-                    signature: sf.signature,
-                    received_at_ms: raw.received_at_ms,
-                    edge_id: raw.edge_id,
-                    frame_flags,
-                    reading_flags: Findings::row_flags(&findings.reading_flags),
-                    sample_flags: Findings::row_flags(&findings.sample_flags),
-                    source_offset: offset,
-                })
+                return self.accepted(offset, raw, sf, &frame, gap_before);
             }
+            Verdict::Duplicate => (Reason::Duplicate, "seq already accepted".to_string()),
+            Verdict::TooOld => (
+                Reason::TooOld,
+                format!(
+                    "seq older than the replay window ({window}) behind {}",
+                    w.highest()
+                ),
+            ),
+            Verdict::TooFarAhead => (
+                Reason::SeqJump,
+                format!(
+                    "seq more than {max_ahead} ahead of the highest accepted, {}",
+                    w.highest()
+                ),
+            ),
+        };
+        let refusal = Refusal {
+            reason,
+            detail,
+            received_at_ms: raw.received_at_ms,
+            edge_id: raw.edge_id,
+            device_id: sf.device_id,
+            seq: sf.seq,
+            raw: raw.signed_frame,
+        };
+        self.refused(offset, refusal)
+    }
+
+    /// The quarantine record of a refusal; a further copy of a frame the device already
+    /// had refused is only counted ([`crate::replays`]).
+    fn refused(&mut self, offset: i64, r: Refusal) -> Outcome {
+        let replay = if r.device_id.is_empty() {
+            Replay::First // no device to count it for: malformed or unproven
+        } else {
+            self.device_mut(&r.device_id).replays.count(r.seq, &r.raw)
+        };
+        let (detail, raw) = match replay {
+            Replay::First => (r.detail, r.raw),
+            Replay::Count(n) | Replay::Absorbed(n) => (
+                format!(
+                    "replayed {n} times, bytes stored with the first copy: {}",
+                    r.detail
+                ),
+                bytes::Bytes::new(),
+            ),
+        };
+        Outcome::Quarantined(QuarantinedFrame {
+            received_at_ms: r.received_at_ms,
+            device_id: r.device_id,
+            seq: r.seq,
+            reason: r.reason.as_str().to_string(),
+            detail,
+            raw,
+            source_offset: offset,
+            edge_id: r.edge_id,
+        })
+    }
+
+    /// The checked record of a frame whose seq was just accepted.
+    fn accepted(
+        &mut self,
+        offset: i64,
+        raw: RawFrame,
+        sf: SignedFrame,
+        frame: &Frame,
+        gap_before: bool,
+    ) -> Outcome {
+        let findings = self.evaluate(&sf.device_id, raw.received_at_ms, frame);
+        let mut frame_flags = Vec::with_capacity(findings.frame_flags.len() + 1);
+        if gap_before {
+            frame_flags.push("gap_before".to_string());
         }
+        frame_flags.extend(findings.frame_flags.iter().map(|f| f.to_string()));
+        for rule in findings
+            .rule_names()
+            .chain(findings.anomalies.iter().map(|a| a.rule))
+        {
+            *self.rule_counts.entry(rule).or_default() += 1;
+        }
+        self.anomalies.extend(findings.anomaly_records(
+            &sf.device_id,
+            sf.seq,
+            raw.received_at_ms,
+            offset,
+        ));
+        Outcome::Checked(CheckedFrame {
+            device_id: sf.device_id,
+            seq: sf.seq,
+            key_id: sf.key_id,
+            payload: sf.payload,
+            signature: sf.signature,
+            received_at_ms: raw.received_at_ms,
+            edge_id: raw.edge_id,
+            frame_flags,
+            reading_flags: Findings::row_flags(&findings.reading_flags),
+            sample_flags: Findings::row_flags(&findings.sample_flags),
+            source_offset: offset,
+        })
     }
 }
 
@@ -471,7 +531,7 @@ mod tests {
                 .encode_to_vec(),
                 "malformed_frame",
             ),
-            (vec![0xff, 0x01], "undecodable_record"),
+            (vec![0xff, 0x01], "malformed_record"),
         ];
         for (i, (value, want)) in cases.iter().enumerate() {
             let out = st.process(i as i64, value);
@@ -643,6 +703,35 @@ mod tests {
         // the clock never goes back
         assert_eq!(st.advance_cohort_clock(1_000), 0);
         assert_eq!(st.cohort_window(), 8);
+    }
+
+    #[test]
+    fn device_records_with_replay_counts_stay_readable_by_both_versions() {
+        let mut st = PartitionState::new(4096);
+        let v = raw("d", 1, frame());
+        st.process(0, &v);
+        st.process(1, &v); // a replay: counted in the device's state
+        let recs = st.take_dirty().unwrap();
+        let with_counts = &recs[0].1;
+        // what the previous version decodes: the fields before the replay log
+        #[derive(serde::Deserialize)]
+        struct V1 {
+            window: SeqWindow,
+            _rules: DeviceRules,
+            _cohort: CohortDevice,
+        }
+        let old: V1 = postcard::from_bytes(with_counts).unwrap();
+        assert_eq!(old.window.highest(), 1);
+        // a record of the previous version (no replay log) restores with no counts
+        let v1 = postcard::to_stdvec(&st.devices["d"]).unwrap();
+        assert!(v1.len() < with_counts.len());
+        assert!(Device::from_bytes(&v1).unwrap().replays.is_empty());
+        assert!(!Device::from_bytes(with_counts).unwrap().replays.is_empty());
+        // a replay log this code could not have written is refused (recovery rebuilds)
+        let mut bad = v1.clone();
+        bad.push(9); // nine entries, more than the slots
+        bad.extend([1u8; 27]);
+        assert!(Device::from_bytes(&bad).is_err());
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct StreamConfig {
     /// Kafka's default 1 MiB message size; at least
     /// [`crate::outputs::MIN_MAX_OUTPUT_RECORD_BYTES`].
     pub max_output_record_bytes: usize,
+    /// Per-frame bounds: rows, row flags, anomalies, seq jump, date horizon
+    /// ([`crate::limits`]).
+    pub frame_limits: crate::limits::FrameLimits,
 }
 
 impl Default for StreamConfig {
@@ -78,6 +81,7 @@ impl Default for StreamConfig {
             registry: None,
             edge_proof: feeder_core::EdgeProof::Off,
             max_output_record_bytes: 1_000_000,
+            frame_limits: crate::limits::FrameLimits::default(),
         }
     }
 }

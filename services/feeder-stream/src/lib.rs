@@ -18,6 +18,7 @@
 //! and a device silent for longer than the data topics' retention keeps its replay
 //! window.
 
+pub mod admit;
 pub mod changelog;
 pub mod checks;
 pub mod config;
@@ -25,9 +26,11 @@ pub mod error;
 pub mod fleet;
 pub mod idle_clock;
 pub mod labels_reload;
+pub mod limits;
 pub mod outputs;
 pub mod rebalance;
 pub mod recovery;
+pub mod replays;
 pub mod rules;
 pub mod run;
 pub mod window;

@@ -20,7 +20,6 @@
 //! ordered, so what a crash leaves of one record's anomalies is a prefix.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use feeder_kafka::{KafkaConfig, Topics};
@@ -72,14 +71,10 @@ pub async fn recover(
 ) -> Result<Recovered> {
     let kafka = kafka.clone();
     let topics = topics.clone();
-    let (window, rules, labels) = (
-        cfg.replay_window,
-        Arc::new(cfg.rules.clone()),
-        cfg.device_labels.clone(),
-    );
+    let fresh = PartitionState::from_config(cfg);
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let mut state = PartitionState::with_rules(window, rules, labels);
+        let mut state = fresh;
         let mut changelog = Restored::default();
         read_partition(&kafka, &topics.stream_state, partition, 0, |_, k, v| {
             changelog.record(k, v);

@@ -5,6 +5,11 @@
 //! highest accepted seq and the seqs within `window` behind it that were *not* accepted
 //! yet (holes). A device that sends in order has no holes, so the common case costs 16
 //! bytes; the worst case is bounded by `window` holes.
+//!
+//! Seqs are device-supplied, so every step is saturating, and a seq further ahead of the
+//! highest than `max_ahead` is refused ([`Verdict::TooFarAhead`]) instead of moving the
+//! window: one frame with `seq = u64::MAX` would otherwise make every later frame of the
+//! device `too_old`, for ever.
 
 use std::collections::BTreeSet;
 
@@ -17,6 +22,9 @@ pub enum Verdict {
     Duplicate,
     /// Older than the window: cannot tell, so quarantine as `too_old`.
     TooOld,
+    /// More than `max_ahead` past the highest: quarantined as `seq_jump`, the window
+    /// stays where it is.
+    TooFarAhead,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,13 +39,19 @@ impl SeqWindow {
     }
 
     /// Classifies `seq` without changing state.
-    pub fn classify(&self, seq: u64, window: u64) -> Verdict {
+    pub fn classify(&self, seq: u64, window: u64, max_ahead: u64) -> Verdict {
         if seq > self.highest {
+            // no underflow: seq > highest
+            let ahead = seq - self.highest;
+            if ahead > max_ahead {
+                return Verdict::TooFarAhead;
+            }
             return Verdict::New {
-                gap_before: seq > self.highest + 1,
+                gap_before: ahead > 1,
             };
         }
-        if seq + window <= self.highest {
+        // no underflow: seq <= highest
+        if self.highest - seq >= window {
             return Verdict::TooOld;
         }
         if self.holes.contains(&seq) {
@@ -50,7 +64,8 @@ impl SeqWindow {
     /// Records `seq` as accepted. Idempotent.
     pub fn accept(&mut self, seq: u64, window: u64) {
         if seq > self.highest {
-            let low = (seq.saturating_sub(window) + 1).max(self.highest + 1);
+            // no overflow: seq > highest, so highest + 1 <= seq
+            let low = (seq.saturating_sub(window).saturating_add(1)).max(self.highest + 1);
             for s in low..seq {
                 self.holes.insert(s);
             }
@@ -79,36 +94,37 @@ mod tests {
     use super::*;
 
     const W: u64 = 4096;
+    const A: u64 = 1 << 32;
 
     #[test]
     fn in_order_retry_and_out_of_order() {
         let mut w = SeqWindow::default();
-        assert_eq!(w.classify(1, W), Verdict::New { gap_before: false });
+        assert_eq!(w.classify(1, W, A), Verdict::New { gap_before: false });
         w.accept(1, W);
-        assert_eq!(w.classify(1, W), Verdict::Duplicate);
+        assert_eq!(w.classify(1, W, A), Verdict::Duplicate);
         // seq 3 before a retried seq 2: 3 flags a gap, 2 is then new, not a replay
-        assert_eq!(w.classify(3, W), Verdict::New { gap_before: true });
+        assert_eq!(w.classify(3, W, A), Verdict::New { gap_before: true });
         w.accept(3, W);
-        assert_eq!(w.classify(2, W), Verdict::New { gap_before: false });
+        assert_eq!(w.classify(2, W, A), Verdict::New { gap_before: false });
         w.accept(2, W);
-        assert_eq!(w.classify(2, W), Verdict::Duplicate);
-        assert_eq!(w.classify(3, W), Verdict::Duplicate);
+        assert_eq!(w.classify(2, W, A), Verdict::Duplicate);
+        assert_eq!(w.classify(3, W, A), Verdict::Duplicate);
         assert_eq!(w.approx_bytes(), std::mem::size_of::<SeqWindow>());
     }
 
     #[test]
     fn first_frame_after_missing_start_flags_gap() {
         let w = SeqWindow::default();
-        assert_eq!(w.classify(5, W), Verdict::New { gap_before: true });
+        assert_eq!(w.classify(5, W, A), Verdict::New { gap_before: true });
     }
 
     #[test]
     fn too_old_is_outside_the_window() {
         let mut w = SeqWindow::default();
         w.accept(10_000, W);
-        assert_eq!(w.classify(10_000 - W, W), Verdict::TooOld);
+        assert_eq!(w.classify(10_000 - W, W, A), Verdict::TooOld);
         assert_eq!(
-            w.classify(10_000 - W + 1, W),
+            w.classify(10_000 - W + 1, W, A),
             Verdict::New { gap_before: false }
         );
         // holes are bounded by the window
@@ -129,7 +145,31 @@ mod tests {
             b.accept(s, W);
         }
         assert_eq!(a, b);
-        assert_eq!(a.classify(6, W), Verdict::New { gap_before: false });
-        assert_eq!(a.classify(4, W), Verdict::Duplicate);
+        assert_eq!(a.classify(6, W, A), Verdict::New { gap_before: false });
+        assert_eq!(a.classify(4, W, A), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn seqs_near_the_top_of_u64_neither_overflow_nor_lock_the_device_out() {
+        let mut w = SeqWindow::default();
+        w.accept(10, W);
+        // a jump past max_ahead is refused and leaves the window where it was
+        assert_eq!(w.classify(u64::MAX, W, A), Verdict::TooFarAhead);
+        assert_eq!(w.classify(10 + A + 1, W, A), Verdict::TooFarAhead);
+        assert_eq!(w.classify(10 + A, W, A), Verdict::New { gap_before: true });
+        assert_eq!(w.classify(11, W, A), Verdict::New { gap_before: false });
+        // with no limit, u64::MAX is accepted without overflow, and every step after it
+        // saturates (debug builds panic on overflow)
+        w.accept(u64::MAX, W);
+        assert_eq!(w.highest(), u64::MAX);
+        assert_eq!(w.classify(u64::MAX, W, u64::MAX), Verdict::Duplicate);
+        assert_eq!(
+            w.classify(u64::MAX - 1, W, u64::MAX),
+            Verdict::New { gap_before: false }
+        );
+        assert_eq!(w.classify(5, W, u64::MAX), Verdict::TooOld);
+        w.accept(u64::MAX - 1, W);
+        w.accept(u64::MAX, W);
+        assert!(w.holes.len() < W as usize);
     }
 }

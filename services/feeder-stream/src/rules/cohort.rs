@@ -98,12 +98,13 @@ impl CohortDevice {
     }
 
     fn usual(&self, w: i64, baseline: i64) -> bool {
-        let in_base = |x: i64| x < w && x >= w - baseline;
+        let in_base = |x: i64| x < w && x >= w.saturating_sub(baseline);
         in_base(self.last_window) || (self.last_window >= w && in_base(self.prev_window))
     }
 }
 
-fn fnv1a64(bytes: &[u8]) -> u64 {
+/// FNV-1a, 64 bits: a stable hash (it is part of the persisted state).
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -193,7 +194,10 @@ pub fn judge<'a>(
 /// `note` is appended to each finding's detail.
 pub fn judge_counts(cfg: &CohortConfig, w: i64, counts: &WindowCounts, note: &str) -> Vec<Finding> {
     let (all_usual, all_reported) = (counts.fleet_usual, counts.fleet_reported);
-    let (from, to) = (w * cfg.window_ms, (w + 1) * cfg.window_ms);
+    let (from, to) = (
+        w.saturating_mul(cfg.window_ms),
+        w.saturating_add(1).saturating_mul(cfg.window_ms),
+    );
     let mut out = Vec::new();
     for (key, c) in &counts.cohorts {
         let others_usual = all_usual.saturating_sub(c.usual);

@@ -219,7 +219,7 @@ impl FleetAggregator {
             }
             self.judged_up_to = w;
             self.windows_judged += 1;
-            let keep_from = w - self.keep_windows;
+            let keep_from = w.saturating_sub(self.keep_windows);
             self.emitted = self.emitted.split_off(&keep_from);
         }
         out

@@ -84,8 +84,8 @@ impl ShareHistory {
                 return Some(Finding {
                     rule: FLEET_SILENCE,
                     severity: Severity::Critical,
-                    ts_from_ms: w * cfg.window_ms,
-                    ts_to_ms: (w + 1) * cfg.window_ms,
+                    ts_from_ms: w.saturating_mul(cfg.window_ms),
+                    ts_to_ms: w.saturating_add(1).saturating_mul(cfg.window_ms),
                     detail: format!(
                         "{reported} of {usual} usually reporting devices of the whole fleet \
                          reported; the lowest share of the last {} windows ({lowest:.3}) \

@@ -24,7 +24,8 @@ pub fn check(eff: &Effective<'_>, ctx: FrameCtx<'_>, frame: &Frame, out: &mut Fi
     let cfg = eff.integrity;
     if eff.enabled(CLOCK_SKEW)
         && frame.sent_at_ms != 0
-        && (frame.sent_at_ms - ctx.received_at_ms).abs() > cfg.max_clock_skew_ms
+        && frame.sent_at_ms.abs_diff(ctx.received_at_ms)
+            > cfg.max_clock_skew_ms.max(0).unsigned_abs()
     {
         out.frame(CLOCK_SKEW);
     }

@@ -347,14 +347,14 @@ impl MeterState {
         }
         let interval_ms = i64::from(r.interval_s) * 1000;
         if ch.last_ts != i64::MIN
-            && r.ts_ms - interval_ms > ch.last_ts
+            && r.ts_ms.saturating_sub(interval_ms) > ch.last_ts
             && eff.enabled(MISSING_INTERVALS)
         {
             out.reading(i, MISSING_INTERVALS);
         }
         ch.last_ts = r.ts_ms;
         ch.sum += v;
-        ch.covered_s += i64::from(r.interval_s);
+        ch.covered_s = ch.covered_s.saturating_add(i64::from(r.interval_s));
         ch.sum_to_ts = r.ts_ms;
 
         // spike, against the slot's history before this value
@@ -374,11 +374,13 @@ impl MeterState {
         }
 
         // zero run, not counting intervals that overlap an outage
-        let from = r.ts_ms - interval_ms;
+        let from = r.ts_ms.saturating_sub(interval_ms);
         let in_outage = outages.iter().any(|&(a, b)| from < b && r.ts_ms > a);
         if r.value == 0 && !in_outage {
             let start = *ch.zero_run_start.get_or_insert(from);
-            if r.ts_ms - start >= m.zero_run_min_s * 1000 && eff.enabled(ZERO_RUN) {
+            if r.ts_ms.saturating_sub(start) >= m.zero_run_min_s.saturating_mul(1000)
+                && eff.enabled(ZERO_RUN)
+            {
                 out.reading(i, ZERO_RUN);
                 if !ch.zero_run_reported {
                     ch.zero_run_reported = true;
@@ -432,9 +434,9 @@ impl MeterState {
         let mut delta_raw = None;
         if !first {
             if r.value >= reg.last_raw {
-                delta_raw = Some(r.value - reg.last_raw);
+                delta_raw = Some(r.value.saturating_sub(reg.last_raw));
             } else {
-                let modulus = 10i64.pow(m.register_digits);
+                let modulus = 10i64.saturating_pow(m.register_digits);
                 let wrapped = r.value.saturating_add(modulus).saturating_sub(reg.last_raw);
                 let rollover = reg.last_raw < modulus
                     && r.value >= 0
@@ -469,7 +471,8 @@ impl MeterState {
         if let Some(ch) = channel {
             if let Some(d) = delta_raw
                 && ch.sum_to_ts == r.ts_ms
-                && ch.covered_s * 1000 == r.ts_ms - reg.last_ts
+                && ch.covered_s.checked_mul(1000).is_some()
+                && ch.covered_s.checked_mul(1000) == r.ts_ms.checked_sub(reg.last_ts)
                 && eff.enabled(SUM_MISMATCH)
             {
                 let delta = d as f64 * 10f64.powi(r.scaler);

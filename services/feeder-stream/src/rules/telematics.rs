@@ -71,7 +71,7 @@ impl VehicleState {
                 continue; // first fix, or older than the last one: nothing to compare
             };
             let d = haversine_m(prev.lat, prev.lon, fix.lat, fix.lon);
-            let dt_s = (fix.ts_ms - prev.ts_ms) as f64 / 1000.0;
+            let dt_s = fix.ts_ms.abs_diff(prev.ts_ms) as f64 / 1000.0;
             let implied = (d - t.gps_tolerance_m).max(0.0) / dt_s;
             if implied > t.max_speed_m_s {
                 if d > t.teleport_m {
