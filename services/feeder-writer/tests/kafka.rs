@@ -18,7 +18,7 @@ use feeder_writer::storage::LocalFs;
 use feeder_writer::{SourceRecord, TopicKind, WriterConfig, WriterStats, naming, run};
 use prost::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -30,20 +30,6 @@ fn topics() -> Topics {
         replication: 1,
         ..Topics::with_prefix("it", 2, 1)
     }
-}
-
-async fn produce(producer: &FutureProducer, topic: &str, partition: i32, key: &str, bytes: &[u8]) {
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .partition(partition)
-                .key(key)
-                .payload(bytes),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
 }
 
 fn cfg(root: &Path, writer_id: &str) -> WriterConfig {

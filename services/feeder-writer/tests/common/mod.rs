@@ -17,6 +17,7 @@ use feeder_writer::storage::LocalFs;
 use feeder_writer::{SourceRecord, TopicKind};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use prost::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// 2024-03-10T23:59:00Z: frames straddle a UTC midnight.
 pub const BASE_TS: i64 = 1_710_115_140_000;
@@ -281,4 +282,25 @@ pub fn signed_records(offsets: std::ops::Range<i64>) -> Vec<SourceRecord> {
             }
         })
         .collect()
+}
+
+/// Produces one record to `topic`/`partition`.
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    bytes: &[u8],
+) {
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(partition)
+                .key(key)
+                .payload(bytes),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
 }
