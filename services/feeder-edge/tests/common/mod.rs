@@ -221,3 +221,84 @@ pub async fn raw_records(kafka: &KafkaConfig, topics: &Topics) -> Vec<RawFrame> 
     .await
     .unwrap()
 }
+
+/// The process-wide metrics recorder of this test binary (installed on first use).
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap()
+    })
+}
+
+/// The sum of counter `name`'s samples whose labels include every `label="value"` given.
+pub fn counter(name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sends `body` as a whole encoded request, whatever it holds.
+#[derive(Clone, Copy, Default)]
+pub struct RawRequestCodec;
+
+impl tonic::codec::Codec for RawRequestCodec {
+    type Encode = Bytes;
+    type Decode = PushResponse;
+    type Encoder = Self;
+    type Decoder = Self;
+    fn encoder(&mut self) -> Self {
+        Self
+    }
+    fn decoder(&mut self) -> Self {
+        Self
+    }
+}
+
+impl tonic::codec::Encoder for RawRequestCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawRequestCodec {
+    type Item = PushResponse;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<PushResponse>, tonic::Status> {
+        PushResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+/// A `Push` call whose request is `body` as is (a malformed or oversized request).
+pub async fn raw_request(ch: Channel, body: Bytes) -> Result<PushResponse, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/feeder.v1.Ingest/Push");
+    grpc.unary(tonic::Request::new(body), path, RawRequestCodec)
+        .await
+        .map(|r| r.into_inner())
+}
