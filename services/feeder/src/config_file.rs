@@ -72,7 +72,7 @@ impl ConfigFile {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let doc = toml_edit::Document::parse(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: syntax_message(text, e.span(), e.message()),
         })?;
         let invalid =
             |span: Option<std::ops::Range<usize>>, message: String| ConfigError::Invalid {
@@ -134,7 +134,7 @@ impl ConfigFile {
                         check_value(arg, s).map_err(|e| {
                             invalid(
                                 span.clone(),
-                                format!("{section}.{key}: {}", clap_reason(&e)),
+                                format!("{section}.{key}: {}", clap_reason(&e, s)),
                             )
                         })?;
                     }
@@ -144,7 +144,10 @@ impl ConfigFile {
         }
         let rules = rules_of(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
-            message: format!("[stream.rules]: {e}"),
+            message: format!(
+                "[stream.rules]: {}",
+                syntax_message(text, e.span(), e.message())
+            ),
         })?;
         if let Some(r) = &rules {
             r.validate().map_err(|m| {
@@ -416,11 +419,77 @@ fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> usize {
         .unwrap_or(1)
 }
 
-/// The reason in a clap error, without its usage banner.
-fn clap_reason(e: &clap::Error) -> String {
-    let text = e.to_string();
-    let first = text.lines().next().unwrap_or_default();
-    first.trim_start_matches("error: ").to_string()
+// Error messages never repeat content of the file: a line may hold a key or password
+// (a Secret's properties, a value pasted under the wrong key), and config errors reach
+// logs and terminals. The parsers' own renderings quote the source line (toml) or the
+// value (clap, serde), so messages are rebuilt from the position and the kind of error,
+// with any quoted text in the parser's message replaced by `<value>`. Key names, which
+// the user needs to find the mistake, are kept.
+
+/// `line L, column C: what` for a TOML syntax or typed-value error at `span`.
+fn syntax_message(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> String {
+    let at = span.map_or(0, |s| s.start.min(text.len()));
+    let line = line_of(text, Some(at..at));
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..at].chars().count() + 1;
+    format!("line {line}, column {column}: {}", without_quoted(message))
+}
+
+/// Why a flag's parser refused `value`, without the value: the parser's own error (its
+/// `source`) or the kind of clap error.
+fn clap_reason(e: &clap::Error, value: &str) -> String {
+    let reason = std::error::Error::source(e)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| e.kind().to_string());
+    let reason = if value.is_empty() {
+        reason
+    } else {
+        reason.replace(value, "<value>")
+    };
+    format!("invalid value: {}", without_quoted(first_line(&reason)))
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
+}
+
+/// `message` with every `"…"` or `'…'` span (values, as serde, toml and clap quote
+/// them) replaced by `<value>`; an unclosed quote hides the rest. Backticked names stay.
+/// The `'` of an apostrophe (after a letter or digit) does not open a quote.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if c == '`' {
+            // a name or token the parser expected, as the parser wrote it
+            out.push(c);
+            for d in chars.by_ref() {
+                out.push(d);
+                if d == '`' {
+                    break;
+                }
+            }
+            continue;
+        }
+        // an apostrophe inside a word ("isn't") is not a quote
+        let opens =
+            c == '"' || (c == '\'' && out.chars().last().is_none_or(|p| !p.is_alphanumeric()));
+        if opens {
+            out.push_str("<value>");
+            let mut escaped = false;
+            for d in chars.by_ref() {
+                match d {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    _ if d == c => break,
+                    _ => {}
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -267,3 +267,34 @@ fn the_documented_example_is_valid() {
         assert_eq!(cli.log.filter, "info");
     }
 }
+
+/// A config error never repeats a value from the file (it may be a key pasted in the
+/// wrong place): syntax errors, typed rule errors and flag values alike give the line,
+/// the column or key, and what is wrong, never the content.
+#[test]
+fn errors_never_echo_a_value() {
+    const SECRET: &str = "c2VjcmV0LWtleS1tYXRlcmlhbA";
+    let cases = [
+        // unterminated string, bad escape, junk after a value, bare word: syntax errors
+        format!("[kafka.properties]\n\"sasl.password\" = \"{SECRET}\n"),
+        format!("[kafka.properties]\n\"sasl.password\" = \"a\\q{SECRET}\"\n"),
+        format!("[kafka]\nbrokers = \"b:9092\" {SECRET}\n"),
+        format!("[kafka]\nbrokers = {SECRET}\n"),
+        format!("{SECRET}\n"),
+        // a value of the wrong type for a typed rule
+        format!("[stream.rules.meter]\nspike_mad_factor = \"{SECRET}\"\n"),
+        // values a flag's parser refuses
+        format!("[edge]\nack_timeout = \"{SECRET}\"\n"),
+        format!("[edge]\nlisten = \"{SECRET}\"\n"),
+        format!("[writer]\nflush_max_frames = \"{SECRET}\"\n"),
+    ];
+    for text in &cases {
+        let message = match ConfigFile::parse(Path::new("f.toml"), text) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{text:?} was accepted"),
+        };
+        assert!(!message.contains(SECRET), "{text:?}: {message}");
+        assert!(!message.contains("c2VjcmV0"), "{text:?}: {message}");
+        assert!(message.contains("line "), "{text:?}: {message}");
+    }
+}
