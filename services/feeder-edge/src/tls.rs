@@ -1,13 +1,20 @@
 //! Transport security for the device-facing port: TLS, optional mutual TLS against a
-//! client CA, and the optional device identity rule (the client certificate must be valid
-//! for a DNS name equal to the frame's device_id, checked by webpki on subjectAltName).
+//! client CA, and the optional device identity rule: the client certificate (its chain
+//! already verified against the client CA in the handshake) must carry a subjectAltName
+//! DNS name or URI *exactly* equal to the frame's device_id.
+//!
+//! Exact means byte for byte: no wildcard (`*.meters.example` names no device) and no case
+//! folding (`MTR-1` is not `mtr-1`). DNS matching rules (RFC 6125) are for host names,
+//! where case does not matter and wildcards are a convenience; device ids are
+//! case-sensitive identities, and a wildcard certificate for a whole fleet would let one
+//! extracted key speak for every device.
 //!
 //! TLS protects the hop; the frame signature still protects the data end to end, so
 //! identity is an extra gate, not a replacement for verification.
 
 use std::sync::Arc;
 
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::CertificateDer;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::config::TlsFiles;
@@ -47,15 +54,16 @@ impl<'a> DeviceIdentity<'a> {
         Self { leaf }
     }
 
-    /// Whether the certificate names `device_id` (a device id that is not a valid DNS
-    /// name never matches).
+    /// Whether the certificate names `device_id` exactly (a SAN DNS name or URI equal to
+    /// it byte for byte).
     pub fn permits(&self, device_id: &str) -> bool {
         let Some(leaf) = &self.leaf else {
             return false;
         };
-        match ServerName::try_from(device_id) {
-            Ok(name) => leaf.verify_is_valid_for_subject_name(&name).is_ok(),
-            Err(_) => false,
-        }
+        // a wildcard name is never an identity, even for a device id spelt like one
+        !device_id.is_empty()
+            && !device_id.contains('*')
+            && (leaf.valid_dns_names().any(|n| n == device_id)
+                || leaf.valid_uri_names().any(|n| n == device_id))
     }
 }

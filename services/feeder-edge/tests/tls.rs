@@ -144,6 +144,8 @@ async fn mutual_tls_refuses_strangers_and_checks_device_identity() {
     );
     leaf(pki, "ca", "mtr-000001", "DNS:mtr-000001", "clientAuth");
     leaf(pki, "other-ca", "stranger", "DNS:mtr-000001", "clientAuth");
+    // names that DNS matching would accept but the exact rule does not
+    leaf(pki, "ca", "upper", "DNS:MTR-000002", "clientAuth");
 
     let topics = Topics::with_prefix("edge-tls", 1, 1);
     let broker = EmbeddedBroker::start(1, &topics.data_topics(), topics.partitions).unwrap();
@@ -198,6 +200,13 @@ async fn mutual_tls_refuses_strangers_and_checks_device_identity() {
     // the same certificate may not send another device's (validly signed) frames
     assert_eq!(push(addr, Some(device_tls.clone()), &mut m2).await, Ok(7));
 
+    // a certificate naming the device in another case is not the device's (exact match)
+    let upper_tls = base.clone().identity(Identity::from_pem(
+        read(pki, "upper.pem"),
+        read(pki, "upper.key"),
+    ));
+    assert_eq!(push(addr, Some(upper_tls), &mut m2).await, Ok(7));
+
     // no client certificate, a certificate from another CA, or plaintext: refused
     let no_cert = push(addr, Some(base.clone()), &mut m1).await;
     assert!(no_cert.is_err(), "{no_cert:?}");
@@ -213,4 +222,50 @@ async fn mutual_tls_refuses_strangers_and_checks_device_identity() {
     );
     stop.cancel();
     task.await.unwrap().unwrap();
+}
+
+/// The identity rule is an exact, case-sensitive match against the SAN DNS names and URIs:
+/// a wildcard names no device and case is not folded (webpki's DNS matching, used before,
+/// accepted both).
+#[test]
+fn device_identity_is_an_exact_match_of_dns_names_and_uris() {
+    use feeder_edge::tls::DeviceIdentity;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let work = tempfile::tempdir().unwrap();
+    let pki = work.path();
+    ca(pki, "ca");
+    leaf(pki, "ca", "wild", "DNS:*.meters.example", "clientAuth");
+    leaf(pki, "ca", "upper", "DNS:MTR-000002", "clientAuth");
+    leaf(
+        pki,
+        "ca",
+        "both",
+        "DNS:mtr-000003,URI:urn:feeder:mtr-000004",
+        "clientAuth",
+    );
+    let identity_of = |name: &str| {
+        let der = CertificateDer::from_pem_slice(&read(pki, &format!("{name}.pem"))).unwrap();
+        Some(std::sync::Arc::new(vec![der]))
+    };
+    let cases: [(&str, &str, bool); 9] = [
+        ("wild", "a.meters.example", false),
+        ("wild", "*.meters.example", false),
+        ("upper", "mtr-000002", false),
+        ("upper", "Mtr-000002", false),
+        ("upper", "MTR-000002", true),
+        ("both", "mtr-000003", true),
+        ("both", "MTR-000003", false),
+        ("both", "urn:feeder:mtr-000004", true),
+        ("both", "mtr-000004", false),
+    ];
+    for (cert, device_id, want) in cases {
+        let certs = identity_of(cert);
+        assert_eq!(
+            DeviceIdentity::new(&certs).permits(device_id),
+            want,
+            "{cert} for {device_id}"
+        );
+    }
+    assert!(!DeviceIdentity::new(&None).permits("mtr-000003"));
 }
