@@ -136,6 +136,44 @@ impl Restored {
         self.checkpoint.is_some() && self.unusable == 0
     }
 
+    /// Checks what decoded against the output logs as they are (`ends`: their next
+    /// offsets): every position a checkpoint or device record names must lie within its
+    /// log. A record that decodes is still input (another cluster's changelog, topics
+    /// deleted and made again, a forged record); restoring from a position past a log's
+    /// end would skip frames written there later. Invalid means: rebuild from the checked
+    /// log.
+    pub fn validate(&self, ends: OutputPositions) -> Result<(), Invalid> {
+        let within = |at: i64, end: i64| (0..=end).contains(&at);
+        if let Some(cp) = &self.checkpoint
+            && (!within(cp.checked_next, ends.checked)
+                || !within(cp.quarantine_next, ends.quarantine)
+                || !within(cp.anomalies_next, ends.anomalies)
+                || cp.raw_next < 0)
+        {
+            return Err(Invalid::CheckpointPastEnd {
+                checkpoint: OutputPositions {
+                    checked: cp.checked_next,
+                    quarantine: cp.quarantine_next,
+                    anomalies: cp.anomalies_next,
+                },
+                ends,
+            });
+        }
+        if let Some((id, d)) = self
+            .devices
+            .iter()
+            .find(|(_, d)| !within(d.checked_next, ends.checked))
+        {
+            return Err(Invalid::DevicePastEnd {
+                // a device id is at most a short ASCII word; a forged key may be anything
+                device: id.chars().take(64).collect(),
+                checked_next: d.checked_next,
+                end: ends.checked,
+            });
+        }
+        Ok(())
+    }
+
     /// Devices whose record is newer than the checkpoint (a snapshot cut short by a
     /// crash): their checked records below `checked_next` are already in their state.
     pub fn ahead_of_checkpoint(&self) -> HashMap<String, i64> {
@@ -148,6 +186,32 @@ impl Restored {
             .filter(|(_, d)| d.checked_next > at)
             .map(|(id, d)| (id.clone(), d.checked_next))
             .collect()
+    }
+}
+
+/// Why a changelog that decodes is not used ([`Restored::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("checkpoint positions {checkpoint:?} past the logs' ends {ends:?} (or negative)")]
+    CheckpointPastEnd {
+        checkpoint: OutputPositions,
+        ends: OutputPositions,
+    },
+    #[error("device {device:?} snapshot at checked offset {checked_next}, past its end {end}")]
+    DevicePastEnd {
+        device: String,
+        checked_next: i64,
+        end: i64,
+    },
+}
+
+impl Invalid {
+    /// The metric's `cause` label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Invalid::CheckpointPastEnd { .. } => "checkpoint_past_end",
+            Invalid::DevicePastEnd { .. } => "device_past_end",
+        }
     }
 }
 
@@ -191,6 +255,31 @@ mod tests {
         assert_eq!(r.devices["m1"].checked_next, 20);
         let ahead = r.ahead_of_checkpoint();
         assert_eq!(ahead, HashMap::from([("m1".into(), 20), ("m3".into(), 20)]));
+    }
+
+    #[test]
+    fn positions_past_the_logs_ends_are_invalid() {
+        let ends = OutputPositions {
+            checked: 10,
+            quarantine: 5,
+            anomalies: 5,
+        };
+        let mut r = Restored::default();
+        r.record(b"m1", &device(10, STATE_FORMAT));
+        r.record(CHECKPOINT_KEY.as_bytes(), &checkpoint(10));
+        assert_eq!(r.validate(ends), Ok(()));
+        let shorter = OutputPositions { checked: 9, ..ends };
+        assert_eq!(
+            r.validate(shorter).unwrap_err().label(),
+            "checkpoint_past_end"
+        );
+        r.record(CHECKPOINT_KEY.as_bytes(), &checkpoint(-1));
+        assert_eq!(r.validate(ends).unwrap_err().label(), "checkpoint_past_end");
+        r.record(CHECKPOINT_KEY.as_bytes(), &checkpoint(3));
+        r.record(b"m2", &device(i64::MAX, STATE_FORMAT));
+        let e = r.validate(ends).unwrap_err();
+        assert_eq!(e.label(), "device_past_end");
+        assert!(e.to_string().contains("\"m2\""), "{e}");
     }
 
     #[test]

@@ -245,6 +245,10 @@ impl PartitionState {
     /// Restores one device from its changelog record (see [`Self::take_dirty`]).
     pub fn restore_device(&mut self, device_id: &str, bytes: &[u8]) -> Result<(), postcard::Error> {
         let d = Device::from_bytes(bytes)?;
+        // decoded is not valid: a record contradicting itself is refused like bad bytes
+        if d.window.validate(self.window).is_err() {
+            return Err(postcard::Error::DeserializeBadEncoding);
+        }
         self.devices.insert(device_id.to_string(), d);
         Ok(())
     }

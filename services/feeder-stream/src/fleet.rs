@@ -48,6 +48,7 @@ use crate::recovery::read_partition;
 use crate::rules::cohort::CohortConfig;
 use crate::rules::cohort_fleet::{FleetAggregator, WindowTally, fleet_id};
 use crate::run::{acked, lost_to_rebalance, send};
+use crate::skipped::{ReadTopic, Skipped};
 
 /// The progress topic's one key.
 const PROGRESS_KEY: &str = "progress";
@@ -167,7 +168,8 @@ pub async fn run_fleet(
     stats: Arc<crate::StreamStats>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let stats = &stats.fleet;
+    let all = stats;
+    let stats = &all.fleet;
     ensure_fleet_topics(kafka, topics).await?;
     let raw_partitions =
         feeder_kafka::topics::wait_partition_count(kafka, &topics.raw, Duration::from_secs(30))
@@ -199,10 +201,10 @@ pub async fn run_fleet(
                 }
                 let h = match held.take() {
                     Some(h) if h.generation == rebalances.generation() => h,
-                    _ => take_over(kafka, topics, &producer, &cohort, &cfg, raw_partitions, &rebalances, &m).await?,
+                    _ => take_over(kafka, topics, &producer, &cohort, &cfg, raw_partitions, &rebalances, &m, &all).await?,
                 };
                 let h = held.insert(h);
-                add_tally(h, &m, stats);
+                add_tally(h, &m, &all);
             }
             _ = tick.tick() => {}
         }
@@ -233,47 +235,59 @@ async fn take_over(
     raw_partitions: u32,
     rebalances: &Rebalances,
     first: &BorrowedMessage<'_>,
+    stats: &crate::StreamStats,
 ) -> Result<Held> {
     let generation = rebalances.generation();
     let mut agg =
         FleetAggregator::new(cohort.clone(), raw_partitions, cfg.grace.as_millis() as i64)
             .with_disabled(&cfg.disabled);
-    let recorded = blocking(kafka, topics, |kafka, topics| {
+    let (recorded, anomalies_end, mut skipped) = blocking(kafka, topics, |kafka, topics| {
         let mut last = None;
+        let mut skipped = Skipped::default();
         read_partition(
             kafka,
             &topics.cohort_progress,
             FLEET_PARTITION,
             0,
             |_, _, v| {
-                if let Some(p) = std::str::from_utf8(v).ok().and_then(Progress::decode) {
-                    last = Some(p);
+                match std::str::from_utf8(v).ok().and_then(Progress::decode) {
+                    Some(p) => last = Some(p),
+                    None => skipped.add(ReadTopic::CohortProgress, 1),
                 }
                 Ok(())
             },
         )?;
-        Ok(last)
+        let consumer: rdkafka::consumer::BaseConsumer = kafka.reader("stream-cohorts").create()?;
+        let (_, end) = consumer.fetch_watermarks(
+            &topics.anomalies,
+            FLEET_PARTITION,
+            Duration::from_secs(30),
+        )?;
+        Ok((last, end, skipped))
     })
     .await?;
+    // a progress record past the anomalies log's end (topics made again, forged) would
+    // fail every take-over: start as on a first run instead
+    let recorded = recorded.filter(|p| {
+        let valid = (0..=anomalies_end).contains(&p.anomalies_next);
+        if !valid {
+            tracing::warn!(
+                anomalies_next = p.anomalies_next,
+                anomalies_end,
+                "cohort progress past the anomalies log's end: ignored"
+            );
+            skipped.add(ReadTopic::CohortProgress, 1);
+        }
+        valid
+    });
     let progress = match recorded {
         Some(p) => p,
         None => {
             // first run of this group: nothing of ours is in the anomalies log yet; record
             // where it ends now, so a crash before the first judgement reads back from here
-            let end = blocking(kafka, topics, |kafka, topics| {
-                let consumer: rdkafka::consumer::BaseConsumer =
-                    kafka.reader("stream-cohorts").create()?;
-                let (_, high) = consumer.fetch_watermarks(
-                    &topics.anomalies,
-                    FLEET_PARTITION,
-                    Duration::from_secs(30),
-                )?;
-                Ok(high)
-            })
-            .await?;
             let p = Progress {
                 judged_up_to: i64::MIN,
-                anomalies_next: end,
+                anomalies_next: anomalies_end,
                 shares: Vec::new(),
             };
             record_progress(producer, topics, &p).await?;
@@ -283,26 +297,28 @@ async fn take_over(
     agg.resume(progress.judged_up_to);
     agg.restore_fleet_shares(&progress.shares);
     let from = progress.anomalies_next;
-    let (end, emitted) = blocking(kafka, topics, move |kafka, topics| {
+    let (end, emitted, undecodable) = blocking(kafka, topics, move |kafka, topics| {
         let mut emitted = Vec::new();
+        let mut undecodable = 0;
         let end = read_partition(
             kafka,
             &topics.anomalies,
             FLEET_PARTITION,
             from,
             |_, _, v| {
-                if let Ok(a) = Anomaly::decode(v)
-                    && a.device_id.is_empty()
-                    && a.source_offset < 0
-                {
-                    emitted.push(a);
+                match Anomaly::decode(v) {
+                    Ok(a) if a.device_id.is_empty() && a.source_offset < 0 => emitted.push(a),
+                    Ok(_) => {}
+                    Err(_) => undecodable += 1,
                 }
                 Ok(())
             },
         )?;
-        Ok((end, emitted))
+        Ok((end, emitted, undecodable))
     })
     .await?;
+    skipped.add(ReadTopic::Anomalies, undecodable);
+    skipped.emit(FLEET_PARTITION, &stats.undecodable_skipped);
     for a in &emitted {
         let id = fleet_id(&a.rule, &a.cohort, a.ts_from_ms);
         agg.already_emitted(agg.window_of(a.ts_from_ms), id);
@@ -352,15 +368,17 @@ async fn record_progress(producer: &FutureProducer, topics: &Topics, p: &Progres
     Ok(())
 }
 
-fn add_tally(h: &mut Held, m: &BorrowedMessage<'_>, stats: &FleetStats) {
-    h.next = m.offset() + 1;
+fn add_tally(h: &mut Held, m: &BorrowedMessage<'_>, all: &crate::StreamStats) {
+    let stats = &all.fleet;
+    h.next = m.offset().saturating_add(1);
     let payload = m.payload().unwrap_or_default();
     let t: WindowTally = match serde_json::from_slice(payload) {
         Ok(t) => t,
-        Err(e) => {
+        Err(_) => {
             // a record of another version or not ours: counted, skipped, never fatal
-            tracing::warn!(offset = m.offset(), error = %e, "undecodable cohort tally skipped");
-            metrics::counter!("feeder_stream_cohort_tallies_undecodable_total").increment(1);
+            let mut skipped = Skipped::default();
+            skipped.add(ReadTopic::CohortTallies, 1);
+            skipped.emit(FLEET_PARTITION, &all.undecodable_skipped);
             return;
         }
     };
@@ -407,9 +425,9 @@ async fn judge(
     }
     for fut in pending {
         let d = acked(-1, fut).await?;
-        h.anomalies_next = h.anomalies_next.max(d.offset + 1);
+        h.anomalies_next = h.anomalies_next.max(d.offset.saturating_add(1));
     }
-    h.first_offset = h.first_offset.split_off(&(judged + 1));
+    h.first_offset = h.first_offset.split_off(&judged.saturating_add(1));
     record_progress(
         producer,
         topics,

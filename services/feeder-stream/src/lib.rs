@@ -33,6 +33,7 @@ pub mod recovery;
 pub mod replays;
 pub mod rules;
 pub mod run;
+pub mod skipped;
 pub mod window;
 
 pub use config::StreamConfig;

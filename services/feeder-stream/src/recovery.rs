@@ -30,6 +30,7 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use crate::changelog::{OutputPositions, Restored};
 use crate::checks::PartitionState;
+use crate::skipped::{ReadTopic, Skipped};
 use crate::{Error, Result, StreamConfig};
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -58,6 +59,8 @@ pub struct Recovered {
     pub positions: OutputPositions,
     /// Devices restored from the changelog (0: the state comes from a full replay).
     pub restored_devices: usize,
+    /// Records of the logs read that did not decode, skipped ([`crate::skipped`]).
+    pub skipped: Skipped,
 }
 
 /// Rebuilds partition `partition`'s state; `committed` is the raw offset processing
@@ -76,11 +79,14 @@ pub async fn recover(
         let started = Instant::now();
         let mut state = fresh;
         let mut changelog = Restored::default();
+        let mut skipped = Skipped::default();
         read_partition(&kafka, &topics.stream_state, partition, 0, |_, k, v| {
             changelog.record(k, v);
             Ok(())
         })?;
-        let (start, ahead, restored_devices) = restore(&mut state, &changelog, partition);
+        skipped.add(ReadTopic::StreamState, changelog.unusable);
+        let ends = output_ends(&kafka, &topics, partition)?;
+        let (start, ahead, restored_devices) = restore(&mut state, &changelog, partition, ends);
         let mut r = Reconciler::new(state, committed, ahead);
         let anomalies = read_partition(
             &kafka,
@@ -89,8 +95,9 @@ pub async fn recover(
             start.anomalies,
             |_, _, v| {
                 // An anomaly we cannot parse counts for nothing: at worst it is produced twice.
-                if let Ok(h) = AnomalyHeader::decode(v) {
-                    r.anomaly(h.source_offset);
+                match AnomalyHeader::decode(v) {
+                    Ok(h) => r.anomaly(h.source_offset),
+                    Err(_) => skipped.add(ReadTopic::Anomalies, 1),
                 }
                 Ok(())
             },
@@ -103,8 +110,9 @@ pub async fn recover(
             |_, _, v| {
                 // A quarantine record we cannot parse marks nothing as done: reprocessing its
                 // source at worst quarantines it twice, never loses it.
-                if let Ok(h) = QuarantineHeader::decode(v) {
-                    r.quarantined(h.source_offset);
+                match QuarantineHeader::decode(v) {
+                    Ok(h) => r.quarantined(h.source_offset),
+                    Err(_) => skipped.add(ReadTopic::Quarantine, 1),
                 }
                 Ok(())
             },
@@ -115,11 +123,12 @@ pub async fn recover(
             partition,
             start.checked,
             |o, _, v| {
-                let c = CheckedFrame::decode(v).map_err(|e| Error::Recovery {
-                    partition,
-                    reason: format!("undecodable checked record: {e}"),
-                })?;
-                r.checked(o, &c);
+                // Not a frame of ours: nothing to replay. If its raw record is not
+                // committed, that record is decided again: at worst output twice.
+                match CheckedFrame::decode(v) {
+                    Ok(c) => r.checked(o, &c),
+                    Err(_) => skipped.add(ReadTopic::Checked, 1),
+                }
                 Ok(())
             },
         )?;
@@ -154,6 +163,7 @@ pub async fn recover(
                 anomalies,
             },
             restored_devices,
+            skipped,
         })
     })
     .await
@@ -171,6 +181,7 @@ fn restore(
     state: &mut PartitionState,
     changelog: &Restored,
     partition: i32,
+    ends: OutputPositions,
 ) -> (OutputPositions, HashMap<String, i64>, usize) {
     let full_replay = (OutputPositions::default(), HashMap::new(), 0);
     let Some(cp) = changelog.checkpoint.as_ref().filter(|_| changelog.usable()) else {
@@ -181,9 +192,18 @@ fn restore(
                 "state changelog not usable (no checkpoint, or another state format): \
                  replaying the whole checked partition"
             );
+            metrics::counter!("feeder_stream_state_rejected_total", "cause" => "unusable")
+                .increment(1);
         }
         return full_replay;
     };
+    if let Err(e) = changelog.validate(ends) {
+        // positions past the logs' ends: another cluster's changelog, topics deleted and
+        // made again, or a forged record; the checked log is the truth
+        tracing::warn!(partition, error = %e, "state changelog invalid: replaying the whole checked partition");
+        metrics::counter!("feeder_stream_state_rejected_total", "cause" => e.label()).increment(1);
+        return full_replay;
+    }
     let mut restored = || -> std::result::Result<(), postcard::Error> {
         state.restore_partition(&cp.partition_state)?;
         for (id, d) in &changelog.devices {
@@ -192,7 +212,11 @@ fn restore(
         Ok(())
     };
     if let Err(e) = restored() {
-        tracing::warn!(partition, error = %e, "state changelog does not decode: replaying the whole checked partition");
+        // `restore_*` validate what they decode (a window whose fields contradict each
+        // other is refused like bytes that do not decode)
+        tracing::warn!(partition, error = %e, "state changelog does not decode or is invalid: replaying the whole checked partition");
+        metrics::counter!("feeder_stream_state_rejected_total", "cause" => "invalid_state")
+            .increment(1);
         let fresh = state.emptied();
         *state = fresh;
         return full_replay;
@@ -274,6 +298,21 @@ impl Reconciler {
             self.already_output.insert(c.source_offset, missing);
         }
     }
+}
+
+/// The next offsets of partition `partition` of the output topics now.
+fn output_ends(kafka: &KafkaConfig, topics: &Topics, partition: i32) -> Result<OutputPositions> {
+    let consumer: BaseConsumer = kafka.reader("stream-recovery").create()?;
+    let high = |topic: &str| -> Result<i64> {
+        Ok(consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(30))?
+            .1)
+    };
+    Ok(OutputPositions {
+        checked: high(&topics.checked)?,
+        quarantine: high(&topics.quarantine)?,
+        anomalies: high(&topics.anomalies)?,
+    })
 }
 
 /// Calls `f(offset, key, value)` for every record of `topic`/`partition` from offset
@@ -384,6 +423,50 @@ mod tests {
         let mut st = r.state;
         assert_eq!(st.devices(), 1);
         assert!(st.take_anomalies().is_empty());
+    }
+
+    #[test]
+    fn a_device_snapshot_that_decodes_but_contradicts_itself_means_a_full_rebuild() {
+        let mut live = PartitionState::new(4096);
+        for seq in 1..=5 {
+            live.apply_accepted("m", seq);
+        }
+        let (id, good) = live.take_dirty().unwrap().remove(0);
+        // postcard: the window's highest seq (5), then its holes (none), then the rest
+        assert_eq!(&good[..2], &[5, 0]);
+        // the same record with one hole, seq 9, above the highest: decodes, is invalid
+        let mut forged = vec![5, 1, 9];
+        forged.extend_from_slice(&good[2..]);
+        let ends = OutputPositions {
+            checked: 10,
+            quarantine: 0,
+            anomalies: 0,
+        };
+        let changelog = |state: Vec<u8>| {
+            let mut c = Restored::default();
+            let device = crate::changelog::DeviceSnapshot {
+                checked_next: 10,
+                format: crate::changelog::STATE_FORMAT,
+                state,
+            };
+            c.record(id.as_bytes(), &device.encode_to_vec());
+            let cp = ends.checkpoint(live.partition_bytes().unwrap(), 20);
+            c.record(
+                crate::changelog::CHECKPOINT_KEY.as_bytes(),
+                &cp.encode_to_vec(),
+            );
+            c
+        };
+        let mut state = PartitionState::new(4096);
+        let (start, _, restored) = restore(&mut state, &changelog(good), 0, ends);
+        assert_eq!((start.checked, restored, state.devices()), (10, 1, 1));
+        let mut state = PartitionState::new(4096);
+        let (start, ahead, restored) = restore(&mut state, &changelog(forged), 0, ends);
+        assert_eq!(
+            (start, restored, state.devices()),
+            (OutputPositions::default(), 0, 0)
+        );
+        assert!(ahead.is_empty());
     }
 
     #[test]

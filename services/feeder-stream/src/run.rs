@@ -23,6 +23,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::admit::Reason;
 use crate::changelog::{CHECKPOINT_KEY, DeviceSnapshot, OutputPositions, STATE_FORMAT};
 use crate::checks::{Outcome, PartitionState};
 use crate::fleet::{FLEET_PARTITION, FleetConfig, FleetStats, run_fleet};
@@ -87,6 +88,7 @@ impl Partition {
         stats: &StreamStats,
     ) -> Result<Self> {
         let r = recover(kafka, topics, p, next, cfg).await?;
+        r.skipped.emit(p, &stats.undecodable_skipped);
         stats
             .restored_devices
             .fetch_add(r.restored_devices as u64, Ordering::Relaxed);
@@ -727,15 +729,15 @@ pub(crate) fn lost_to_rebalance(e: &KafkaError) -> bool {
     )
 }
 
-/// Quarantine reasons are a closed set; anything else is folded into "other".
+/// Quarantine reasons are a closed set ([`Reason`] and `output_too_large`); anything
+/// else is folded into "other".
 fn reason_label(reason: &str) -> &'static str {
-    match reason {
-        "duplicate" => "duplicate",
-        "too_old" => "too_old",
-        "malformed_payload" => "malformed_payload",
-        "malformed_frame" => "malformed_frame",
-        "undecodable_record" => "undecodable_record",
-        OUTPUT_TOO_LARGE => OUTPUT_TOO_LARGE,
-        _ => "other",
+    if reason == OUTPUT_TOO_LARGE {
+        return OUTPUT_TOO_LARGE;
     }
+    Reason::ALL
+        .into_iter()
+        .map(Reason::as_str)
+        .find(|r| *r == reason)
+        .unwrap_or("other")
 }

@@ -87,6 +87,21 @@ impl SeqWindow {
     pub fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.holes.len() * 2 * std::mem::size_of::<u64>()
     }
+
+    /// Whether this window is one [`Self::accept`] could have built with a window of
+    /// `window` seqs: holes are seqs ≥ 1 below the highest, fewer than `window` of them.
+    /// A changelog record is input too: one that decodes but contradicts itself is
+    /// refused, and the partition is rebuilt from the checked log.
+    pub fn validate(&self, window: u64) -> Result<(), &'static str> {
+        if self.holes.len() as u64 >= window.max(1) {
+            return Err("more holes than the replay window");
+        }
+        match (self.holes.first(), self.holes.last()) {
+            (Some(&0), _) => Err("a hole at seq 0"),
+            (_, Some(&last)) if last >= self.highest => Err("a hole at or above the highest seq"),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +110,26 @@ mod tests {
 
     const W: u64 = 4096;
     const A: u64 = 1 << 32;
+
+    #[test]
+    fn a_window_that_contradicts_itself_is_invalid() {
+        let mut w = SeqWindow::default();
+        w.accept(10, 4096);
+        w.accept(8, 4096);
+        assert_eq!(w.validate(4096), Ok(()));
+        assert!(
+            w.validate(8).is_err(),
+            "8 holes (1..=9 but 8) in a window of 8"
+        );
+        let forged = |highest, holes: &[u64]| SeqWindow {
+            highest,
+            holes: holes.iter().copied().collect(),
+        };
+        assert!(forged(5, &[5]).validate(4096).is_err());
+        assert!(forged(5, &[9]).validate(4096).is_err());
+        assert!(forged(5, &[0]).validate(4096).is_err());
+        assert!(forged(0, &[]).validate(4096).is_ok());
+    }
 
     #[test]
     fn in_order_retry_and_out_of_order() {
