@@ -50,10 +50,12 @@ pub struct FrameLimits {
     pub max_anomalies: u32,
     /// Largest accepted step of a device's seq past its highest accepted one.
     pub max_seq_ahead: u64,
-    /// Rows older than `received_at` minus this quarantine the frame.
+    /// Rows older than `received_at` minus this quarantine the frame (`i64::MAX`: no
+    /// bound).
     pub ts_horizon_past_ms: i64,
     /// Rows later than `received_at` plus this quarantine the frame (rows between the
-    /// `future_reading` margin and this are flagged `future_reading`).
+    /// `future_reading` margin and this are flagged `future_reading`; `i64::MAX`: no
+    /// bound).
     pub ts_horizon_future_ms: i64,
 }
 
@@ -87,9 +89,11 @@ impl FrameLimits {
 
     /// Whether `ts_ms` lies within the horizon around `received_at_ms`.
     pub fn in_horizon(&self, received_at_ms: i64, ts_ms: i64) -> bool {
+        let unbounded = i64::MAX;
         let from = received_at_ms.saturating_sub(self.ts_horizon_past_ms);
         let to = received_at_ms.saturating_add(self.ts_horizon_future_ms);
-        (from..=to).contains(&ts_ms)
+        (self.ts_horizon_past_ms == unbounded || ts_ms >= from)
+            && (self.ts_horizon_future_ms == unbounded || ts_ms <= to)
     }
 
     /// Cuts `findings` to the per-frame caps (see the module docs). Returns whether
@@ -230,5 +234,13 @@ mod tests {
         assert!(!l.in_horizon(now, now - 400 * DAY_MS - 1));
         assert!(l.in_horizon(now, now + DAY_MS));
         assert!(!l.in_horizon(now, now + DAY_MS + 1));
+        let open = FrameLimits {
+            ts_horizon_past_ms: i64::MAX,
+            ts_horizon_future_ms: i64::MAX,
+            ..l
+        };
+        for (at, ts) in [(now, i64::MIN), (now, i64::MAX), (i64::MIN, i64::MAX)] {
+            assert!(open.in_horizon(at, ts));
+        }
     }
 }
