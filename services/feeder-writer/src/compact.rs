@@ -59,6 +59,7 @@ use crate::encryption::Encryption;
 use crate::naming::{self, ParsedName, RangeName};
 use crate::parquet_file::{self, FileProvenance};
 use crate::schema::Dataset;
+use crate::storage::mode;
 use crate::{Error, Result};
 
 /// Where staging directories live, under the data root (outside every dataset, so no
@@ -197,7 +198,7 @@ pub fn compact(
     // Build the new directory: links to what stays, plus the merged files.
     let nonce = format!("{:016x}", rand::random::<u64>());
     let staging = staging_root.join(format!("{}-{date}-{nonce}", dataset.name()));
-    fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    mode::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     sync_dir(&staging_root)?;
     let inputs: Vec<&str> = groups
         .iter()
@@ -419,7 +420,7 @@ fn file_rows(path: &Path, encryption: &Encryption) -> Result<u64> {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create_new(path).map_err(|e| Error::io(path, e))?;
+    let mut f = mode::create_file(path).map_err(|e| Error::io(path, e))?;
     f.write_all(bytes).map_err(|e| Error::io(path, e))?;
     f.sync_all().map_err(|e| Error::io(path, e))
 }

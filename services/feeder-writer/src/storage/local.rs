@@ -2,12 +2,13 @@
 //! it, rename it over the final name, fsync the directory. Rename within one directory
 //! is atomic on POSIX filesystems, and the two fsyncs make both the bytes and the new
 //! directory entry survive power loss. New directories are fsynced into their parents.
+//! Files are created 0640 and directories 0750, whatever the umask (`mode.rs`).
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{Listed, Storage};
+use super::{Listed, Storage, mode};
 use crate::schema::Dataset;
 use crate::{Error, Result, naming};
 
@@ -20,7 +21,7 @@ impl LocalFs {
     /// Uses (and creates, if missing) `root` as the data root.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        mode::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
         Ok(Self { root })
     }
 
@@ -33,14 +34,11 @@ impl LocalFs {
         if dir.is_dir() {
             return Ok(());
         }
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let mut child = dir;
-        while let Some(parent) = child.parent() {
-            sync_dir(parent)?;
-            if parent == self.root {
-                break;
+        let created = mode::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        for d in created {
+            if let Some(parent) = d.parent() {
+                sync_dir(parent)?;
             }
-            child = parent;
         }
         Ok(())
     }
@@ -53,7 +51,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = File::create_new(path)?;
+    let mut f = mode::create_file(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }

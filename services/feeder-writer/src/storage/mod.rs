@@ -10,6 +10,7 @@
 //!   including temporary files a crashed `put` left behind, so recovery can remove them.
 
 mod local;
+pub mod mode;
 mod s3;
 
 pub use self::local::LocalFs;
