@@ -27,6 +27,12 @@ use crate::window::{SeqWindow, Verdict};
 pub enum Outcome {
     Checked(CheckedFrame),
     Quarantined(QuarantinedFrame),
+    /// A further copy of a frame already quarantined for the device, not the 2nd, 4th,
+    /// 8th...: counted in its state, nothing to write ([`crate::replays`]).
+    Absorbed {
+        device_id: String,
+        reason: Reason,
+    },
 }
 
 impl Outcome {
@@ -34,6 +40,7 @@ impl Outcome {
         match self {
             Outcome::Checked(c) => &c.device_id,
             Outcome::Quarantined(q) => &q.device_id,
+            Outcome::Absorbed { device_id, .. } => device_id,
         }
     }
 }
@@ -415,13 +422,19 @@ impl PartitionState {
         };
         let (detail, raw) = match replay {
             Replay::First => (r.detail, r.raw),
-            Replay::Count(n) | Replay::Absorbed(n) => (
+            Replay::Count(n) => (
                 format!(
                     "replayed {n} times, bytes stored with the first copy: {}",
                     r.detail
                 ),
                 bytes::Bytes::new(),
             ),
+            Replay::Absorbed(_) => {
+                return Outcome::Absorbed {
+                    device_id: r.device_id,
+                    reason: r.reason,
+                };
+            }
         };
         Outcome::Quarantined(QuarantinedFrame {
             received_at_ms: r.received_at_ms,
@@ -511,6 +524,7 @@ mod tests {
         match o {
             Outcome::Checked(_) => "checked",
             Outcome::Quarantined(q) => &q.reason,
+            Outcome::Absorbed { .. } => "absorbed",
         }
     }
 
@@ -553,6 +567,7 @@ mod tests {
                         "case {i}"
                     );
                 }
+                Outcome::Absorbed { .. } => panic!("case {i}: nothing replayed twice"),
             }
         }
     }

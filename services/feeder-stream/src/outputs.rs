@@ -103,8 +103,9 @@ pub struct Record {
 /// The encoded outputs of one raw record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outputs {
-    /// Its checked or quarantine record.
-    pub primary: Record,
+    /// Its checked or quarantine record; none for a replay only counted
+    /// ([`Outcome::Absorbed`]).
+    pub primary: Option<Record>,
     pub anomalies: Vec<Record>,
     /// Set when the guard replaced the outputs by an `output_too_large` entry: which
     /// output was over the limit.
@@ -130,16 +131,17 @@ pub fn encode(
     max: usize,
 ) -> Outputs {
     let primary = match outcome {
-        Outcome::Checked(c) => Record {
+        Outcome::Checked(c) => Some(Record {
             output: Output::Checked,
             key: c.device_id.clone(),
             bytes: c.encode_to_vec(),
-        },
-        Outcome::Quarantined(q) => Record {
+        }),
+        Outcome::Quarantined(q) => Some(Record {
             output: Output::Quarantine,
             key: q.device_id.clone(),
             bytes: q.encode_to_vec(),
-        },
+        }),
+        Outcome::Absorbed { .. } => None,
     };
     let anomalies: Vec<Record> = anomalies
         .iter()
@@ -149,7 +151,8 @@ pub fn encode(
             bytes: a.encode_to_vec(),
         })
         .collect();
-    let over = std::iter::once(&primary)
+    let over = primary
+        .iter()
         .chain(&anomalies)
         .find(|r| !fits(&r.key, &r.bytes, max));
     let Some(over) = over else {
@@ -172,11 +175,11 @@ pub fn encode(
     );
     let q = replacement(Base::of(outcome, raw_value), RAW_CAP, detail, offset);
     Outputs {
-        primary: Record {
+        primary: Some(Record {
             output: Output::Quarantine,
             key: q.device_id.clone(),
             bytes: q.encode_to_vec(),
-        },
+        }),
         anomalies: Vec::new(),
         too_large: Some(what),
     }
@@ -207,6 +210,14 @@ impl Base {
         match outcome {
             Outcome::Checked(c) => Self::of_checked(c, raw_value),
             Outcome::Quarantined(q) => Self::of_quarantined(q),
+            // no output of its own to be over the limit
+            Outcome::Absorbed { device_id, .. } => Self {
+                received_at_ms: 0,
+                device_id: device_id.clone(),
+                seq: 0,
+                edge_id: String::new(),
+                raw: bytes::Bytes::new(),
+            },
         }
     }
 
@@ -502,8 +513,8 @@ mod tests {
     }
 
     fn quarantined(out: &Outputs) -> QuarantinedFrame {
-        assert_eq!(out.primary.output, Output::Quarantine);
-        QuarantinedFrame::decode(out.primary.bytes.as_slice()).unwrap()
+        assert_eq!(out.primary.as_ref().unwrap().output, Output::Quarantine);
+        QuarantinedFrame::decode(out.primary.as_ref().unwrap().bytes.as_slice()).unwrap()
     }
 
     #[test]
@@ -516,8 +527,8 @@ mod tests {
             MAX,
         );
         assert_eq!(out.too_large, None);
-        assert_eq!(out.primary.output, Output::Checked);
-        assert_eq!(out.primary.key, "m");
+        assert_eq!(out.primary.as_ref().unwrap().output, Output::Checked);
+        assert_eq!(out.primary.as_ref().unwrap().key, "m");
         assert_eq!(out.anomalies.len(), 1);
         assert_eq!(out.anomalies[0].output, Output::Anomalies);
     }
@@ -556,7 +567,11 @@ mod tests {
             q.detail
                 .contains(&format!("cut to {RAW_CAP} of {}", signed.len()))
         );
-        assert!(fits(&out.primary.key, &out.primary.bytes, MAX));
+        assert!(fits(
+            &out.primary.as_ref().unwrap().key,
+            &out.primary.as_ref().unwrap().bytes,
+            MAX
+        ));
     }
 
     #[test]
@@ -590,9 +605,9 @@ mod tests {
         let q = quarantined(&out);
         assert!(q.device_id.len() <= FIELD_CAP && q.device_id.starts_with('é'));
         assert!(
-            out.primary.bytes.len() < 2 * 1024,
+            out.primary.as_ref().unwrap().bytes.len() < 2 * 1024,
             "{}",
-            out.primary.bytes.len()
+            out.primary.as_ref().unwrap().bytes.len()
         );
     }
 

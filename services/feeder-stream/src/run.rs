@@ -530,8 +530,13 @@ async fn decide(
             counts.quarantined += 1;
             metrics::counter!("feeder_stream_quarantined_total", "reason" => reason_label(&q.reason)).increment(1);
         }
+        Outcome::Absorbed { reason, .. } => {
+            counts.quarantined += 1;
+            metrics::counter!("feeder_stream_replays_counted_total", "reason" => reason.as_str())
+                .increment(1);
+        }
     }
-    for r in std::iter::once(&out.primary).chain(&out.anomalies) {
+    for r in out.primary.iter().chain(&out.anomalies) {
         let topic = match r.output {
             Output::Checked => &topics.checked,
             Output::Quarantine => &topics.quarantine,

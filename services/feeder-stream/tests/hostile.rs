@@ -61,6 +61,7 @@ fn quarantined(o: Outcome) -> QuarantinedFrame {
     match o {
         Outcome::Quarantined(q) => q,
         Outcome::Checked(c) => panic!("checked, not quarantined: {}/{}", c.device_id, c.seq),
+        Outcome::Absorbed { reason, .. } => panic!("counted only, not quarantined: {reason:?}"),
     }
 }
 
@@ -351,32 +352,54 @@ fn replays_of_one_frame_are_stored_once_then_counted() {
     let value = proven("mtr-1", 1, &readings(96, NOW));
     assert!(is_checked(&st.process(0, &value)));
     let sf = RawFrame::decode(value.as_slice()).unwrap().signed_frame;
-    let mut with_bytes = 0;
+    let mut written = Vec::new();
     let mut stored = 0;
     for i in 1..=1000 {
-        let q = quarantined(st.process(i, &value));
-        assert_eq!(q.reason, "duplicate");
-        stored += q.encoded_len();
-        if q.raw.is_empty() {
-            assert!(q.detail.starts_with("replayed "), "{}", q.detail);
-        } else {
-            assert_eq!(q.raw, sf);
-            with_bytes += 1;
+        match st.process(i, &value) {
+            Outcome::Quarantined(q) => {
+                assert_eq!(q.reason, "duplicate");
+                stored += q.encoded_len();
+                if q.raw.is_empty() {
+                    written.push(q.detail.split(',').next().unwrap_or_default().to_string());
+                } else {
+                    assert_eq!(q.raw, sf);
+                    written.push("with bytes".into());
+                }
+            }
+            Outcome::Absorbed { device_id, reason } => {
+                assert_eq!(
+                    (device_id.as_str(), reason.as_str()),
+                    ("mtr-1", "duplicate")
+                );
+            }
+            Outcome::Checked(_) => panic!("a replay checked"),
         }
     }
-    assert_eq!(with_bytes, 1, "the bytes are stored once");
+    let want: Vec<String> = std::iter::once("with bytes".to_string())
+        .chain((1..10).map(|k| format!("replayed {} times", 1u64 << k)))
+        .collect();
+    assert_eq!(
+        written, want,
+        "the bytes once, then a count at powers of two"
+    );
     assert!(
-        stored < 1000 * 150 + sf.len(),
+        stored < sf.len() + 10 * 200,
         "{stored} bytes for 1000 replays of a {}-byte frame",
         sf.len()
     );
-    // the count survives the state changelog
+    // the count survives the state changelog: the 1024th copy is counted, not the 1st
     let snapshot = st.take_dirty().unwrap();
     let mut restored = st.emptied();
     for (id, bytes) in &snapshot {
         restored.restore_device(id, bytes).unwrap();
     }
-    let q = quarantined(restored.process(1001, &value));
-    assert_eq!(q.detail.split(',').next(), Some("replayed 1001 times"));
+    for i in 1001..1024 {
+        assert!(matches!(
+            restored.process(i, &value),
+            Outcome::Absorbed { .. }
+        ));
+    }
+    let q = quarantined(restored.process(1024, &value));
+    assert_eq!(q.detail.split(',').next(), Some("replayed 1024 times"));
     assert!(q.raw.is_empty());
 }

@@ -32,6 +32,7 @@ fn output_bytes(st: &mut PartitionState, o: &Outcome) -> usize {
     let primary = match o {
         Outcome::Checked(c) => c.encoded_len(),
         Outcome::Quarantined(q) => q.encoded_len(),
+        Outcome::Absorbed { .. } => 0,
     };
     primary
         + st.take_anomalies()

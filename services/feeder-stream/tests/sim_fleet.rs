@@ -133,6 +133,7 @@ fn clean_simulated_fleet_raises_no_flag_and_no_anomaly() {
                 }
             }
             Outcome::Quarantined(q) => panic!("clean frame quarantined: {}", q.reason),
+            Outcome::Absorbed { reason, .. } => panic!("clean frame refused: {reason:?}"),
         }
     }
     let anomalies = st.take_anomalies();
