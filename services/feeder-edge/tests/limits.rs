@@ -193,10 +193,18 @@ async fn connections_past_the_cap_are_closed_and_counted() {
         ..EdgeConfig::default()
     };
     let edge = Edge::start(&f.kafka, &f.topics, cfg, &f.registry).await;
-    let held = edge.channel().await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(held.clone());
     let check = tonic_health::pb::HealthCheckRequest::default();
-    health.check(check.clone()).await.unwrap();
+    // the start-up health probes' connections may still hold the one slot for a moment
+    let (held, mut health) = loop {
+        let ep = tonic::transport::Channel::from_shared(format!("http://{}", edge.addr)).unwrap();
+        if let Ok(ch) = ep.connect().await {
+            let mut h = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+            if h.check(check.clone()).await.is_ok() {
+                break (ch, h);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let before = counter("feeder_edge_connections_refused_total", &[]);
     let second = tonic::transport::Channel::from_shared(format!("http://{}", edge.addr))
         .unwrap()
