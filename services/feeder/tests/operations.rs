@@ -104,7 +104,11 @@ async fn probes_metrics_reflection_and_health_of_a_running_edge() {
         let (k, t, s) = (kafka.clone(), topics.clone(), stop.clone());
         let reg = SharedRegistry::new(Registry::load(&registry).unwrap());
         tokio::spawn(async move {
-            feeder_edge::serve(listener, &k, &t, EdgeConfig::default(), reg, s).await
+            let cfg = EdgeConfig {
+                reflection: true,
+                ..EdgeConfig::default()
+            };
+            feeder_edge::serve(listener, &k, &t, cfg, reg, s).await
         })
     };
     wait_status(ops, "/readyz", 200, Duration::from_secs(30)).await;
