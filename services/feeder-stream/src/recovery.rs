@@ -175,9 +175,10 @@ pub async fn recover(
 
 /// Loads the changelog into `state` when it is usable. Returns where to start reading
 /// the output topics, the devices whose records are newer than the checkpoint, and how
-/// many devices were restored. Anything unusable falls back to a full replay (start at
-/// offset 0, empty state): slower, never wrong.
-fn restore(
+/// many devices were restored. Anything unusable or invalid (`ends`: the output logs'
+/// next offsets) falls back to a full replay (start at offset 0, empty state): slower,
+/// never wrong. Free of I/O; public for the property and fuzz tests of changelog restore.
+pub fn restore(
     state: &mut PartitionState,
     changelog: &Restored,
     partition: i32,
