@@ -163,7 +163,7 @@ impl IdleClock {
             let n = part.state.advance_cohort_clock(until);
             if n > 0 {
                 closed += n as u64;
-                let last = part.raw_next - 1;
+                let last = part.raw_next.saturating_sub(1);
                 send_tallies(
                     producer,
                     topics,

@@ -355,7 +355,7 @@ pub(crate) fn read_partition(
                     m.key().unwrap_or_default(),
                     m.payload().unwrap_or_default(),
                 )?;
-                if m.offset() >= high - 1 {
+                if m.offset() >= high.saturating_sub(1) {
                     return Ok(high);
                 }
             }

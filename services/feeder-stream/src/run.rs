@@ -149,6 +149,7 @@ pub async fn run(
     let fleet_cfg = FleetConfig {
         grace: cfg.cohort_grace,
         disabled: cfg.rules.disabled.clone(),
+        instance_id: cfg.instance_id.as_ref().map(|id| id.for_group("cohorts")),
         ..FleetConfig::for_stream_group(&cfg.group_id, &cfg.client_id)
     };
     // a failure of either stops the other, then the first error is returned
@@ -194,7 +195,7 @@ async fn run_partitions(
     }
     let rebalances = Rebalances::default();
     let consumer: StreamConsumer<RebalanceContext> = kafka
-        .consumer(&cfg.group_id, &cfg.client_id)
+        .group_member(&cfg.group_id, &cfg.client_id, cfg.instance_id.as_ref())
         .create_with_context(RebalanceContext::new(rebalances.clone()))?;
     consumer.subscribe(&[&topics.raw])?;
     let producer: FutureProducer = kafka
@@ -344,8 +345,8 @@ async fn process_batch(
                 e.insert(Partition::recover(kafka, topics, p, m.offset(), cfg, stats).await?)
             }
         };
-        next_offsets.insert(p, m.offset() + 1);
-        part.raw_next = m.offset() + 1;
+        next_offsets.insert(p, m.offset().saturating_add(1));
+        part.raw_next = m.offset().saturating_add(1);
         if let Some(missing) = part.already_output.remove(&m.offset()) {
             // decided by a run that crashed before committing: only what it left out
             send_anomalies(
@@ -365,7 +366,7 @@ async fn process_batch(
     }
     // windows the batch closed (and those a recovery replayed), once per batch
     for (&p, part) in parts.iter_mut() {
-        let last = part.raw_next - 1;
+        let last = part.raw_next.saturating_sub(1);
         send_tallies(producer, topics, p, last, &mut part.state, &mut pending).await?;
     }
     for (offset, p, output, fut) in pending {
@@ -391,7 +392,7 @@ async fn process_batch(
                     continue;
                 }
             };
-            *next = (*next).max(at + 1);
+            *next = (*next).max(at.saturating_add(1));
         }
     }
     let mut tpl = TopicPartitionList::new();
