@@ -9,18 +9,27 @@
 //! - records inside a covered range are skipped (their rows are already stored);
 //! - otherwise a buffer flushes at `max_records`, `max_bytes`, or when its oldest record
 //!   is `max_age` old, whichever first; buffered records that precede a durable range are
-//!   flushed on their own before it.
+//!   flushed on their own before it;
+//! - when the buffer knows its topic (`tracking_dates`), it also flushes before a record
+//!   whose rows would take the distinct `date=` partitions of the buffer past
+//!   `max_dates` (each is one file per dataset: device clocks must not fan one flush out
+//!   to thousands of files), and right after a record that passes `max_dates` alone (a
+//!   record's rows are never split). A forced range is replayed whole, as it was first
+//!   written, whatever its dates.
 //!
 //! Memory: at most `max_records` records and `max_bytes` + one record of payload per
 //! partition, except while replaying a forced range, which is as large as the flush that
 //! wrote it (the limits in force then). The writer-wide cap (`cap.rs`) flushes buffers
 //! early through [`PartitionBuffer::take_for_cap`], never one replaying a forced range.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
+
 use crate::config::WriterConfig;
-use crate::record::SourceRecord;
+use crate::convert::record_dates;
+use crate::record::{SourceRecord, TopicKind};
 use crate::recovery::{DurableRange, RecoveryPlan};
 
 /// Flush thresholds.
@@ -29,6 +38,8 @@ pub struct Limits {
     pub max_records: usize,
     pub max_bytes: usize,
     pub max_age: Duration,
+    /// Distinct `date=` partitions one flush may write (when dates are tracked).
+    pub max_dates: usize,
 }
 
 impl From<&WriterConfig> for Limits {
@@ -37,6 +48,7 @@ impl From<&WriterConfig> for Limits {
             max_records: c.flush_max_frames,
             max_bytes: c.flush_max_bytes,
             max_age: c.flush_max_age,
+            max_dates: c.max_dates_per_flush,
         }
     }
 }
@@ -53,6 +65,8 @@ pub enum FlushReason {
     BeforeDurableRange,
     /// Flushed early: the writer's buffers together exceeded `max_buffered_bytes`.
     WriterBytes,
+    /// Flushed early: the next record would take the flush past `max_dates` dates.
+    WriterDates,
     Revoke,
     Shutdown,
 }
@@ -66,6 +80,7 @@ impl FlushReason {
             FlushReason::Age => "age",
             FlushReason::BeforeDurableRange => "before_durable_range",
             FlushReason::WriterBytes => "writer_bytes",
+            FlushReason::WriterDates => "writer_dates",
             FlushReason::Revoke => "revoke",
             FlushReason::Shutdown => "shutdown",
         }
@@ -102,6 +117,10 @@ pub struct PartitionBuffer {
     /// `last` of the forced range being replayed into this buffer.
     forced_end: Option<i64>,
     last_offset: Option<i64>,
+    /// The topic whose records are buffered, when dates are tracked.
+    kind: Option<TopicKind>,
+    /// Distinct partition dates of the buffered records' rows (tracked only).
+    dates: BTreeSet<NaiveDate>,
 }
 
 impl PartitionBuffer {
@@ -114,7 +133,21 @@ impl PartitionBuffer {
             opened_at: None,
             forced_end: None,
             last_offset: None,
+            kind: None,
+            dates: BTreeSet::new(),
         }
+    }
+
+    /// Tracks the dates of `kind`'s records against `max_dates` (decoding each record
+    /// once more on arrival).
+    pub fn tracking_dates(mut self, kind: TopicKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// Distinct dates of the buffered rows (0 when not tracked).
+    pub fn dates(&self) -> usize {
+        self.dates.len()
     }
 
     /// True when `offset` is not after the last one offered: the consumer went back
@@ -175,8 +208,22 @@ impl PartitionBuffer {
 
         let covering = self.durable.front().copied().filter(|r| r.first <= o);
         let Some(range) = covering else {
+            if let Some(kind) = self.kind {
+                let mut dates = BTreeSet::new();
+                record_dates(kind, &rec, self.limits.max_dates, &mut dates);
+                let merged = self.dates.union(&dates).count();
+                if !self.records.is_empty() && merged > self.limits.max_dates {
+                    out.ready.extend(self.take(FlushReason::WriterDates));
+                }
+                self.dates.extend(dates);
+            }
             self.push(rec, now);
-            if let Some(reason) = self.threshold_reached(now) {
+            let reason = if self.dates.len() > self.limits.max_dates {
+                Some(FlushReason::WriterDates)
+            } else {
+                self.threshold_reached(now)
+            };
+            if let Some(reason) = reason {
                 out.ready.extend(self.take(reason));
             }
             return out;
@@ -252,6 +299,7 @@ impl PartitionBuffer {
         let bytes = std::mem::take(&mut self.bytes);
         self.opened_at = None;
         self.forced_end = None;
+        self.dates.clear();
         let first = records.first()?.offset;
         let last = records.last()?.offset;
         Some(Batch {
@@ -269,6 +317,7 @@ impl PartitionBuffer {
         self.bytes = 0;
         self.opened_at = None;
         self.forced_end = None;
+        self.dates.clear();
         n
     }
 }
@@ -281,6 +330,7 @@ mod tests {
         max_records: 3,
         max_bytes: 1000,
         max_age: Duration::from_secs(5),
+        max_dates: 64,
     };
 
     fn rec(offset: i64) -> SourceRecord {
@@ -465,5 +515,130 @@ mod tests {
         buf.offer(rec(5), Instant::now());
         assert!(buf.is_rewind(5) && buf.is_rewind(4));
         assert!(!buf.is_rewind(6));
+    }
+
+    /// A checked frame at offset `o` whose one reading is dated `day` days after the epoch.
+    fn dated(o: i64, day: i64) -> SourceRecord {
+        use feeder_proto::pipeline::CheckedFrame;
+        use feeder_proto::v1::{Frame, Reading};
+        use prost::Message;
+        let ms = day * 86_400_000;
+        let frame = Frame {
+            readings: vec![Reading {
+                ts_ms: ms,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let cf = CheckedFrame {
+            device_id: "mtr-1".into(),
+            received_at_ms: ms,
+            payload: frame.encode_to_vec().into(),
+            ..Default::default()
+        };
+        SourceRecord {
+            offset: o,
+            timestamp_ms: None,
+            payload: Some(cf.encode_to_vec()),
+        }
+    }
+
+    /// Device clocks spread over many dates: a flush never writes more than `max_dates`
+    /// date partitions, records of a date already buffered never cut it, and a record
+    /// that alone passes the cap is flushed on its own.
+    #[test]
+    fn a_flush_spans_at_most_max_dates() {
+        let t0 = Instant::now();
+        let limits = Limits {
+            max_records: 1000,
+            max_dates: 3,
+            ..LIMITS
+        };
+        let mut buf = PartitionBuffer::new(limits, &RecoveryPlan::default())
+            .tracking_dates(TopicKind::Checked);
+        let mut flushed = Vec::new();
+        // days 0,0,1,2 fit; 3 does not; then 3,3,4,5 fit; 6 does not
+        for (o, day) in [
+            (0, 0),
+            (1, 0),
+            (2, 1),
+            (3, 2),
+            (4, 3),
+            (5, 3),
+            (6, 4),
+            (7, 5),
+            (8, 6),
+        ] {
+            flushed.extend(ranges(&buf.offer(dated(o, day), t0).ready));
+        }
+        assert_eq!(
+            flushed,
+            [
+                (0, 3, FlushReason::WriterDates),
+                (4, 7, FlushReason::WriterDates)
+            ]
+        );
+        assert_eq!((buf.len(), buf.dates()), (1, 1));
+
+        // a frame whose readings span 10 dates alone: written by itself, at once
+        use feeder_proto::pipeline::CheckedFrame;
+        use feeder_proto::v1::{Frame, Reading};
+        use prost::Message;
+        let frame = Frame {
+            readings: (0..10)
+                .map(|d| Reading {
+                    ts_ms: (100 + d) * 86_400_000,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let wide = CheckedFrame {
+            device_id: "mtr-1".into(),
+            received_at_ms: 100 * 86_400_000,
+            payload: frame.encode_to_vec().into(),
+            ..Default::default()
+        };
+        let out = buf.offer(
+            SourceRecord {
+                offset: 9,
+                timestamp_ms: None,
+                payload: Some(wide.encode_to_vec()),
+            },
+            t0,
+        );
+        assert_eq!(
+            ranges(&out.ready),
+            [
+                (8, 8, FlushReason::WriterDates),
+                (9, 9, FlushReason::WriterDates)
+            ]
+        );
+        assert!(buf.is_empty() && buf.dates() == 0);
+    }
+
+    /// A forced range is replayed whole whatever its dates: it was written by a run with
+    /// other limits (or none), and rewriting it under another name would duplicate rows.
+    #[test]
+    fn a_forced_range_ignores_the_date_cap() {
+        let t0 = Instant::now();
+        let limits = Limits {
+            max_records: 1000,
+            max_dates: 2,
+            ..LIMITS
+        };
+        let plan = RecoveryPlan::from_ranges(0, [(0, 5)]);
+        let mut buf = PartitionBuffer::new(limits, &plan).tracking_dates(TopicKind::Checked);
+        let mut flushed = Vec::new();
+        for o in 0..9 {
+            flushed.extend(ranges(&buf.offer(dated(o, o), t0).ready));
+        }
+        assert_eq!(
+            flushed,
+            [
+                (0, 5, FlushReason::Forced),
+                (6, 7, FlushReason::WriterDates)
+            ]
+        );
     }
 }

@@ -110,6 +110,7 @@ mod tests {
             max_records: usize::MAX,
             max_bytes: usize::MAX,
             max_age: Duration::from_secs(3600),
+            max_dates: 64,
         };
         let t0 = Instant::now();
         // partition 0 replays a forced range 0..=49 that an earlier run wrote

@@ -23,6 +23,9 @@ pub struct WriterConfig {
     pub group_id: String,
     /// Identifies this writer instance in each file's key-value metadata and the client id.
     pub writer_id: String,
+    /// Static group membership ([`feeder_kafka::membership`]): this process's stable name
+    /// in `group_id`, so a restart gets its partitions back at once. `None`: dynamic.
+    pub instance_id: Option<feeder_kafka::InstanceId>,
     /// Flush a topic-partition's buffer at this many records.
     pub flush_max_frames: usize,
     /// Flush a topic-partition's buffer at this many buffered payload bytes.
@@ -32,6 +35,9 @@ pub struct WriterConfig {
     /// Cap on the payload bytes buffered over all assigned partitions: above it, the
     /// largest buffers are flushed early (see `cap.rs`).
     pub max_buffered_bytes: usize,
+    /// Distinct `date=` partitions one flush may write into (one file per dataset and
+    /// date): a buffer flushes early before a record that would pass it (`buffer.rs`).
+    pub max_dates_per_flush: usize,
     /// Which datasets are encrypted, with which keys (default: none, all plaintext).
     pub encryption: Encryption,
 }
@@ -42,10 +48,12 @@ impl Default for WriterConfig {
             data_root: PathBuf::from("data"),
             group_id: "feeder-writer".into(),
             writer_id: "writer-0".into(),
+            instance_id: None,
             flush_max_frames: 20_000,
             flush_max_bytes: 64 * 1024 * 1024,
             flush_max_age: Duration::from_secs(5),
             max_buffered_bytes: 256 * 1024 * 1024,
+            max_dates_per_flush: 64,
             encryption: Encryption::none(),
         }
     }
@@ -69,6 +77,9 @@ impl WriterConfig {
         }
         if self.max_buffered_bytes == 0 {
             return fail("max_buffered_bytes must be at least 1");
+        }
+        if self.max_dates_per_flush == 0 {
+            return fail("max_dates_per_flush must be at least 1");
         }
         if self.flush_max_age.is_zero() {
             return fail("flush_max_age must be positive");
@@ -97,19 +108,21 @@ mod tests {
         assert_eq!(c.flush_max_bytes, 64 << 20);
         assert_eq!(c.flush_max_age, Duration::from_secs(5));
         assert_eq!(c.max_buffered_bytes, 256 << 20);
+        assert_eq!(c.max_dates_per_flush, 64);
         assert_eq!(c.tick_period(), Duration::from_secs(1));
     }
 
     #[test]
     fn rejects_unworkable_settings() {
         type Breaker = fn(&mut WriterConfig);
-        let cases: [(&str, Breaker); 6] = [
+        let cases: [(&str, Breaker); 7] = [
             ("group_id", |c| c.group_id.clear()),
             ("writer_id", |c| c.writer_id.clear()),
             ("flush_max_frames", |c| c.flush_max_frames = 0),
             ("flush_max_bytes", |c| c.flush_max_bytes = 0),
             ("flush_max_age", |c| c.flush_max_age = Duration::ZERO),
             ("max_buffered_bytes", |c| c.max_buffered_bytes = 0),
+            ("max_dates_per_flush", |c| c.max_dates_per_flush = 0),
         ];
         for (field, break_it) in cases {
             let mut c = WriterConfig::default();

@@ -96,7 +96,7 @@ impl Shared {
     pub fn install(&self, key: TpKey, kind: TopicKind, plan: &RecoveryPlan) {
         let st = PartitionState {
             kind,
-            buffer: PartitionBuffer::new(self.limits, plan),
+            buffer: PartitionBuffer::new(self.limits, plan).tracking_dates(kind),
             uncommitted: 0,
             last_written: None,
             containers: plan.containers.clone(),

@@ -291,6 +291,7 @@ fn a_rewind_over_compacted_files_replays_without_duplicates() {
         max_records: 7,
         max_bytes: 1 << 20,
         max_age: std::time::Duration::from_secs(60),
+        max_dates: 64,
     };
     let mut buf = PartitionBuffer::new(limits, &plan);
     let mut in_compacted = 0;

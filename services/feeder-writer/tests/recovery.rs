@@ -138,6 +138,7 @@ fn restart_finds_forced_boundaries_removes_stale_temps_and_replays_identically()
         max_records: 3,
         max_bytes: 1 << 20,
         max_age: std::time::Duration::from_secs(5),
+        max_dates: 64,
     };
     let mut buf = PartitionBuffer::new(limits, &plan);
     let mut written = Vec::new();
@@ -195,6 +196,7 @@ fn a_rewind_into_stored_ranges_skips_or_replays_them() {
             max_records: 100,
             max_bytes: 1 << 20,
             max_age: std::time::Duration::from_secs(5),
+            max_dates: 64,
         },
         &plan,
     );

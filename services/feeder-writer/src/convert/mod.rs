@@ -20,6 +20,7 @@
 
 mod anomalies;
 mod builders;
+mod dates;
 mod flags;
 mod split;
 
@@ -39,6 +40,7 @@ use self::builders::{
     EventsBuilder, FrameKey, FramesBuilder, QuarantineBuilder, ReadingRow, ReadingsBuilder,
     SampleRow, TelematicsBuilder,
 };
+pub use self::dates::record_dates;
 pub use self::flags::{
     FLAG_BYTES_PER_RECORD_BYTE, FLAGS_TRUNCATED, MAX_FLAG_BYTES, MAX_FLAG_ENTRIES_PER_RECORD,
     MAX_FLAGS_PER_ROW,
