@@ -11,6 +11,7 @@
 
 pub mod codes;
 pub mod device_id;
+pub mod ed25519;
 pub mod edge_proof;
 pub mod error;
 pub mod file_stamp;

@@ -288,6 +288,7 @@ fn verifying_key(l: &RegistryLine) -> std::result::Result<VerifyingKey, String> 
                     b.len()
                 )
             })?;
+            crate::ed25519::check_public_key(&pk).map_err(|e| e.to_string())?;
             Ok(VerifyingKey::ed25519(pk))
         }
         Alg::HmacSha256 => {
@@ -351,6 +352,21 @@ mod tests {
             (ED.replace("03a107", "03A107"), "lower-case hex"),
             (ED.replace("03a107", "zz"), "not valid hex"),
             (ED.replace("03a107", ""), "must be 32 bytes"),
+            // a small-order (weak) key, the identity point: crate::ed25519's rule 3
+            (
+                ED.replace(
+                    "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8",
+                    "0100000000000000000000000000000000000000000000000000000000000000",
+                ),
+                "small order",
+            ),
+            (
+                ED.replace(
+                    "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8",
+                    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+                ),
+                "not a canonical point encoding",
+            ),
             (
                 ED.replace("\"public_key\"", "\"secret\""),
                 "takes public_key, not secret",

@@ -11,9 +11,13 @@
 //! Ed25519 signs that input (RFC 8032); HMAC keys send HMAC-SHA256(secret, input). Which
 //! one applies is the registry's choice for `(device_id, key_id)`: a frame cannot pick a
 //! weaker algorithm.
+//!
+//! Ed25519 signatures are accepted under Feeder's rule (`crate::ed25519`: strict
+//! encodings, cofactored equation), the same for one frame ([`VerifyingKey::verify`], what
+//! `feeder verify` uses) and for many ([`verify_many`], batched, what the edge uses).
 
 use ring::hmac;
-use ring::signature::{self, Ed25519KeyPair, KeyPair};
+use ring::signature::{Ed25519KeyPair, KeyPair};
 
 const DOMAIN: &[u8] = b"FEEDER-FRAME-V1\0";
 pub const ED25519_SIG_LEN: usize = 64;
@@ -121,9 +125,9 @@ impl VerifyingKey {
             return Err(VerifyError::WrongLength);
         }
         match self {
-            VerifyingKey::Ed25519(pk) => signature::UnparsedPublicKey::new(&signature::ED25519, pk)
-                .verify(input, sig)
-                .map_err(|_| VerifyError::Mismatch),
+            VerifyingKey::Ed25519(pk) => crate::ed25519::verify(pk, input, sig)
+                .then_some(())
+                .ok_or(VerifyError::Mismatch),
             // constant-time comparison inside ring
             VerifyingKey::Hmac(key) => {
                 hmac::verify(key, input, sig).map_err(|_| VerifyError::Mismatch)
@@ -145,6 +149,51 @@ impl VerifyingKey {
         write_signing_input(scratch, device_id, key_id, seq, payload);
         self.verify_input(scratch, sig)
     }
+}
+
+/// The fields of a frame a signature covers, and the signature.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    pub device_id: &'a str,
+    pub key_id: &'a str,
+    pub seq: u64,
+    pub payload: &'a [u8],
+    pub signature: &'a [u8],
+}
+
+/// Verifies many frames, each under its key; `out[i]` answers `items[i]` exactly as
+/// [`VerifyingKey::verify`] would. Ed25519 signatures are verified in batches
+/// (`crate::ed25519::verify_prepared`), HMAC tags one by one.
+pub fn verify_many(items: &[(&VerifyingKey, Signed<'_>)]) -> Vec<Result<(), VerifyError>> {
+    let mut out: Vec<Result<(), VerifyError>> = Vec::with_capacity(items.len());
+    let mut scratch = Vec::with_capacity(1024);
+    // Ed25519 signatures that passed the encoding rules, with their place in `out`
+    let mut prepared: Vec<Option<crate::ed25519::Prepared>> = Vec::new();
+    let mut prepared_at: Vec<usize> = Vec::new();
+    for (key, f) in items {
+        if f.signature.len() != key.alg().signature_len() {
+            out.push(Err(VerifyError::WrongLength));
+            continue;
+        }
+        scratch.clear();
+        write_signing_input(&mut scratch, f.device_id, f.key_id, f.seq, f.payload);
+        match key {
+            VerifyingKey::Ed25519(pk) => {
+                prepared_at.push(out.len());
+                prepared.push(crate::ed25519::Prepared::new(pk, &scratch, f.signature));
+                // answered below, once the batch is verified
+                out.push(Err(VerifyError::Mismatch));
+            }
+            VerifyingKey::Hmac(_) => out.push(key.verify_input(&scratch, f.signature)),
+        }
+    }
+    for (ok, i) in crate::ed25519::verify_prepared(prepared)
+        .into_iter()
+        .zip(prepared_at)
+    {
+        out[i] = ok.then_some(()).ok_or(VerifyError::Mismatch);
+    }
+    out
 }
 
 /// The device half of a key, for simulators and test tools.
