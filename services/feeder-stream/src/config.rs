@@ -98,6 +98,7 @@ impl StreamConfig {
                 self.max_output_record_bytes
             ));
         }
+        self.frame_limits.validate()?;
         Ok(())
     }
 }

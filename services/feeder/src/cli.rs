@@ -343,7 +343,7 @@ pub struct EdgeArgs {
     pub metrics: MetricsArgs,
 }
 
-/// `250ms`, `10s`, `2m` or a bare number of seconds.
+/// `250ms`, `10s`, `2m`, `12h`, `400d` or a bare number of seconds.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
@@ -352,6 +352,10 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         (n, 1.0)
     } else if let Some(n) = s.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else if let Some(n) = s.strip_suffix('d') {
+        (n, 86_400.0)
     } else {
         (s, 1.0)
     };
@@ -362,6 +366,14 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from_secs_f64(v * scale)
         .map_err(|_| format!("{s:?} is not a valid duration"))
 }
+
+/// The writer's built-in limits: the flags' defaults are these, defined once.
+static WRITER: std::sync::LazyLock<feeder_writer::WriterConfig> =
+    std::sync::LazyLock::new(feeder_writer::WriterConfig::default);
+
+/// The stream stage's built-in limits: the flags' defaults are these, defined once.
+static STREAM: std::sync::LazyLock<feeder_stream::StreamConfig> =
+    std::sync::LazyLock::new(feeder_stream::StreamConfig::default);
 
 #[derive(Debug, Args)]
 pub struct StreamArgs {
@@ -392,6 +404,30 @@ pub struct StreamArgs {
     /// `[stream.rules]` of the config file (rule thresholds, `docs/checks.md`).
     #[arg(skip)]
     pub rules: Option<feeder_stream::rules::RulesConfig>,
+    /// An output record (checked, anomaly, quarantine) larger than this, bytes, becomes
+    /// an `output_too_large` quarantine entry; the producer's message.max.bytes. Keep it
+    /// at or under the topics' max.message.bytes.
+    #[arg(long, env = "FEEDER_MAX_OUTPUT_RECORD_BYTES", default_value_t = STREAM.max_output_record_bytes)]
+    pub max_output_record_bytes: usize,
+    /// Rows (readings + samples + events) one frame may carry; more: `too_many_rows`.
+    #[arg(long, env = "FEEDER_MAX_ROWS_PER_FRAME", default_value_t = STREAM.frame_limits.max_rows)]
+    pub max_rows_per_frame: u32,
+    /// Row flags kept per frame; past it the frame is flagged `flags_truncated`.
+    #[arg(long, env = "FEEDER_MAX_ROW_FLAGS_PER_FRAME", default_value_t = STREAM.frame_limits.max_row_flags)]
+    pub max_row_flags_per_frame: u32,
+    /// Anomalies recorded per frame, plus one `anomalies_truncated` past it.
+    #[arg(long, env = "FEEDER_MAX_ANOMALIES_PER_FRAME", default_value_t = STREAM.frame_limits.max_anomalies)]
+    pub max_anomalies_per_frame: u32,
+    /// Largest step of a device's seq past its highest accepted one; more: `seq_jump`.
+    #[arg(long, env = "FEEDER_MAX_SEQ_AHEAD", default_value_t = STREAM.frame_limits.max_seq_ahead)]
+    pub max_seq_ahead: u64,
+    /// A frame with a row dated more than this before its receive time is quarantined
+    /// `ts_out_of_horizon` (one frame cannot fan out over years of date partitions).
+    #[arg(long, env = "FEEDER_TS_HORIZON_PAST", default_value = "400d", value_parser = parse_duration)]
+    pub ts_horizon_past: std::time::Duration,
+    /// Likewise for a row dated more than this after its receive time.
+    #[arg(long, env = "FEEDER_TS_HORIZON_FUTURE", default_value = "1d", value_parser = parse_duration)]
+    pub ts_horizon_future: std::time::Duration,
     #[command(flatten)]
     pub edge_proof: EdgeProofArgs,
     #[command(flatten)]
@@ -437,6 +473,10 @@ pub struct WriterArgs {
     /// buffers are flushed early (never a replay of an uncommitted range).
     #[arg(long, env = "FEEDER_MAX_BUFFERED_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_buffered_bytes: usize,
+    /// Distinct `date=` partitions one flush may write into (one file per dataset and
+    /// date each); a record that would pass it flushes the buffer first.
+    #[arg(long, env = "FEEDER_MAX_DATES_PER_FLUSH", default_value_t = WRITER.max_dates_per_flush)]
+    pub max_dates_per_flush: usize,
     #[arg(long, env = "FEEDER_WRITER_GROUP", default_value = "feeder-writer")]
     pub group: String,
     #[arg(long, env = "FEEDER_WRITER_ID", default_value = "writer-0")]

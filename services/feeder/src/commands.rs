@@ -91,8 +91,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let registry = Registry::load(&a.registry).context("loading the device registry")?;
             tracing::info!(devices = registry.len(), "registry loaded");
             let edge_proof = a.edge_proof.load()?;
+            let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
             let cfg = StreamConfig {
                 edge_proof,
+                max_output_record_bytes: a.max_output_record_bytes,
+                frame_limits: feeder_stream::limits::FrameLimits {
+                    max_rows: a.max_rows_per_frame,
+                    max_row_flags: a.max_row_flags_per_frame,
+                    max_anomalies: a.max_anomalies_per_frame,
+                    max_seq_ahead: a.max_seq_ahead,
+                    ts_horizon_past_ms: ms(a.ts_horizon_past),
+                    ts_horizon_future_ms: ms(a.ts_horizon_future),
+                },
                 registry: Some(feeder_stream::labels_reload::RegistrySource {
                     path: a.registry.clone(),
                     poll: a.registry_poll,
@@ -106,6 +116,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 cohort_lateness: a.cohort_lateness,
                 ..StreamConfig::default()
             };
+            cfg.validate()
+                .map_err(anyhow::Error::msg)
+                .context("stream settings")?;
             ready.mark_started();
             feeder_stream::run(
                 &a.kafka.kafka(),
@@ -127,6 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 flush_max_bytes: a.flush_max_bytes,
                 flush_max_age: a.flush_max_age,
                 max_buffered_bytes: a.max_buffered_bytes,
+                max_dates_per_flush: a.max_dates_per_flush,
                 encryption: encryption_keys(a.encryption_keys.as_deref())?,
             };
             cfg.validate().context("writer settings")?;
