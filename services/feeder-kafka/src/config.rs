@@ -89,6 +89,24 @@ impl KafkaConfig {
         c
     }
 
+    /// A consumer that joins `group_id` (subscribes): [`Self::consumer`] plus, when the
+    /// stage has a stable name, `group.instance.id` (static membership, KIP-345, see
+    /// [`crate::membership`]). Every consumer a stage subscribes with is made here, each
+    /// group with its own id; the typed setting wins over a `group.instance.id` passed
+    /// through `properties`.
+    pub fn group_member(
+        &self,
+        group_id: &str,
+        client_id: &str,
+        instance_id: Option<&crate::InstanceId>,
+    ) -> ClientConfig {
+        let mut c = self.consumer(group_id, client_id);
+        if let Some(id) = instance_id {
+            c.set("group.instance.id", id.as_str());
+        }
+        c
+    }
+
     /// A group-less consumer for reading partitions by explicit assignment (recovery scans).
     pub fn reader(&self, client_id: &str) -> ClientConfig {
         let mut c = self.client();
@@ -158,6 +176,26 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(err.contains("no.such.property"), "{err}");
+    }
+
+    #[test]
+    fn group_members_carry_their_instance_id_and_probes_none() {
+        let c = with(&[("group.instance.id", "from-properties")]);
+        let id: crate::InstanceId = "feeder-writer-1".parse().unwrap();
+        let member = c.group_member("g", "w", Some(&id));
+        assert_eq!(member.get("group.instance.id"), Some("feeder-writer-1"));
+        assert_eq!(member.get("group.id"), Some("g"));
+        let plain = with(&[]);
+        assert_eq!(
+            plain.group_member("g", "w", None).get("group.instance.id"),
+            None
+        );
+        assert_eq!(plain.consumer("g", "w").get("group.instance.id"), None);
+        assert_eq!(plain.reader("r").get("group.instance.id"), None);
+        // librdkafka takes the property
+        member
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .expect("group.instance.id is a known property");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - [`Topics`]: the pipeline's topic names and partitioning. The stream stage writes a
 //!   record read from raw partition *p* to partition *p* of its output topics, so all
 //!   data topics share one partition count (checked by [`topics::ensure_topics`]).
+//! - [`InstanceId`]: static group membership, so a restarted stage gets its partitions
+//!   back without waiting for a session timeout and a rebalance ([`membership`]).
 //! - [`EmbeddedBroker`]: librdkafka's in-process mock cluster, for the demo and fast tests
 //!   only: memory only, evicts old data past ~5 MiB per partition, no transaction isolation.
 
@@ -13,6 +15,7 @@ pub mod consumer_error;
 pub mod embedded;
 pub mod error;
 pub mod lag;
+pub mod membership;
 pub mod redact;
 pub mod tansu;
 pub mod topics;
@@ -20,4 +23,5 @@ pub mod topics;
 pub use config::KafkaConfig;
 pub use embedded::EmbeddedBroker;
 pub use error::{Error, Result};
+pub use membership::InstanceId;
 pub use topics::{Topics, ensure_compacted_topics, ensure_fleet_topics, ensure_topics};

@@ -24,6 +24,10 @@ pub fn labels_from_registry(registry: &feeder_core::Registry) -> DeviceLabels {
 pub struct StreamConfig {
     pub group_id: String,
     pub client_id: String,
+    /// Static group membership ([`feeder_kafka::membership`]): this process's stable
+    /// name in `group_id` (and, as `<id>-cohorts`, in the cohort aggregator's group).
+    /// `None`: dynamic membership.
+    pub instance_id: Option<feeder_kafka::InstanceId>,
     /// Replay window per device (the contract's default is 4096 seqs).
     pub replay_window: u64,
     /// A batch closes at this many records...
@@ -69,6 +73,7 @@ impl Default for StreamConfig {
         Self {
             group_id: "feeder-stream".into(),
             client_id: "stream-0".into(),
+            instance_id: None,
             replay_window: 4096,
             batch_max_records: 5000,
             batch_linger: Duration::from_millis(50),

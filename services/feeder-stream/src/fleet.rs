@@ -63,6 +63,8 @@ pub struct FleetConfig {
     /// Consumer group of the aggregator (the stage's group + `-cohorts`).
     pub group_id: String,
     pub client_id: String,
+    /// The stage's instance id for this group (`<id>-cohorts`), if it has one.
+    pub instance_id: Option<feeder_kafka::InstanceId>,
     /// A window some raw partition has not closed is judged this long after its first
     /// tally (a partition without traffic never closes one).
     pub grace: Duration,
@@ -77,6 +79,7 @@ impl FleetConfig {
         Self {
             group_id: format!("{group}-cohorts"),
             client_id: format!("{client_id}-cohorts"),
+            instance_id: None,
             grace: Duration::from_secs(600),
             tick: Duration::from_secs(1),
             disabled: Vec::new(),
@@ -176,7 +179,7 @@ pub async fn run_fleet(
             .await? as u32;
     let rebalances = Rebalances::default();
     let consumer: StreamConsumer<RebalanceContext> = kafka
-        .consumer(&cfg.group_id, &cfg.client_id)
+        .group_member(&cfg.group_id, &cfg.client_id, cfg.instance_id.as_ref())
         .create_with_context(RebalanceContext::new(rebalances.clone()))?;
     consumer.subscribe(&[&topics.cohort_tallies])?;
     let producer: FutureProducer = kafka.producer(&cfg.client_id, 10_000, 30_000).create()?;

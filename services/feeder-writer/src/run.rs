@@ -69,7 +69,11 @@ pub async fn run_with_storage(
     ]);
     let shared = Arc::new(Shared::new(storage, cfg, stats, kinds));
     let consumer: StreamConsumer<WriterContext> = kafka
-        .consumer(&shared.cfg.group_id, &shared.cfg.writer_id)
+        .group_member(
+            &shared.cfg.group_id,
+            &shared.cfg.writer_id,
+            shared.cfg.instance_id.as_ref(),
+        )
         .create_with_context(WriterContext::new(Arc::clone(&shared)))?;
     consumer.subscribe(&[&topics.checked, &topics.quarantine, &topics.anomalies])?;
     info!(

@@ -219,6 +219,19 @@ impl KafkaArgs {
     }
 }
 
+/// Static consumer-group membership of the stream and the writer (KIP-345,
+/// [`feeder_kafka::membership`]), defined once for both.
+#[derive(Debug, Clone, Args)]
+pub struct InstanceArgs {
+    /// This process's stable name in the consumer groups it joins (Kafka
+    /// `group.instance.id`; the stream's cohort aggregator joins as `<id>-cohorts`). A
+    /// restart with the same id within the session timeout (10 s) gets its partitions
+    /// back at once, without a rebalance. Unique per live process (Kubernetes: the
+    /// StatefulSet pod name); unset: dynamic membership.
+    #[arg(long, env = "FEEDER_INSTANCE_ID")]
+    pub instance_id: Option<feeder_kafka::InstanceId>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct MetricsArgs {
     /// Serve Prometheus metrics on this address (`/metrics`).
@@ -402,6 +415,8 @@ pub struct StreamArgs {
     #[arg(long, env = "FEEDER_COHORT_LATENESS", default_value = "2m", value_parser = parse_duration)]
     pub cohort_lateness: std::time::Duration,
     /// `[stream.rules]` of the config file (rule thresholds, `docs/checks.md`).
+    #[command(flatten)]
+    pub instance: InstanceArgs,
     #[arg(skip)]
     pub rules: Option<feeder_stream::rules::RulesConfig>,
     /// An output record (checked, anomaly, quarantine) larger than this, bytes, becomes
@@ -494,6 +509,8 @@ pub struct WriterArgs {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where the fleet's keys and the datasets go.
+    #[command(flatten)]
+    pub instance: InstanceArgs,
     #[arg(long, env = "FEEDER_DATA", default_value = "feeder-data")]
     pub data: PathBuf,
     /// Use this Kafka cluster instead of the embedded (non-durable) evaluation broker.
@@ -681,6 +698,30 @@ mod tests {
         .unwrap();
         let Command::Verify(v) = c.command else {
             panic!()
+    #[test]
+    fn stream_and_writer_take_an_instance_id() {
+        for stage in [
+            &["stream", "--registry", "r"][..],
+            &["writer", "--data", "/d"][..],
+        ] {
+            let parse = |id: &str| {
+                let mut args = vec!["feeder", "--brokers", "b", "--instance-id", id];
+                args.splice(1..1, stage.iter().copied());
+                Cli::try_parse_from(args).map(|c| match c.command {
+                    Command::Stream(a) => a.instance.instance_id,
+                    Command::Writer(a) => a.instance.instance_id,
+                    _ => unreachable!(),
+                })
+            };
+            assert_eq!(
+                parse("feeder-writer-2").unwrap().unwrap().as_str(),
+                "feeder-writer-2"
+            );
+            let err = parse("not ok/").unwrap_err().to_string();
+            assert!(err.contains("letters, digits"), "{err}");
+        }
+    }
+
         };
         assert_eq!(v.date.map(|d| d.to_string()).as_deref(), Some("2024-03-11"));
         assert!(

@@ -109,6 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     loaded_from,
                 }),
                 group_id: a.group,
+                instance_id: a.instance.instance_id,
                 device_labels: feeder_stream::config::labels_from_registry(&registry),
                 rules: a.rules.unwrap_or_default(),
                 snapshot_interval: a.state_snapshot_interval,
@@ -135,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = WriterConfig {
                 data_root: a.data.clone().unwrap_or_default(),
                 group_id: a.group,
+                instance_id: a.instance.instance_id,
                 writer_id: a.writer_id,
                 flush_max_frames: a.flush_max_frames,
                 flush_max_bytes: a.flush_max_bytes,
