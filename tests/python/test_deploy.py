@@ -121,8 +121,14 @@ def one(docs: list[dict], kind: str, name: str) -> dict:
     return found[0]
 
 
+# The edge is a Deployment; the stream and the writer are StatefulSets (stable pod names
+# as static consumer-group member ids, docs/operations.md#static-membership).
+WORKLOAD_KIND = {"edge": "Deployment", "stream": "StatefulSet", "writer": "StatefulSet"}
+
+
 def deployment(docs: list[dict], stage: str) -> dict:
-    return one(docs, "Deployment", f"feeder-{stage}")
+    """The stage's workload (Deployment or StatefulSet: the checks below hold for both)."""
+    return one(docs, WORKLOAD_KIND[stage], f"feeder-{stage}")
 
 
 def container(dep: dict) -> dict:
@@ -176,12 +182,13 @@ def test_overlay_renders_every_part(overlay):
     docs = docs_of(overlay)
     kinds = {d["kind"] for d in docs}
     assert {
-        "Namespace", "ServiceAccount", "Deployment", "ConfigMap", "Service",
+        "Namespace", "ServiceAccount", "Deployment", "StatefulSet", "ConfigMap", "Service",
         "PodDisruptionBudget", "NetworkPolicy", "KafkaTopic", "ServiceMonitor",
         "PrometheusRule",
     } <= kinds
-    assert {d["metadata"]["name"] for d in by_kind(docs, "Deployment")} == {
-        f"feeder-{s}" for s in STAGES
+    workloads = by_kind(docs, "Deployment") + by_kind(docs, "StatefulSet")
+    assert {(d["kind"], d["metadata"]["name"]) for d in workloads} == {
+        (WORKLOAD_KIND[s], f"feeder-{s}") for s in STAGES
     }
     for d in docs:
         if d["kind"] != "Namespace":
@@ -712,12 +719,42 @@ def test_replicas_autoscaling_and_disruption_budgets(overlay):
         )
     writer = deployment(docs, "writer")
     if by_kind(docs, "PersistentVolumeClaim"):
-        # A ReadWriteOnce volume: one writer, and the old pod gone before the new one.
-        assert writer["spec"]["replicas"] == 1 and writer["spec"]["strategy"]["type"] == "Recreate"
+        # A ReadWriteOnce volume: one writer, and the old pod gone before the new one
+        # (a StatefulSet never surges), and one shared claim, never a claim per pod: every
+        # writer of the group must see the one data root.
+        assert writer["spec"]["replicas"] == 1 and writer["kind"] == "StatefulSet"
+        assert "volumeClaimTemplates" not in writer["spec"]
     for stage in STAGES:
         pdbs = [p for p in by_kind(docs, "PodDisruptionBudget")
                 if selects(p["spec"]["selector"], pod_labels(deployment(docs, stage)))]
         assert len(pdbs) == 1 and pdbs[0]["spec"]["maxUnavailable"] == 1, stage
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_stream_and_writer_are_static_group_members_named_by_their_pods(overlay):
+    """KIP-345: each stream and writer pod presents its stable StatefulSet pod name as
+    FEEDER_INSTANCE_ID (group.instance.id), so a restarted pod gets its own partitions
+    back; the edge joins no group and stays a Deployment."""
+    docs = docs_of(overlay)
+    assert "FEEDER_INSTANCE_ID" not in container_env(deployment(docs, "edge"))
+    for stage in ("stream", "writer"):
+        sts = deployment(docs, stage)
+        assert sts["kind"] == "StatefulSet", stage
+        (env,) = [e for e in container(sts)["env"] if e["name"] == "FEEDER_INSTANCE_ID"]
+        assert env["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, env
+        spec = sts["spec"]
+        # pods are named <statefulset>-<ordinal> within a headless governing Service
+        svc = one(docs, "Service", spec["serviceName"])
+        assert svc["spec"]["clusterIP"] == "None"
+        assert selects({"matchLabels": svc["spec"]["selector"]}, pod_labels(sts))
+        assert spec["podManagementPolicy"] == "Parallel"
+        assert spec["updateStrategy"]["type"] == "RollingUpdate"
+        assert spec["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == 1
+        # the next pod rolls only after this one had time to rejoin its groups
+        assert spec["minReadySeconds"] >= 5
+        # the stage itself takes the id: the pod name passes its parser
+        cfg = stage_config(docs, stage)
+        assert "instance_id" not in cfg[stage], "one id per pod: never in the shared file"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
