@@ -943,6 +943,8 @@ def test_alert_rules_cover_the_issue_and_use_real_metrics():
         "feeder_edge_broker_reachable",
         "feeder_edge_registry_reload_failures_total",
         "feeder_edge_frames_accepted_total[30m] offset 1d",
+        "feeder_stream_partition_commit_age_seconds",
+        "feeder_writer_partition_commit_age_seconds",
     ):
         assert needle in exprs, needle
     known = metrics_in_code()

@@ -232,6 +232,15 @@ pub struct InstanceArgs {
     pub instance_id: Option<feeder_kafka::InstanceId>,
 }
 
+/// The group watch of the stream and the writer ([`crate::group_watch`]).
+#[derive(Debug, Clone, Args)]
+pub struct GroupWatchArgs {
+    /// How often the stage reads its consumer groups' committed offsets and log ends,
+    /// for the per-partition lag and commit-age metrics (orphaned partitions).
+    #[arg(long, env = "FEEDER_GROUP_WATCH_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub group_watch_interval: std::time::Duration,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct MetricsArgs {
     /// Serve Prometheus metrics on this address (`/metrics`).
@@ -417,6 +426,10 @@ pub struct StreamArgs {
     /// `[stream.rules]` of the config file (rule thresholds, `docs/checks.md`).
     #[command(flatten)]
     pub instance: InstanceArgs,
+    #[command(flatten)]
+    pub group_watch: GroupWatchArgs,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
     #[arg(skip)]
     pub rules: Option<feeder_stream::rules::RulesConfig>,
     /// An output record (checked, anomaly, quarantine) larger than this, bytes, becomes
@@ -507,6 +520,10 @@ pub struct WriterArgs {
 }
 
 #[derive(Debug, Args)]
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    #[command(flatten)]
+    pub group_watch: GroupWatchArgs,
 pub struct DemoArgs {
     /// Where the fleet's keys and the datasets go.
     #[command(flatten)]

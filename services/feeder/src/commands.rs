@@ -121,6 +121,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)
                 .context("stream settings")?;
             ready.mark_started();
+            let cohorts = !cfg.rules.cohort.groupings.is_empty();
+            crate::group_watch::spawn(
+                crate::group_watch::Stage::Stream { cohorts },
+                &a.kafka.kafka(),
+                &a.kafka.topics(),
+                &cfg.group_id,
+                a.group_watch.group_watch_interval,
+                &shutdown,
+            );
             feeder_stream::run(
                 &a.kafka.kafka(),
                 &a.kafka.topics(),
@@ -148,6 +157,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.validate().context("writer settings")?;
             let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;
             ready.mark_started();
+            crate::group_watch::spawn(
+                crate::group_watch::Stage::Writer,
+                &a.kafka.kafka(),
+                &a.kafka.topics(),
+                &cfg.group_id,
+                a.group_watch.group_watch_interval,
+                &shutdown,
+            );
             crate::writer_storage::run(&a.kafka.kafka(), &a.kafka.topics(), cfg, storage, shutdown)
                 .await?;
         }

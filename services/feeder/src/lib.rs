@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config_file;
 pub mod demo;
 pub mod edge_key;
+pub mod group_watch;
 pub mod http;
 pub mod pipeline;
 pub mod shutdown;

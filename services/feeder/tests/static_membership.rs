@@ -10,6 +10,11 @@
 //! process keeps its partitions on tansu (the new one does not process them while the
 //! test waits); a real Kafka evicts it after the session timeout (10 s) and rebalances,
 //! so there the dynamic case recovers in about the session timeout plus a rebalance.
+//!
+//! The dynamic case on tansu is also a real orphaned partition: lag that no live member
+//! processes. The restarted stage's group watch must report it (per-partition lag > 0
+//! and a commit age that grows, the metrics `FeederPartitionsOrphaned` alerts on), and
+//! after the static restart, caught up, lag and age 0.
 
 mod support;
 
@@ -123,6 +128,8 @@ impl Bench {
             "1",
             "--group",
             group,
+            "--group-watch-interval",
+            "1s",
         ];
         let (name, stage_args): (&'static str, Vec<&str>) = match kind {
             Kind::Stream => (
@@ -156,6 +163,49 @@ struct Recovery {
     took: Option<Duration>,
     /// Partitions caught up when the wait ended.
     caught_up: usize,
+    /// (partition, lag, commit age in s) of the input topic as the restarted stage's
+    /// group watch reported them at the end.
+    watched: Vec<(i32, f64, f64)>,
+}
+
+/// The stage's `feeder_<stage>_partition_<what>` gauge for `group`/`topic`, per partition.
+fn partition_gauge(stage: &Stage, what: &str, group: &str, topic: &str) -> Vec<(i32, f64)> {
+    let name = format!("feeder_{}_partition_{what}", stage.name);
+    let Some((200, body)) = http_get(stage.metrics, "/metrics") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix(&name).and_then(|r| r.strip_prefix('{')) else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+        };
+        if label("group").as_deref() == Some(group) && label("topic").as_deref() == Some(topic) {
+            let p = label("partition")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(-1);
+            out.push((p, value.trim().parse().unwrap_or(f64::NAN)));
+        }
+    }
+    out.sort_by_key(|(p, _)| *p);
+    out
+}
+
+/// (partition, lag, commit age) from the stage's group watch.
+fn watched(stage: &Stage, group: &str, topic: &str) -> Vec<(i32, f64, f64)> {
+    let lag = partition_gauge(stage, "lag_records", group, topic);
+    let age = partition_gauge(stage, "commit_age_seconds", group, topic);
+    lag.iter()
+        .filter_map(|&(p, l)| age.iter().find(|(q, _)| *q == p).map(|&(_, a)| (p, l, a)))
+        .collect()
 }
 
 fn input_topic(kind: Kind, topics: &Topics) -> String {
@@ -214,10 +264,22 @@ async fn kill_and_restart(
         n = caught_up(&bench.kafka, &group, &topic);
         if n == PARTITIONS as usize {
             let took = killed.elapsed();
-            drop(restarted);
+            // the watch sees the caught-up group within a few of its 1 s periods
+            let mut seen = Vec::new();
+            let settled = Instant::now();
+            while settled.elapsed() < Duration::from_secs(10) {
+                seen = watched(&restarted, &group, &topic);
+                if seen.len() == PARTITIONS as usize
+                    && seen.iter().all(|&(_, l, a)| l == 0.0 && a == 0.0)
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
             return Recovery {
                 took: Some(took),
                 caught_up: n,
+                watched: seen,
             };
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -226,6 +288,7 @@ async fn kill_and_restart(
     Recovery {
         took: None,
         caught_up: n,
+        watched: watched(&restarted, &group, &topic),
     }
 }
 
@@ -261,6 +324,35 @@ async fn static_and_dynamic(kind: Kind) {
         )
     });
     assert!(took < STATIC_BOUND, "{took:?}");
+    assert!(
+        with_id.watched.len() == PARTITIONS as usize
+            && with_id
+                .watched
+                .iter()
+                .all(|&(_, l, a)| l == 0.0 && a == 0.0),
+        "caught up, the watch must show no lag and no age: {:?}",
+        with_id.watched
+    );
+    println!(
+        "{kind:?} without an instance id, the watch (partition, lag, commit age s): {:?}",
+        without.watched
+    );
+    if without.took.is_none() {
+        // Orphaned partitions: lag the restarted stage cannot process. Its watch started
+        // within seconds of the kill and the wait is 30 s, so the age is well past 10 s
+        // on every partition still behind.
+        let behind: Vec<_> = without.watched.iter().filter(|w| w.1 > 0.0).collect();
+        assert!(
+            PARTITIONS as usize - without.caught_up <= behind.len(),
+            "every partition behind reports lag: {:?}",
+            without.watched
+        );
+        assert!(
+            behind.iter().all(|w| w.2 >= 10.0),
+            "orphaned partitions show a growing commit age: {:?}",
+            without.watched
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
