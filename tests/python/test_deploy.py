@@ -990,6 +990,104 @@ def test_alert_expressions_parse_as_promql(tools):
     assert set(promql_errors(tools, broken)) == {"unbalanced"}
 
 
+# Metric names a PromQL expression selects, from promql_parser's syntax tree (not a regex:
+# a name inside a label value or a string literal is not a selected metric).
+PROMQL_METRICS = """
+import json, sys
+import promql_parser
+
+CHILDREN = ("lhs", "rhs", "expr", "args", "vector_selector", "param")
+
+def names(node, out):
+    if type(node).__name__ == "VectorSelector":
+        if node.name:
+            out.add(node.name)
+        for m in node.matchers.matchers:
+            if m.name == "__name__":
+                out.add(m.value)
+        return
+    for attr in CHILDREN:
+        child = getattr(node, attr, None)
+        for c in child if isinstance(child, list) else [child]:
+            if type(c).__module__ == "promql_parser":
+                names(c, out)
+
+result = {}
+for key, expr in json.load(sys.stdin).items():
+    try:
+        found = set()
+        names(promql_parser.parse(expr), found)
+        result[key] = {"metrics": sorted(found)}
+    except ValueError as e:
+        result[key] = {"error": str(e)}
+print(json.dumps(result))
+"""
+
+
+def promql_metrics(tools: Path, exprs: dict[str, str]) -> dict[str, dict]:
+    out = subprocess.run(
+        [str(tools / "python"), "-c", PROMQL_METRICS], input=json.dumps(exprs),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def emitted(name: str, known: set[str]) -> bool:
+    """A series name the code emits: a metric itself or a histogram's series."""
+    return name in known or any(
+        name == m + suffix for m in known for suffix in ("_bucket", "_sum", "_count")
+    )
+
+
+def dashboard_queries(dashboard: dict) -> dict[str, str]:
+    return {
+        f"{p['title']} / {t['refId']}": t["expr"]
+        for p in dashboard["panels"] for t in p["targets"]
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grafana_dashboard_ships_and_queries_only_emitted_metrics(overlay, tools):
+    docs = docs_of(overlay)
+    (cm,) = [c for c in by_kind(docs, "ConfigMap")
+             if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    # the sidecar loads the file as is; the shipped JSON is the one in the repository
+    source = DEPLOY / "k8s" / "base" / "dashboards" / "feeder.json"
+    assert cm["data"] == {"feeder.json": source.read_text()}
+    dashboard = json.loads(cm["data"]["feeder.json"])
+    assert dashboard["uid"] and dashboard["title"]
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for panel in ("accepted and refused by code", "ack latency", "consumer lag", "owners",
+                  "commit age", "quarantine", "anomal", "cohort"):
+        assert panel in titles, panel
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(set(ids)) == len(ids)
+    queries = dashboard_queries(dashboard)
+    assert len(queries) >= 10
+    parsed = promql_metrics(tools, queries)
+    errors = {k: v["error"] for k, v in parsed.items() if "error" in v}
+    assert not errors, errors
+    known = metrics_in_code()
+    used = {m for v in parsed.values() for m in v["metrics"]}
+    assert {m for m in used if not m.startswith("feeder_")} <= {"up"}, used
+    unknown = sorted(m for m in used if m.startswith("feeder_") and not emitted(m, known))
+    assert not unknown, f"dashboard queries metrics the code does not emit: {unknown}"
+    for needle in ("feeder_edge_ack_latency_seconds_bucket", "feeder_edge_frames_refused_total",
+                   "feeder_stream_partition_lag_records", "feeder_writer_partition_commit_age_seconds",
+                   "feeder_stream_quarantined_total", "feeder_stream_rule_findings_total"):
+        assert needle in used, needle
+    # the check sees through to the selectors: a misspelt metric, a broken query
+    bad = promql_metrics(tools, {
+        "typo": "histogram_quantile(0.9, sum by (le) (rate(feeder_edge_ack_latncy_seconds_bucket[5m])))",
+        "label": 'sum(rate(feeder_edge_frames_accepted_total{job="feeder_edge_nothing"}[5m]))',
+        "broken": "sum(rate(feeder_edge_frames_accepted_total[5m])",
+    })
+    assert not emitted(bad["typo"]["metrics"][0], known)
+    assert bad["label"]["metrics"] == ["feeder_edge_frames_accepted_total"]
+    assert "error" in bad["broken"]
+
+
 def test_operations_doc_names_every_metric_and_alert():
     doc = (REPO / "docs" / "operations.md").read_text()
     missing = sorted(m for m in metrics_in_code() if m not in doc)
