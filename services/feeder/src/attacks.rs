@@ -20,6 +20,10 @@ pub const UNKNOWN_DEVICE: &str = "mtr-unknown-1";
 pub const REVOKED_DEVICE: &str = "mtr-revoked-1";
 /// Seq used for the attacker's fresh frames, far beyond what a short run reaches.
 const FRESH_SEQ: u64 = 1_000_000;
+/// The attack devices' simulated days start this far back, so that each frame's
+/// readings (a meter's whole day) end before the receive time, like a real meter's, and
+/// stay inside the stream's date horizon.
+const ATTACK_DAYS_BACK_MS: i64 = 3 * 86_400_000;
 
 /// Keys the attacks sign with that the registry marks revoked.
 pub struct RevokedKeys {
@@ -128,17 +132,18 @@ pub async fn run(
         .find(|k| k.kind == DeviceKind::Meter)
         .context("no meter in the key file")?;
     let now = now_ms();
-    let mut dev = SimDevice::from_key(victim_key, now);
+    let start = now - ATTACK_DAYS_BACK_MS;
+    let mut dev = SimDevice::from_key(victim_key, start);
     let stale = dev.next_frame(now); // seq 1 again: far behind the fresh frames below
     dev.skip_to_seq(FRESH_SEQ);
     let fresh = dev.next_frame(now);
     let to_tamper = dev.next_frame(now);
     let forged = attacks::forged(&dev, dev.next_seq(), now);
     let unknown = attacks::unknown_device(UNKNOWN_DEVICE, now);
-    let mut old_key_dev = SimDevice::from_key(revoked.old_key, now);
+    let mut old_key_dev = SimDevice::from_key(revoked.old_key, start);
     old_key_dev.skip_to_seq(2 * FRESH_SEQ);
     let with_revoked_key = old_key_dev.next_frame(now).frame;
-    let revoked_device = SimDevice::from_key(revoked.device_key, now)
+    let revoked_device = SimDevice::from_key(revoked.device_key, start)
         .next_frame(now)
         .frame;
 
@@ -226,7 +231,7 @@ pub async fn run_raw_topic(
         .nth(1)
         .context("the key file has fewer than two meters")?;
     let now = now_ms();
-    let mut dev = SimDevice::from_key(meter, now);
+    let mut dev = SimDevice::from_key(meter, now - ATTACK_DAYS_BACK_MS);
     dev.skip_to_seq(3 * FRESH_SEQ);
     let signed = dev.next_frame(now).frame;
     let (device_id, seq) = (signed.device_id.clone(), signed.seq);
