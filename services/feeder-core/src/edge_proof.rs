@@ -10,7 +10,7 @@
 //! its MAC verifies under one of the keys it holds (several during a rotation).
 //!
 //! Why a MAC rather than re-verifying the device signature in the stream: a MAC costs one
-//! SHA-256 pass over the record (about a microsecond for a typical frame), a device
+//! SHA-256 pass over the record (microseconds for a meter's day of readings), a device
 //! signature check an Ed25519 verification (about 50 µs, the edge's largest cost), and
 //! the stream would need every device key too. `benches/edge_proof.rs` measures both;
 //! `docs/security.md` gives the figures.
