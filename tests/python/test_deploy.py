@@ -562,6 +562,10 @@ def test_edge_reloads_a_registry_secret_the_kubelet_updates(feeder_bin, tansu, t
     kubelet_publish(mount, "v0", regs[0][0])
 
     edge_cfg = stage_config(docs_of("small"), "edge")["edge"]
+    edge_keys = tmp_path / "edge-keys.jsonl"
+    made = subprocess.run([str(feeder_bin), "devices", "edge-key", "--out", str(edge_keys)],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
     metrics_port = free_port()
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     with open(tmp_path / "edge.log", "w") as log:
@@ -570,6 +574,7 @@ def test_edge_reloads_a_registry_secret_the_kubelet_updates(feeder_bin, tansu, t
              "--registry-poll", edge_cfg["registry_poll"], "--brokers", tansu,
              "--topic-prefix", "deploy-reload", "--partitions", "1", "--replication", "1",
              "--listen", f"127.0.0.1:{free_port()}",
+             "--edge-keys", str(edge_keys),
              "--metrics-listen", f"127.0.0.1:{metrics_port}"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
