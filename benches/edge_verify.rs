@@ -1,14 +1,19 @@
-//! Edge verification throughput on one core, beside ring's raw verify rate for the same
-//! frames: the ratio shows what decoding, admission and lookup cost on top of the crypto.
+//! Edge verification throughput on one core, beside ring's single Ed25519 verify for the
+//! same frames in the same run (issue 13's target: the edge path at least 2x ring per
+//! core). The edge path is decoding, admission, registry lookup and verification, with
+//! Ed25519 signatures verified in batches (`feeder_core::ed25519`); `rule_single` is the
+//! same rule one signature at a time (what `feeder verify` does). After the criterion
+//! groups, a summary prints the frames/s of each and the ratio, best of 7 passes.
 //! Also the time to verify one large request, on one thread and the way the edge does it
-//! (chunks on the blocking pool, one per core): the ratio is the latency a gateway's
-//! batch saves.
+//! (chunks on the blocking pool, one per core).
 //!
 //! `cargo bench -p feeder-benches --bench edge_verify`
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use feeder_core::VerifyingKey;
 use feeder_core::signing::signing_input;
 use feeder_edge::EdgeConfig;
 use feeder_edge::admission::{Admitted, admit};
@@ -16,32 +21,66 @@ use feeder_edge::verify::{verify_all, verify_off_runtime};
 use feeder_proto::v1::SignedFrame;
 use prost::Message;
 
+/// A frame's key, signing input and signature, prepared outside the timed loop.
+type Prepared = (VerifyingKey, Vec<u8>, bytes::Bytes);
+
+fn prepare(fx: &feeder_benches::Fixture, frames: &[bytes::Bytes]) -> Vec<Prepared> {
+    frames
+        .iter()
+        .map(|b| {
+            let f = SignedFrame::decode(b.clone()).expect("frame");
+            let key = fx
+                .registry
+                .device(&f.device_id)
+                .and_then(|d| d.key(&f.key_id))
+                .expect("key")
+                .key
+                .clone();
+            (
+                key,
+                signing_input(&f.device_id, &f.key_id, f.seq, &f.payload),
+                f.signature,
+            )
+        })
+        .collect()
+}
+
+/// ring alone: the baseline. HMAC keys go through ring as well (`verify_input`).
+fn ring_single(prepared: &[Prepared]) {
+    for (key, input, sig) in prepared {
+        match key {
+            VerifyingKey::Ed25519(pk) => {
+                ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, pk)
+                    .verify(input, sig)
+                    .expect("valid");
+            }
+            VerifyingKey::Hmac(_) => key.verify_input(input, sig).expect("valid"),
+        }
+    }
+}
+
+fn edge_path(fx: &feeder_benches::Fixture, frames: &[bytes::Bytes], cfg: &EdgeConfig) {
+    let cands: Vec<_> = frames
+        .iter()
+        .filter_map(|raw| match admit(raw, &fx.registry, cfg) {
+            Admitted::Candidate(c) => Some(*c),
+            Admitted::Refused(..) => None,
+        })
+        .collect();
+    let res = verify_all(&cands);
+    assert!(res.len() == frames.len() && res.iter().all(Result::is_ok));
+    black_box(res);
+}
+
 fn bench(c: &mut Criterion) {
     let fx = feeder_benches::fixture(50, 4);
     let cfg = EdgeConfig::default();
     for (name, frames) in [("ed25519", &fx.ed25519), ("hmac", &fx.hmac)] {
         let mut g = c.benchmark_group(format!("verify_{name}"));
         g.throughput(Throughput::Elements(frames.len() as u64));
-        // Baseline: ring alone, signing inputs prebuilt, keys pre-looked-up.
-        let prepared: Vec<_> = frames
-            .iter()
-            .map(|b| {
-                let f = SignedFrame::decode(b.clone()).expect("frame");
-                let key = fx
-                    .registry
-                    .device(&f.device_id)
-                    .and_then(|d| d.key(&f.key_id))
-                    .expect("key")
-                    .key
-                    .clone();
-                (
-                    key,
-                    signing_input(&f.device_id, &f.key_id, f.seq, &f.payload),
-                    f.signature,
-                )
-            })
-            .collect();
-        g.bench_function("raw_ring", |b| {
+        let prepared = prepare(&fx, frames);
+        g.bench_function("ring_single", |b| b.iter(|| ring_single(&prepared)));
+        g.bench_function("rule_single", |b| {
             b.iter(|| {
                 for (key, input, sig) in &prepared {
                     black_box(key.verify_input(input, sig)).expect("valid");
@@ -50,22 +89,47 @@ fn bench(c: &mut Criterion) {
         });
         // Feeder's edge path: decode, admission checks, registry lookup, verification.
         g.bench_function("edge_admit_and_verify", |b| {
-            b.iter(|| {
-                let cands: Vec<_> = frames
-                    .iter()
-                    .filter_map(|raw| match admit(raw, &fx.registry, &cfg) {
-                        Admitted::Candidate(c) => Some(*c),
-                        Admitted::Refused(..) => None,
-                    })
-                    .collect();
-                let res = verify_all(&cands);
-                assert!(res.iter().all(Result::is_ok));
-                black_box(res);
-            })
+            b.iter(|| edge_path(&fx, frames, &cfg))
         });
         g.finish();
     }
     one_large_request(c, &fx, &cfg);
+    summary(&fx, &cfg);
+}
+
+/// Frames per second of `f` over `n` frames, best of 7 passes (after one warm-up).
+fn rate(n: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            n as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The issue's figure, printed: Ed25519 frames/s on one core, edge path against ring.
+fn summary(fx: &feeder_benches::Fixture, cfg: &EdgeConfig) {
+    let frames = &fx.ed25519;
+    let prepared = prepare(fx, frames);
+    let ring = rate(frames.len(), || ring_single(&prepared));
+    let rule = rate(frames.len(), || {
+        for (key, input, sig) in &prepared {
+            black_box(key.verify_input(input, sig)).expect("valid");
+        }
+    });
+    let edge = rate(frames.len(), || edge_path(fx, frames, cfg));
+    println!(
+        "\nEd25519, one core, {} frames: ring single {:.0} frames/s, Feeder rule single {:.0} ({:.2}x), \
+         edge path batched {:.0} ({:.2}x ring)",
+        frames.len(),
+        ring,
+        rule,
+        rule / ring,
+        edge,
+        edge / ring
+    );
 }
 
 /// One request of every Ed25519 frame of the fixture (400, under the default maximum of
