@@ -396,6 +396,21 @@ static WRITER: std::sync::LazyLock<feeder_writer::WriterConfig> =
 /// The stream stage's built-in limits: the flags' defaults are these, defined once.
 static STREAM: std::sync::LazyLock<feeder_stream::StreamConfig> =
     std::sync::LazyLock::new(feeder_stream::StreamConfig::default);
+/// The date horizons' defaults as flag text, from the same definition.
+static TS_HORIZON_PAST: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| duration_text(STREAM.frame_limits.ts_horizon_past_ms));
+static TS_HORIZON_FUTURE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| duration_text(STREAM.frame_limits.ts_horizon_future_ms));
+
+/// Milliseconds as `parse_duration` text, in whole days when they are.
+fn duration_text(ms: i64) -> String {
+    const DAY: i64 = 86_400_000;
+    if ms > 0 && ms % DAY == 0 {
+        format!("{}d", ms / DAY)
+    } else {
+        format!("{ms}ms")
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct StreamArgs {
@@ -409,6 +424,10 @@ pub struct StreamArgs {
     pub registry_poll: std::time::Duration,
     #[arg(long, env = "FEEDER_STREAM_GROUP", default_value = "feeder-stream")]
     pub group: String,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    #[command(flatten)]
+    pub group_watch: GroupWatchArgs,
     /// How often changed device state goes to the state changelog: a restart replays
     /// about this much of the checked log on top of the last snapshot.
     #[arg(long, env = "FEEDER_STATE_SNAPSHOT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
@@ -424,12 +443,6 @@ pub struct StreamArgs {
     #[arg(long, env = "FEEDER_COHORT_LATENESS", default_value = "2m", value_parser = parse_duration)]
     pub cohort_lateness: std::time::Duration,
     /// `[stream.rules]` of the config file (rule thresholds, `docs/checks.md`).
-    #[command(flatten)]
-    pub instance: InstanceArgs,
-    #[command(flatten)]
-    pub group_watch: GroupWatchArgs,
-    #[command(flatten)]
-    pub instance: InstanceArgs,
     #[arg(skip)]
     pub rules: Option<feeder_stream::rules::RulesConfig>,
     /// An output record (checked, anomaly, quarantine) larger than this, bytes, becomes
@@ -451,10 +464,10 @@ pub struct StreamArgs {
     pub max_seq_ahead: u64,
     /// A frame with a row dated more than this before its receive time is quarantined
     /// `ts_out_of_horizon` (one frame cannot fan out over years of date partitions).
-    #[arg(long, env = "FEEDER_TS_HORIZON_PAST", default_value = "400d", value_parser = parse_duration)]
+    #[arg(long, env = "FEEDER_TS_HORIZON_PAST", default_value = TS_HORIZON_PAST.as_str(), value_parser = parse_duration)]
     pub ts_horizon_past: std::time::Duration,
     /// Likewise for a row dated more than this after its receive time.
-    #[arg(long, env = "FEEDER_TS_HORIZON_FUTURE", default_value = "1d", value_parser = parse_duration)]
+    #[arg(long, env = "FEEDER_TS_HORIZON_FUTURE", default_value = TS_HORIZON_FUTURE.as_str(), value_parser = parse_duration)]
     pub ts_horizon_future: std::time::Duration,
     #[command(flatten)]
     pub edge_proof: EdgeProofArgs,
@@ -507,6 +520,10 @@ pub struct WriterArgs {
     pub max_dates_per_flush: usize,
     #[arg(long, env = "FEEDER_WRITER_GROUP", default_value = "feeder-writer")]
     pub group: String,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    #[command(flatten)]
+    pub group_watch: GroupWatchArgs,
     #[arg(long, env = "FEEDER_WRITER_ID", default_value = "writer-0")]
     pub writer_id: String,
     /// Key file (TOML) naming master keys and the datasets to encrypt with them
@@ -520,14 +537,8 @@ pub struct WriterArgs {
 }
 
 #[derive(Debug, Args)]
-    #[command(flatten)]
-    pub instance: InstanceArgs,
-    #[command(flatten)]
-    pub group_watch: GroupWatchArgs,
 pub struct DemoArgs {
     /// Where the fleet's keys and the datasets go.
-    #[command(flatten)]
-    pub instance: InstanceArgs,
     #[arg(long, env = "FEEDER_DATA", default_value = "feeder-data")]
     pub data: PathBuf,
     /// Use this Kafka cluster instead of the embedded (non-durable) evaluation broker.
@@ -701,21 +712,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_verify_and_compact() {
-        let c = Cli::try_parse_from([
-            "feeder",
-            "verify",
-            "--data",
-            "/d",
-            "--registry",
-            "r.jsonl",
-            "--date",
-            "2024-03-11",
-        ])
-        .unwrap();
-        let Command::Verify(v) = c.command else {
-            panic!()
-    #[test]
     fn stream_and_writer_take_an_instance_id() {
         for stage in [
             &["stream", "--registry", "r"][..],
@@ -739,6 +735,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn parses_verify_and_compact() {
+        let c = Cli::try_parse_from([
+            "feeder",
+            "verify",
+            "--data",
+            "/d",
+            "--registry",
+            "r.jsonl",
+            "--date",
+            "2024-03-11",
+        ])
+        .unwrap();
+        let Command::Verify(v) = c.command else {
+            panic!()
         };
         assert_eq!(v.date.map(|d| d.to_string()).as_deref(), Some("2024-03-11"));
         assert!(
