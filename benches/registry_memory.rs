@@ -101,6 +101,9 @@ fn tempfile_dir() -> std::path::PathBuf {
 
 /// Writes `n` devices; returns the file size. Key bytes are pseudo-random (the loader
 /// checks length and hex, not curve membership).
+/// Distinct Ed25519 public keys the generated registries cycle through.
+const ED25519_POOL: usize = 4096;
+
 fn generate(path: &std::path::Path, n: usize) -> u64 {
     let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -112,12 +115,29 @@ fn generate(path: &std::path::Path, n: usize) -> u64 {
     };
     let modules = ["bg95", "ec25", "sara-r5", "me910"];
     let regions = ["north", "south", "east", "west", "central"];
+    // Ed25519 public keys must be real curve points of large order (the registry checks
+    // them at load), so meters take theirs from a pool of real keys; each line still
+    // holds its own copy, as a real registry would.
+    let pool: Vec<String> = (0..ED25519_POOL)
+        .map(|_| {
+            let mut seed = [0u8; 32];
+            for c in seed.chunks_mut(8) {
+                c.copy_from_slice(&next().to_le_bytes());
+            }
+            let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+            hex::encode(ring::signature::KeyPair::public_key(&pair).as_ref())
+        })
+        .collect();
     for i in 0..n {
-        let mut key = [0u8; 32];
-        for c in key.chunks_mut(8) {
+        let mut secret = [0u8; 32];
+        for c in secret.chunks_mut(8) {
             c.copy_from_slice(&next().to_le_bytes());
         }
-        let key = hex::encode(key);
+        let key = if i % 10 == 9 {
+            hex::encode(secret)
+        } else {
+            pool[i % ED25519_POOL].clone()
+        };
         if i % 10 == 9 {
             writeln!(
                 w,
