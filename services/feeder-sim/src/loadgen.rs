@@ -13,7 +13,10 @@
 //! day per frame and stay in the past for the first 365 frames of each meter.
 
 mod batch;
+mod open_loop;
 mod report;
+mod schedule;
+mod svg;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -26,7 +29,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 pub use batch::RetryPolicy;
-pub use report::{AckedFrame, LatencySummary, LoadgenProgress, LoadgenReport};
+pub use open_loop::{
+    LatencyMs, OpenLoopConfig, OpenLoopReport, Point, RampShape, Scenario, run_open_loop,
+    run_open_loop_with_policy,
+};
+pub use report::{AckedFrame, LatencySummary, LoadgenProgress, LoadgenReport, print_progress};
+pub use schedule::{Next, Schedule, Segment, Slot};
 
 use crate::error::{Error, Result};
 use crate::fleet::{Fleet, SimFrame};
@@ -113,16 +121,7 @@ pub async fn run_with_policy(
     shutdown: CancellationToken,
 ) -> Result<LoadgenReport> {
     cfg.validate()?;
-    let keys = load_key_file(&cfg.secrets)?;
-    if keys.is_empty() {
-        return Err(Error::Config(format!(
-            "loadgen: {} holds no device keys",
-            cfg.secrets.display()
-        )));
-    }
-    let now = now_ms();
-    let start_ms = (now.div_euclid(DAY_MS) - BACKFILL_DAYS) * DAY_MS;
-    let mut fleet = Fleet::from_keys(keys, start_ms);
+    let mut fleet = load_fleet(&cfg.secrets)?;
     let client = IngestClient::new(connect(&cfg.target).await?);
     tracing::info!(target = %cfg.target, devices = fleet.len(), concurrency = cfg.concurrency,
         frames_per_request = cfg.frames_per_request, "loadgen starting");
@@ -198,6 +197,20 @@ pub async fn run_with_policy(
     let report = tally.finish();
     tally_publish_final(&cfg.progress, &report);
     Ok(report)
+}
+
+/// The fleet of the key file at `secrets`, its simulated time starting
+/// [`BACKFILL_DAYS`] ago; an empty file is a configuration error.
+fn load_fleet(secrets: &std::path::Path) -> Result<Fleet> {
+    let keys = load_key_file(secrets)?;
+    if keys.is_empty() {
+        return Err(Error::Config(format!(
+            "loadgen: {} holds no device keys",
+            secrets.display()
+        )));
+    }
+    let start_ms = (now_ms().div_euclid(DAY_MS) - BACKFILL_DAYS) * DAY_MS;
+    Ok(Fleet::from_keys(keys, start_ms))
 }
 
 async fn connect(target: &str) -> Result<Channel> {
@@ -291,6 +304,7 @@ fn progress_of(r: &LoadgenReport, in_flight: usize, elapsed: Duration) -> Loadge
         retries: r.retries,
         readings_acked: r.readings_acked + r.samples_acked,
         requests_in_flight: in_flight,
+        late: 0,
         elapsed,
     }
 }

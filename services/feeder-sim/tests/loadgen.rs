@@ -466,3 +466,130 @@ async fn bad_configs_and_unreachable_targets_are_errors() {
         .unwrap_err();
     assert!(matches!(err, feeder_sim::Error::Connect { .. }), "{err}");
 }
+
+fn open_loop(s: &Setup, scenario: loadgen::Scenario) -> loadgen::OpenLoopConfig {
+    loadgen::OpenLoopConfig {
+        scenario,
+        rate: 400.0,
+        seconds: 1.0,
+        max_in_flight: 4,
+        frames_per_request: 8,
+        ..loadgen::OpenLoopConfig::new(format!("http://{}", s.addr), &s.secrets)
+    }
+}
+
+/// Open loop: every scheduled request was sent or counted late, every frame sent has one
+/// fate, and the points add up to the total.
+fn assert_open_loop_accounted(r: &loadgen::OpenLoopReport) {
+    let t = &r.total;
+    assert_eq!(t.requests_scheduled, t.requests_sent + t.requests_late);
+    let refused: u64 = r.refused_by_code.values().sum();
+    assert_eq!(
+        t.frames_sent,
+        t.frames_acked + refused + r.abandoned,
+        "{r:?}"
+    );
+    let series_sent: u64 = r.series.iter().map(|p| p.requests_sent).sum();
+    assert_eq!(series_sent, t.requests_sent);
+    let series_late: u64 = r.series.iter().map(|p| p.requests_late).sum();
+    assert_eq!(series_late, t.requests_late);
+}
+
+#[tokio::test]
+async fn open_loop_steady_sends_on_its_timeline_and_accounts_for_every_request() {
+    let s = setup(Box::new(|_, _| 0), 0).await;
+    let (tx, rx) = tokio::sync::watch::channel(LoadgenProgress::default());
+    let cfg = loadgen::OpenLoopConfig {
+        progress: Some(tx),
+        ..open_loop(&s, loadgen::Scenario::Steady)
+    };
+    let r = loadgen::run_open_loop(cfg, CancellationToken::new())
+        .await
+        .unwrap();
+    println!("{}", r.summary());
+    assert_open_loop_accounted(&r);
+    // 400 frames/s for 1 s in requests of 8: 50 slots, never more
+    assert_eq!(r.total.requests_scheduled, 50);
+    assert!(r.total.requests_sent > 0);
+    assert_eq!(r.total.frames_sent, 8 * r.total.requests_sent);
+    assert_eq!(r.total.frames_acked, r.total.frames_sent);
+    assert_eq!(r.total.codes, BTreeMap::from([(0, r.total.frames_acked)]));
+    let l = r.total.ack_latency_ms;
+    assert!(l.p50 > 0.0 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max);
+    assert!(r.steps.is_empty() && r.stop_reason.is_none());
+    assert_eq!(rx.borrow().frames_acked, r.total.frames_acked);
+}
+
+#[tokio::test]
+async fn a_ramp_stops_at_the_first_step_the_edge_refuses_with_code_8() {
+    // accepts the first 64 frames, then answers 8 to every attempt
+    let seen = Arc::new(AtomicU32::new(0));
+    let counter = seen.clone();
+    let s = setup(
+        Box::new(move |_, _| {
+            if counter.fetch_add(1, Ordering::SeqCst) < 64 {
+                0
+            } else {
+                8
+            }
+        }),
+        0,
+    )
+    .await;
+    let cfg = loadgen::OpenLoopConfig {
+        rate: 100.0,
+        ramp: loadgen::RampShape {
+            step_seconds: 0.4,
+            max_steps: 10,
+            max_p99: Duration::from_secs(60),
+            max_late_fraction: 1.0,
+            ..loadgen::RampShape::default()
+        },
+        ..open_loop(&s, loadgen::Scenario::Ramp)
+    };
+    let r = loadgen::run_open_loop_with_policy(cfg, fast_retries(2), CancellationToken::new())
+        .await
+        .unwrap();
+    println!("{}", r.summary());
+    assert_open_loop_accounted(&r);
+    // 100 frames/s x 0.4 s = 40 frames, then 80: the refusals begin in step 2 (later
+    // only if a loaded machine made requests late)
+    assert!(r.steps.len() >= 2, "{:?}", r.stop_reason);
+    let offered: Vec<f64> = r.steps.iter().map(|p| p.offered_frames_per_sec).collect();
+    let want: Vec<f64> = (1..=offered.len()).map(|i| 100.0 * i as f64).collect();
+    assert_eq!(offered, want);
+    assert!(r.stop_reason.as_deref().unwrap().contains("code 8"));
+    assert!(r.steps.last().unwrap().codes[&8] > 0);
+    assert!(!r.steps[0].codes.contains_key(&8));
+    assert!(r.abandoned > 0 && r.retries > 0);
+}
+
+#[tokio::test]
+async fn open_loop_writes_a_result_a_person_can_open() {
+    let s = setup(Box::new(|_, _| 0), 0).await;
+    let cfg = loadgen::OpenLoopConfig {
+        burst_period: Duration::from_millis(500),
+        burst_window: Duration::from_millis(200),
+        ..open_loop(&s, loadgen::Scenario::BoundaryBurst)
+    };
+    let r = loadgen::run_open_loop(cfg, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_open_loop_accounted(&r);
+    // 9 devices per 200 ms burst, twice, plus 400/s for 2 x 300 ms
+    let offered_frames = 2.0 * 9.0 + 400.0 * 0.6;
+    let offered: f64 = r
+        .series
+        .iter()
+        .map(|p| p.offered_frames_per_sec * p.seconds)
+        .sum();
+    assert!((offered - offered_frames).abs() < 1e-6, "{offered}");
+    let dir = tempfile::tempdir().unwrap();
+    r.write(dir.path()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("result.json")).unwrap()).unwrap();
+    assert_eq!(json["scenario"], "boundary-burst");
+    assert!(json["total"]["ack_latency_ms"]["p999"].is_number());
+    let svg = std::fs::read_to_string(dir.path().join("result.svg")).unwrap();
+    assert!(svg.contains("<polyline") && svg.trim_end().ends_with("</svg>"));
+}

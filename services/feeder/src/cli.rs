@@ -568,9 +568,34 @@ pub struct LoadgenArgs {
     pub concurrency: usize,
     #[arg(long, default_value_t = 16)]
     pub frames_per_request: usize,
-    /// Cap on frames per second (default: as fast as the edge acks).
+    /// Frames per second. Closed loop (no --scenario): a cap, the next call waits for a
+    /// free slot. Open loop (--scenario): the target arrival rate (ramp: the first step).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Open loop: steady | boundary-burst | ramp. Requests follow a fixed timeline,
+    /// latency counts from each intended send time, and a request due while
+    /// --concurrency calls are out is counted late (dropped), never sent later.
+    #[arg(long)]
+    pub scenario: Option<feeder_sim::loadgen::Scenario>,
+    /// Boundary burst: the compressed 15-minute period...
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub burst_period: std::time::Duration,
+    /// ...and the window after each boundary in which every device reports once.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub burst_window: std::time::Duration,
+    /// Ramp: frames/s added per step (default: --rate).
+    #[arg(long)]
+    pub ramp_step: Option<f64>,
+    #[arg(long, default_value_t = 2.0)]
+    pub step_seconds: f64,
+    #[arg(long, default_value_t = 20)]
+    pub max_steps: usize,
+    /// Ramp: stop after the first step whose p99 ack latency passes this.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub max_p99: std::time::Duration,
+    /// Open loop: write result.json and result.svg here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -696,6 +721,39 @@ mod tests {
                 "1"
             ])
             .is_ok()
+        );
+        let open_loop = Cli::try_parse_from([
+            "feeder",
+            "loadgen",
+            "--target",
+            "http://x",
+            "--secrets",
+            "s",
+            "--scenario",
+            "ramp",
+            "--max-p99",
+            "100ms",
+            "--out",
+            "lt",
+        ])
+        .unwrap();
+        let Command::Loadgen(a) = open_loop.command else {
+            panic!("not loadgen")
+        };
+        assert_eq!(a.scenario, Some(feeder_sim::loadgen::Scenario::Ramp));
+        assert_eq!(a.max_p99, std::time::Duration::from_millis(100));
+        assert!(
+            Cli::try_parse_from([
+                "feeder",
+                "loadgen",
+                "--target",
+                "http://x",
+                "--secrets",
+                "s",
+                "--scenario",
+                "closed"
+            ])
+            .is_err()
         );
         let err = Cli::try_parse_from([
             "feeder",

@@ -170,13 +170,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(a) => crate::demo::run(a).await?,
         Command::Loadgen(a) => {
-            let mut cfg = LoadgenConfig::new(a.target, a.secrets);
-            cfg.seconds = a.seconds;
-            cfg.concurrency = a.concurrency;
-            cfg.frames_per_request = a.frames_per_request;
-            cfg.rate = a.rate;
-            let report = loadgen::run(cfg, on_signals()).await?;
-            report.print();
+            anyhow::ensure!(
+                a.scenario.is_some() || a.out.is_none(),
+                "--out needs --scenario (open loop)"
+            );
+            let (tx, rx) = tokio::sync::watch::channel(loadgen::LoadgenProgress::default());
+            let stop = CancellationToken::new();
+            let progress = tokio::spawn(loadgen::print_progress(rx, stop.clone()));
+            if let Some(scenario) = a.scenario {
+                let mut cfg = loadgen::OpenLoopConfig::new(a.target, a.secrets);
+                cfg.scenario = scenario;
+                cfg.rate = a.rate.unwrap_or(cfg.rate);
+                cfg.seconds = a.seconds;
+                cfg.max_in_flight = a.concurrency;
+                cfg.frames_per_request = a.frames_per_request;
+                cfg.burst_period = a.burst_period;
+                cfg.burst_window = a.burst_window;
+                cfg.ramp.step = a.ramp_step.unwrap_or(0.0);
+                cfg.ramp.step_seconds = a.step_seconds;
+                cfg.ramp.max_steps = a.max_steps;
+                cfg.ramp.max_p99 = a.max_p99;
+                cfg.progress = Some(tx);
+                let report = loadgen::run_open_loop(cfg, on_signals()).await;
+                stop.cancel();
+                let _ = progress.await;
+                let report = report?;
+                println!("{}", report.summary());
+                if let Some(dir) = a.out {
+                    report.write(&dir)?;
+                    println!("wrote {0}/result.json and {0}/result.svg", dir.display());
+                }
+            } else {
+                let mut cfg = LoadgenConfig::new(a.target, a.secrets);
+                cfg.seconds = a.seconds;
+                cfg.concurrency = a.concurrency;
+                cfg.frames_per_request = a.frames_per_request;
+                cfg.rate = a.rate;
+                cfg.progress = Some(tx);
+                let report = loadgen::run(cfg, on_signals()).await;
+                stop.cancel();
+                let _ = progress.await;
+                report?.print();
+            }
         }
         Command::Verify(a) => {
             let registry = Registry::load(&a.registry).context("loading the device registry")?;

@@ -66,6 +66,11 @@ pub(crate) struct BatchOutcome {
     pub failed_calls: u64,
     pub latencies_us: Vec<u64>,
     pub acked_frames: Vec<AckedFrame>,
+    /// Every code answered, per frame and attempt (0, 8 and 14 included): how often the
+    /// edge pushed back, which final refusals alone do not show.
+    pub codes: BTreeMap<i32, u64>,
+    /// When the first attempt was answered (or failed): the device's ack time.
+    pub first_answer: Option<Instant>,
 }
 
 /// Sends `frames` until each is acked, refused or out of attempts.
@@ -85,6 +90,7 @@ pub(crate) async fn send_batch(
         };
         let started = Instant::now();
         let result = client.push(request).await;
+        out.first_answer.get_or_insert_with(Instant::now);
         out.latencies_us
             .push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         let retry = match result {
@@ -139,6 +145,7 @@ fn settle(
             retry.push(f);
             continue;
         }
+        *out.codes.entry(ack.code).or_default() += 1;
         match ack.code {
             0 => {
                 out.acked += 1;

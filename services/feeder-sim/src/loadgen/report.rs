@@ -21,7 +21,9 @@ pub struct AckedFrame {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LatencySummary {
     pub p50: u64,
+    pub p90: u64,
     pub p99: u64,
+    pub p999: u64,
     pub max: u64,
 }
 
@@ -35,6 +37,8 @@ pub struct LoadgenProgress {
     pub retries: u64,
     pub readings_acked: u64,
     pub requests_in_flight: usize,
+    /// Open loop only: scheduled frames that could not start (in-flight bound reached).
+    pub late: u64,
     pub elapsed: Duration,
 }
 
@@ -129,6 +133,42 @@ fn per_sec(n: u64, d: Duration) -> f64 {
 }
 
 /// Call latencies, microseconds, 1 µs to 10 min at 3 significant digits.
+/// Prints `progress` to stderr once a second until `stop`: one line per tick, so it
+/// reads the same in a terminal and in a log.
+pub async fn print_progress(
+    mut rx: tokio::sync::watch::Receiver<LoadgenProgress>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = (0u64, Duration::ZERO);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let p = rx.borrow_and_update().clone();
+        let dt = p.elapsed.saturating_sub(last.1).as_secs_f64();
+        let rate = if dt > 0.0 {
+            p.frames_acked.saturating_sub(last.0) as f64 / dt
+        } else {
+            0.0
+        };
+        last = (p.frames_acked, p.elapsed);
+        eprintln!(
+            "  {:>6.1} s  sent {:>9}  acked {:>9} ({:>7.0}/s)  refused {:>5}  late {:>6}  retries {:>6}  in flight {:>4}",
+            p.elapsed.as_secs_f64(),
+            p.frames_sent,
+            p.frames_acked,
+            rate,
+            p.frames_refused,
+            p.late,
+            p.retries,
+            p.requests_in_flight,
+        );
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Latencies(Option<Histogram<u64>>);
 
@@ -149,7 +189,9 @@ impl Latencies {
         match &self.0 {
             Some(h) if !h.is_empty() => LatencySummary {
                 p50: h.value_at_quantile(0.5),
+                p90: h.value_at_quantile(0.9),
                 p99: h.value_at_quantile(0.99),
+                p999: h.value_at_quantile(0.999),
                 max: h.max(),
             },
             _ => LatencySummary::default(),
