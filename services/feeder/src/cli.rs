@@ -569,7 +569,8 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = 16)]
     pub frames_per_request: usize,
     /// Frames per second. Closed loop (no --scenario): a cap, the next call waits for a
-    /// free slot. Open loop (--scenario): the target arrival rate (ramp: the first step).
+    /// free slot. Open loop (--scenario): the target arrival rate (ramp: the first step;
+    /// boundary-burst: the rate between bursts, 0 by default; otherwise 1000 by default).
     #[arg(long)]
     pub rate: Option<f64>,
     /// Open loop: steady | boundary-burst | ramp. Requests follow a fixed timeline,

@@ -180,7 +180,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(scenario) = a.scenario {
                 let mut cfg = loadgen::OpenLoopConfig::new(a.target, a.secrets);
                 cfg.scenario = scenario;
-                cfg.rate = a.rate.unwrap_or(cfg.rate);
+                // between bursts the fleet is quiet unless --rate says otherwise
+                let quiet = scenario == loadgen::Scenario::BoundaryBurst;
+                cfg.rate = a.rate.unwrap_or(if quiet { 0.0 } else { cfg.rate });
                 cfg.seconds = a.seconds;
                 cfg.max_in_flight = a.concurrency;
                 cfg.frames_per_request = a.frames_per_request;

@@ -566,6 +566,11 @@ impl Runner {
             self.settle(done?, origin, &mut per_segment, &mut series);
             self.publish(tasks.len());
         }
+        // a timeline ending in a pause lasts its whole length: rates are per run time
+        tokio::select! {
+            _ = tokio::time::sleep_until((origin + total).into()) => {}
+            _ = shutdown.cancelled() => {}
+        }
         for (i, b) in per_segment.iter_mut().enumerate() {
             b.point.requests_late = schedule.late()[i];
             self.total.point.requests_late += schedule.late()[i];
