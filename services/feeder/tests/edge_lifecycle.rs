@@ -38,37 +38,22 @@ async fn sigterm_under_load_exits_0_in_time_and_every_acked_frame_is_in_kafka() 
     let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
     let listen = format!("127.0.0.1:{}", free_port());
-    let registry_arg = registry.display().to_string();
-    let edge_keys = write_edge_keys(dir.path());
-    let mut edge = Stage::spawn(
-        "edge",
+    let mut edge = spawn_edge(
         dir.path(),
+        &listen,
+        &registry,
+        &kafka,
+        "life-edge",
+        PARTITIONS,
         &[
-            "edge",
-            "--listen",
-            &listen,
-            "--registry",
-            &registry_arg,
-            "--brokers",
-            &kafka.brokers,
-            "--topic-prefix",
-            "life-edge",
-            "--partitions",
-            "2",
-            "--replication",
-            "1",
             "--shutdown-deadline",
             "5s",
             "--device-rate",
             "10000",
             "--device-burst",
             "10000",
-            "--edge-keys",
-            &edge_keys,
         ],
-        &[],
     );
-    edge.wait_ready(Duration::from_secs(30));
 
     let (tx, rx) = tokio::sync::watch::channel(LoadgenProgress::default());
     let cfg = LoadgenConfig {
@@ -117,7 +102,7 @@ async fn sigterm_under_load_exits_0_in_time_and_every_acked_frame_is_in_kafka() 
     );
 
     // every record carries the proof of the edge key it was given
-    let keys = feeder_core::EdgeKeys::load(std::path::Path::new(&edge_keys)).unwrap();
+    let keys = feeder_core::EdgeKeys::load(&dir.path().join("edge-keys.jsonl")).unwrap();
     let in_raw: HashSet<(String, u64)> = read_topic(&kafka, &topics.raw, PARTITIONS)
         .iter()
         .map(|v| {

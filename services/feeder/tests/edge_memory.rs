@@ -129,31 +129,7 @@ async fn concurrent_oversized_requests_stay_within_the_memory_bound() {
     let broker = EmbeddedBroker::start(1, &topics.all_topics(), 1).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
     let listen = format!("127.0.0.1:{}", free_port());
-    let registry_arg = registry.display().to_string();
-    let edge_keys = write_edge_keys(dir.path());
-    let mut edge = Stage::spawn(
-        "edge",
-        dir.path(),
-        &[
-            "edge",
-            "--listen",
-            &listen,
-            "--registry",
-            &registry_arg,
-            "--brokers",
-            &kafka.brokers,
-            "--topic-prefix",
-            "mem-edge",
-            "--partitions",
-            "1",
-            "--replication",
-            "1",
-            "--edge-keys",
-            &edge_keys,
-        ],
-        &[],
-    );
-    edge.wait_ready(Duration::from_secs(30));
+    let mut edge = spawn_edge(dir.path(), &listen, &registry, &kafka, "mem-edge", 1, &[]);
     let pid = edge.child.id();
     let url = format!("http://{listen}");
     let before = vm_hwm_kib(pid);

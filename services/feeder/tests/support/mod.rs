@@ -234,6 +234,44 @@ pub fn counts<K: std::hash::Hash + Eq>(keys: impl IntoIterator<Item = K>) -> Has
     m
 }
 
+/// Starts `feeder edge` on `listen` against `kafka` (topics `<prefix>.*` with `partitions`,
+/// replication 1), with `registry` and the tests' edge key file in `dir`, and `extra`
+/// flags after those; waits until it is ready.
+pub fn spawn_edge(
+    dir: &Path,
+    listen: &str,
+    registry: &Path,
+    kafka: &KafkaConfig,
+    prefix: &str,
+    partitions: i32,
+    extra: &[&str],
+) -> Stage {
+    let registry = registry.display().to_string();
+    let edge_keys = write_edge_keys(dir);
+    let partitions = partitions.to_string();
+    let mut args = vec![
+        "edge",
+        "--listen",
+        listen,
+        "--registry",
+        &registry,
+        "--brokers",
+        &kafka.brokers,
+        "--topic-prefix",
+        prefix,
+        "--partitions",
+        &partitions,
+        "--replication",
+        "1",
+        "--edge-keys",
+        &edge_keys,
+    ];
+    args.extend_from_slice(extra);
+    let mut edge = Stage::spawn("edge", dir, &args, &[]);
+    edge.wait_ready(Duration::from_secs(30));
+    edge
+}
+
 /// The edge key the test stages share (`write_edge_keys`, `raw_record`).
 const TEST_EDGE_KEY: &str = "7e57ed9e7e57ed9e7e57ed9e7e57ed9e7e57ed9e7e57ed9e7e57ed9e7e57ed9e";
 
