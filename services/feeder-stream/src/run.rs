@@ -337,6 +337,23 @@ async fn process_batch(
     let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
     let mut pending = Vec::with_capacity(batch.len());
     let mut counts = BatchCounts::default();
+    // Partitions first seen in this batch are recovered together, not one after another:
+    // each recovery reads four topics, mostly waiting on the broker, and a stage that is
+    // assigned six partitions at start waited for six recoveries in a row before its
+    // first decision (the start-up stall of issue 13).
+    let mut first_seen: BTreeMap<i32, i64> = BTreeMap::new();
+    for m in batch.iter().filter(|m| !parts.contains_key(&m.partition())) {
+        first_seen.entry(m.partition()).or_insert(m.offset());
+    }
+    let recovered =
+        futures::future::try_join_all(first_seen.into_iter().map(|(p, next)| async move {
+            Ok::<_, Error>((
+                p,
+                Partition::recover(kafka, topics, p, next, cfg, stats).await?,
+            ))
+        }))
+        .await?;
+    parts.extend(recovered);
     for m in &batch {
         let p = m.partition();
         let part = match parts.entry(p) {
