@@ -461,8 +461,16 @@ async fn process_batch(
         }
     }
     if counts.quarantined_too_large > 0 {
-        metrics::counter!("feeder_stream_quarantined_total", "reason" => OUTPUT_TOO_LARGE)
-            .increment(counts.quarantined_too_large);
+        *counts
+            .quarantined_by_reason
+            .entry(OUTPUT_TOO_LARGE)
+            .or_default() += counts.quarantined_too_large;
+    }
+    for (reason, n) in &counts.quarantined_by_reason {
+        metrics::counter!("feeder_stream_quarantined_total", "reason" => *reason).increment(*n);
+    }
+    for (reason, n) in &counts.replays_absorbed {
+        metrics::counter!("feeder_stream_replays_counted_total", "reason" => *reason).increment(*n);
     }
     metrics::histogram!("feeder_stream_batch_seconds").record(started.elapsed().as_secs_f64());
     Ok(())
@@ -480,6 +488,10 @@ struct BatchCounts {
     too_large: [u64; 3],
     /// Raw records quarantined as `output_too_large` for it.
     quarantined_too_large: u64,
+    /// Quarantined records by reason label, and replays absorbed (counted, not
+    /// written) by reason: emitted once per batch.
+    quarantined_by_reason: BTreeMap<&'static str, u64>,
+    replays_absorbed: BTreeMap<&'static str, u64>,
 }
 
 impl BatchCounts {
@@ -546,12 +558,14 @@ async fn decide(
         }
         Outcome::Quarantined(q) => {
             counts.quarantined += 1;
-            metrics::counter!("feeder_stream_quarantined_total", "reason" => reason_label(&q.reason)).increment(1);
+            *counts
+                .quarantined_by_reason
+                .entry(reason_label(&q.reason))
+                .or_default() += 1;
         }
         Outcome::Absorbed { reason, .. } => {
             counts.quarantined += 1;
-            metrics::counter!("feeder_stream_replays_counted_total", "reason" => reason.as_str())
-                .increment(1);
+            *counts.replays_absorbed.entry(reason.as_str()).or_default() += 1;
         }
     }
     for r in out.primary.iter().chain(&out.anomalies) {
@@ -758,9 +772,5 @@ fn reason_label(reason: &str) -> &'static str {
     if reason == OUTPUT_TOO_LARGE {
         return OUTPUT_TOO_LARGE;
     }
-    Reason::ALL
-        .into_iter()
-        .map(Reason::as_str)
-        .find(|r| *r == reason)
-        .unwrap_or("other")
+    Reason::label(reason)
 }
