@@ -137,6 +137,7 @@ pub async fn serve(
         in_flight: in_flight.clone(),
         limiter: limiter.clone(),
         budget: Arc::new(PeerBudget::new(cfg.failure_budget)),
+        settled: Arc::default(),
     };
     let ingest = IngestRouter::new(svc, cfg.frame_limits(), cfg.request_limit());
     // Reflection describes the API to anyone who asks: off the device port unless enabled.

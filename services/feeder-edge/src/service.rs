@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use feeder_core::AckCode;
 use feeder_proto::v1::{FrameAck, PushResponse};
@@ -33,6 +33,9 @@ pub struct IngestService {
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) budget: Arc<PeerBudget>,
+    /// Woken whenever a call settles its budget reservation, so a call of the same peer
+    /// that found the budget held waits for that instead of polling.
+    pub(crate) settled: Arc<tokio::sync::Notify>,
 }
 
 /// Who sent a call: its client certificate chain under mutual TLS (for the identity
@@ -77,6 +80,7 @@ impl Clone for IngestService {
             in_flight: self.in_flight.clone(),
             limiter: self.limiter.clone(),
             budget: self.budget.clone(),
+            settled: self.settled.clone(),
         }
     }
 }
@@ -311,10 +315,15 @@ impl IngestService {
         let give_up = Instant::now() + self.cfg.ack_timeout;
         while !rest.is_empty() {
             let want = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+            // registered before asking, so a settle between the answer and the wait
+            // still wakes this call
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
             let granted = match self.budget.reserve(remote, want, Instant::now()) {
                 Grant::Verify(g) => g,
                 Grant::Busy if Instant::now() < give_up => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let _ = tokio::time::timeout_at(give_up.into(), settled).await;
                     continue;
                 }
                 Grant::Blocked | Grant::Busy => break,
@@ -330,6 +339,7 @@ impl IngestService {
                 u32::try_from(failed).unwrap_or(u32::MAX),
                 Instant::now(),
             );
+            self.settled.notify_waiters();
             metrics::counter!("feeder_edge_verifications_total", "result" => "ok").increment(ok);
             metrics::counter!("feeder_edge_verifications_total", "result" => "failed")
                 .increment(failed);
