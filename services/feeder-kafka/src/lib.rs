@@ -7,6 +7,8 @@
 //!   data topics share one partition count (checked by [`topics::ensure_topics`]).
 //! - [`InstanceId`]: static group membership, so a restarted stage gets its partitions
 //!   back without waiting for a session timeout and a rebalance ([`membership`]).
+//! - [`fence`]: the zombie fence, claim records and owner headers that let readers
+//!   ignore the outputs of a stream stage that lost its partitions while it stalled.
 //! - [`EmbeddedBroker`]: librdkafka's in-process mock cluster, for the demo and fast tests
 //!   only: memory only, evicts old data past ~5 MiB per partition, no transaction isolation.
 
@@ -14,6 +16,7 @@ pub mod config;
 pub mod consumer_error;
 pub mod embedded;
 pub mod error;
+pub mod fence;
 pub mod lag;
 pub mod membership;
 pub mod redact;

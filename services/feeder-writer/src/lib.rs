@@ -76,6 +76,7 @@ pub mod convert;
 pub mod crashpoint;
 pub mod encryption;
 pub mod error;
+pub mod fences;
 pub mod flush;
 pub mod naming;
 pub mod parquet_file;

@@ -60,6 +60,16 @@ pub(crate) fn skipped(records: usize) {
     }
 }
 
+/// A stream claim met (rare: one per stream reassignment and topic-partition).
+pub(crate) fn claim() {
+    counter!("feeder_writer_fence_claims_total").increment(1);
+}
+
+/// A record of a replaced stream owner ignored (exceptional: a stalled stream stage).
+pub(crate) fn superseded() {
+    counter!("feeder_writer_superseded_records_total").increment(1);
+}
+
 pub(crate) fn dropped(records: usize) {
     if records > 0 {
         counter!("feeder_writer_records_dropped_uncommitted_total").increment(records as u64);

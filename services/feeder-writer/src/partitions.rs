@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use feeder_kafka::fence::{FenceState, Mark, Verdict};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{Offset, TopicPartitionList};
@@ -41,6 +42,12 @@ struct PartitionState {
     last_written: Option<i64>,
     /// Compacted files that hold replayed ranges (see `recovery`).
     containers: Vec<Container>,
+    /// The zombie fence: which stream owner's records count ([`crate::fences`]).
+    fence: FenceState,
+    /// The last record that holds no rows (a claim, a superseded record) since the last
+    /// commit: committed with the next flush, or on a tick when nothing is buffered, so
+    /// an idle partition that ends with one shows no lag.
+    skipped_tail: Option<i64>,
 }
 
 pub(crate) struct Shared {
@@ -100,10 +107,49 @@ impl Shared {
             uncommitted: 0,
             last_written: None,
             containers: plan.containers.clone(),
+            fence: FenceState::starting_at(plan.fence),
+            skipped_tail: None,
         };
         if let Some(old) = lock(&self.partitions).insert(key, st) {
             self.resized(old.buffer.bytes(), 0);
         }
+    }
+
+    /// Judges the next record of `key` against the zombie fence (in offset order, before
+    /// it is offered).
+    pub fn judge(&self, key: &TpKey, mark: Mark) -> Verdict {
+        match lock(&self.partitions).get_mut(key) {
+            Some(st) => st.fence.judge(mark),
+            None => FenceState::default().judge(mark),
+        }
+    }
+
+    /// The record of `key` at `offset` holds no rows and is not offered.
+    pub fn skipped(&self, key: &TpKey, offset: i64) {
+        if let Some(st) = lock(&self.partitions).get_mut(key) {
+            st.skipped_tail = Some(offset);
+        }
+    }
+
+    /// The last offset a flush of `key` ending at `last` commits: past the records skipped
+    /// after `last` when nothing else is buffered.
+    pub fn commit_point(&self, key: &TpKey, last: i64) -> i64 {
+        match lock(&self.partitions).get_mut(key) {
+            Some(st) if st.buffer.is_empty() => {
+                st.skipped_tail.take().map_or(last, |t| t.max(last))
+            }
+            _ => last,
+        }
+    }
+
+    /// Partitions with nothing buffered or uncommitted but skipped records: the last
+    /// offset to commit for each.
+    pub fn idle_skips(&self) -> Vec<(TpKey, i64)> {
+        lock(&self.partitions)
+            .iter_mut()
+            .filter(|(_, st)| st.buffer.is_empty() && st.uncommitted == 0)
+            .filter_map(|(k, st)| st.skipped_tail.take().map(|t| (k.clone(), t)))
+            .collect()
     }
 
     pub fn offer(&self, key: &TpKey, rec: SourceRecord, now: Instant) -> Offered {

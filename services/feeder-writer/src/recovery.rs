@@ -26,6 +26,9 @@
 //! [`Container`]: replaying a piece writes every (dataset, date) file of it except into
 //! directories where a container already holds the piece's rows ([`crate::flush`]).
 //!
+//! The plan also carries the zombie-fence token in force at `C`, from the markers of
+//! [`crate::fences`].
+//!
 //! Scanning lists every date directory of every dataset, so its cost grows with the
 //! number of files kept; it runs once per partition per assignment.
 
@@ -60,6 +63,8 @@ pub struct RecoveryPlan {
     pub containing_ranges: usize,
     /// Files whose range spans several pieces and ends at or after `C`, by directory.
     pub containers: Vec<Container>,
+    /// The zombie-fence token in force at `C` ([`crate::fences`]).
+    pub fence: i64,
 }
 
 /// A file holding the rows of several pieces (a compacted file): a replayed piece inside
@@ -190,6 +195,7 @@ pub fn recover(
         .map(|(dir, first, last)| Container { dir, first, last })
         .collect();
     plan.stale_temp_removed = temps.len();
+    plan.fence = crate::fences::token_before(storage, topic, partition, resume_from)?;
     Ok(plan)
 }
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use feeder_kafka::fence::{Mark, Verdict};
 use feeder_kafka::{KafkaConfig, Topics};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -22,7 +23,7 @@ use crate::buffer::{Batch, FlushReason};
 use crate::partitions::{Shared, TpKey, WriterContext, commit};
 use crate::record::{SourceRecord, TopicKind};
 use crate::storage::{LocalFs, Storage};
-use crate::{Error, Result, WriterConfig, WriterStats, crashpoint, observe, recovery};
+use crate::{Error, Result, WriterConfig, WriterStats, crashpoint, fences, observe, recovery};
 
 /// Runs the writer against the local data root `cfg.data_root` until `shutdown` is
 /// cancelled. Creates the checked and quarantine topics if missing.
@@ -102,12 +103,16 @@ pub async fn run_with_storage(
                 topic,
                 partition,
                 rec,
+                mark,
             } => {
-                on_record(&shared, &consumer, (topic, partition), rec).await?;
+                on_record(&shared, &consumer, (topic, partition), rec, mark).await?;
             }
             Event::Tick => {
                 for (key, batch) in shared.due(Instant::now()) {
                     flush(&shared, &consumer, &key, batch).await?;
+                }
+                for (key, last) in shared.idle_skips() {
+                    commit(&consumer, &key, last);
                 }
             }
             Event::Error(e) => {
@@ -139,6 +144,7 @@ enum Event {
         topic: String,
         partition: i32,
         rec: SourceRecord,
+        mark: Mark,
     },
     Error(KafkaError),
 }
@@ -154,6 +160,7 @@ impl Event {
                     timestamp_ms: m.timestamp().to_millis(),
                     payload: m.payload().map(<[u8]>::to_vec),
                 },
+                mark: Mark::of(m.headers()),
             },
             Err(e) => Event::Error(e),
         }
@@ -165,6 +172,7 @@ async fn on_record(
     consumer: &StreamConsumer<WriterContext>,
     key: TpKey,
     rec: SourceRecord,
+    mark: Mark,
 ) -> Result<()> {
     let Some(kind) = shared.kind_of(&key.0) else {
         warn!(topic = %key.0, "record from a topic not subscribed to");
@@ -188,6 +196,28 @@ async fn on_record(
             "partition recovered from storage"
         );
         shared.install(key.clone(), kind, &plan);
+    }
+    match shared.judge(&key, mark) {
+        Verdict::Keep => {}
+        Verdict::Claim => {
+            if let Mark::Claim(token) = mark {
+                // durable before any offset past the claim can be committed (`fences`)
+                let (s, k, at) = (Arc::clone(shared), key.clone(), rec.offset);
+                tokio::task::spawn_blocking(move || {
+                    fences::record_claim(s.storage.as_ref(), &k.0, k.1, at, token)
+                })
+                .await??;
+                observe::claim();
+            }
+            shared.skipped(&key, rec.offset);
+            return Ok(());
+        }
+        Verdict::Superseded => {
+            // written by a stream stage that had lost the partition when it landed
+            observe::superseded();
+            shared.skipped(&key, rec.offset);
+            return Ok(());
+        }
     }
     let offered = shared.offer(&key, rec, Instant::now());
     crashpoint::reached(crashpoint::Point::Buffering);
@@ -219,7 +249,7 @@ async fn flush(
     .await??;
     shared.account_write(key, &batch, &report);
     crashpoint::reached(crashpoint::Point::AfterRename);
-    let committed = commit(consumer, key, batch.last);
+    let committed = commit(consumer, key, shared.commit_point(key, batch.last));
     shared.mark_written(key, &batch, committed);
     Ok(())
 }

@@ -102,6 +102,23 @@ impl Storage for LocalFs {
         Ok(out)
     }
 
+    fn list_dir(&self, dir: &str) -> Result<Vec<String>> {
+        let path = self.root.join(dir);
+        let entries = match fs::read_dir(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&path, e))?;
+            if entry.path().is_file() {
+                out.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(out)
+    }
+
     fn delete(&self, dir: &str, name: &str) -> Result<()> {
         let path = self.root.join(dir).join(name);
         match fs::remove_file(&path) {

@@ -33,4 +33,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn list(&self, dataset: Dataset) -> Result<Vec<Listed>>;
     /// Removes `<dir>/<name>`; a missing file is not an error.
     fn delete(&self, dir: &str, name: &str) -> Result<()>;
+    /// Names of the files directly in `<dir>` (not in its subdirectories); empty if it
+    /// does not exist.
+    fn list_dir(&self, dir: &str) -> Result<Vec<String>>;
 }

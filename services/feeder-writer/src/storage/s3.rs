@@ -212,6 +212,18 @@ impl Storage for S3Storage {
             .collect())
     }
 
+    fn list_dir(&self, dir: &str) -> Result<Vec<String>> {
+        let base = self.key(dir)?;
+        let store = Arc::clone(&self.store);
+        let listed = self.rt.block_on(async move {
+            Ok::<_, object_store::Error>(store.list_with_delimiter(Some(&base)).await?.objects)
+        })?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .collect())
+    }
+
     fn delete(&self, dir: &str, name: &str) -> Result<()> {
         let key = self.key(&format!("{dir}/{name}"))?;
         let store = Arc::clone(&self.store);
