@@ -1,5 +1,8 @@
 //! Fixtures shared by the benchmarks: a provisioned fleet in memory and its signed frames.
 
+pub mod peak_rss;
+pub mod thread_cpu;
+
 use bytes::Bytes;
 use feeder_core::Registry;
 use feeder_core::keyfile::parse_key_file;

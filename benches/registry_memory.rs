@@ -201,13 +201,5 @@ fn random_read_ns(bytes: usize) -> f64 {
 
 /// Peak resident set of this process so far (VmHWM), MB.
 fn peak_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+    feeder_benches::peak_rss::peak_mib()
 }

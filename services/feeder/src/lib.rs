@@ -13,5 +13,6 @@ pub mod group_watch;
 pub mod http;
 pub mod pipeline;
 pub mod shutdown;
+mod stage_runtime;
 pub mod telemetry;
 pub mod writer_storage;

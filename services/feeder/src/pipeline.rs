@@ -16,6 +16,8 @@ use feeder_writer::{WriterConfig, WriterStats};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::stage_runtime::StageRuntime;
+
 pub struct PipelineConfig {
     pub kafka: KafkaConfig,
     pub topics: Topics,
@@ -24,6 +26,10 @@ pub struct PipelineConfig {
     pub edge: EdgeConfig,
     pub stream: StreamConfig,
     pub writer: WriterConfig,
+    /// `Some(n)`: each stage on a runtime of its own, `n` worker threads named after the
+    /// stage (`edge`, `stream`, `writer`), for per-stage CPU accounting
+    /// ([`crate::stage_runtime`]); `None`: all on the caller's runtime.
+    pub stage_workers: Option<usize>,
 }
 
 impl PipelineConfig {
@@ -50,6 +56,7 @@ impl PipelineConfig {
                 ..StreamConfig::default()
             },
             writer,
+            stage_workers: None,
         }
     }
 }
@@ -79,6 +86,8 @@ pub struct Pipeline {
     edge: JoinHandle<feeder_edge::Result<()>>,
     stream: JoinHandle<feeder_stream::Result<()>>,
     writer: JoinHandle<feeder_writer::Result<()>>,
+    /// Dropped last: the stages' own runtimes, if any.
+    _runtimes: [StageRuntime; 3],
 }
 
 impl Pipeline {
@@ -89,7 +98,14 @@ impl Pipeline {
             cfg.stream.device_labels = feeder_stream::config::labels_from_registry(&registry);
         }
         let registry = SharedRegistry::new(registry);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let runtimes = [
+            StageRuntime::new("edge", cfg.stage_workers)?,
+            StageRuntime::new("stream", cfg.stage_workers)?,
+            StageRuntime::new("writer", cfg.stage_workers)?,
+        ];
+        // bound here, registered with the edge's runtime inside its task
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let edge_addr = listener.local_addr()?;
         let edge_stop = CancellationToken::new();
         let stages_stop = CancellationToken::new();
@@ -104,7 +120,10 @@ impl Pipeline {
                 registry.clone(),
                 edge_stop.clone(),
             );
-            tokio::spawn(async move { feeder_edge::serve(listener, &k, &t, c, r, s).await })
+            runtimes[0].spawn(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                feeder_edge::serve(listener, &k, &t, c, r, s).await
+            })
         };
         let stream_group = cfg.stream.group_id.clone();
         let stream = {
@@ -115,7 +134,7 @@ impl Pipeline {
                 stream_stats.clone(),
                 stages_stop.clone(),
             );
-            tokio::spawn(async move { feeder_stream::run(&k, &t, c, st, s).await })
+            runtimes[1].spawn(async move { feeder_stream::run(&k, &t, c, st, s).await })
         };
         let writer_group = cfg.writer.group_id.clone();
         let writer = {
@@ -126,7 +145,7 @@ impl Pipeline {
                 writer_stats.clone(),
                 stages_stop.clone(),
             );
-            tokio::spawn(async move { feeder_writer::run(&k, &t, c, st, s).await })
+            runtimes[2].spawn(async move { feeder_writer::run(&k, &t, c, st, s).await })
         };
         let p = Self {
             edge_addr,
@@ -142,6 +161,7 @@ impl Pipeline {
             edge,
             stream,
             writer,
+            _runtimes: runtimes,
         };
         p.wait_edge_ready(Duration::from_secs(60)).await?;
         Ok(p)
