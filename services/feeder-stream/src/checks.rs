@@ -66,10 +66,16 @@ impl Device {
     /// is one. `postcard::from_bytes` ignores trailing bytes, so a stage of the previous
     /// version restores such a record too (without the counts), and this one restores
     /// the previous version's records: the format stays [`crate::changelog::STATE_FORMAT`].
+    /// The estimation state (VEE, [`crate::rules::estimate`]) follows the replay log the
+    /// same way (the log, empty or not, is then always written).
     fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
         let mut out = postcard::to_stdvec(self)?;
-        if !self.replays.is_empty() {
+        let estimates = !self.rules.estimates.is_empty();
+        if !self.replays.is_empty() || estimates {
             out.extend(postcard::to_stdvec(&self.replays)?);
+        }
+        if estimates {
+            out.extend(postcard::to_stdvec(&self.rules.estimates)?);
         }
         Ok(out)
     }
@@ -77,9 +83,13 @@ impl Device {
     fn from_bytes(bytes: &[u8]) -> Result<Self, postcard::Error> {
         let (mut d, rest): (Device, _) = postcard::take_from_bytes(bytes)?;
         if !rest.is_empty() {
-            d.replays = postcard::from_bytes(rest)?;
+            let (replays, rest) = postcard::take_from_bytes(rest)?;
+            d.replays = replays;
             if !d.replays.is_valid() {
                 return Err(postcard::Error::DeserializeBadEncoding);
+            }
+            if !rest.is_empty() {
+                d.rules.estimates = postcard::from_bytes(rest)?;
             }
         }
         Ok(d)
@@ -457,7 +467,8 @@ impl PartitionState {
         frame: &Frame,
         gap_before: bool,
     ) -> Outcome {
-        let findings = self.evaluate(&sf.device_id, raw.received_at_ms, frame);
+        let mut findings = self.evaluate(&sf.device_id, raw.received_at_ms, frame);
+        let estimates = std::mem::take(&mut findings.estimates);
         let mut frame_flags = Vec::with_capacity(findings.frame_flags.len() + 1);
         if gap_before {
             frame_flags.push("gap_before".to_string());
@@ -487,6 +498,7 @@ impl PartitionState {
             reading_flags: Findings::row_flags(&findings.reading_flags),
             sample_flags: Findings::row_flags(&findings.sample_flags),
             source_offset: offset,
+            estimates,
         })
     }
 }

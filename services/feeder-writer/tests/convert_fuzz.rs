@@ -91,6 +91,7 @@ fn checked() -> impl Strategy<Value = CheckedFrame> {
                     reading_flags,
                     sample_flags,
                     source_offset: 0,
+                    estimates: Vec::new(),
                 }
             },
         )

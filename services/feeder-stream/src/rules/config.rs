@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::cohort::CohortConfig;
+use super::estimate::EstimateConfig;
 use super::{DEVICE_RULES, Effective, FLEET_RULES};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +21,8 @@ pub struct RulesConfig {
     pub telematics: TelematicsConfig,
     /// Fleet cohorts (`cohort_silence`, `cohort_firmware_change`).
     pub cohort: CohortConfig,
+    /// VEE estimation limits (methods are switched off by name in `disabled`).
+    pub estimate: EstimateConfig,
     /// Applied in order to devices whose label `label` equals `value`; the first match
     /// with a section replaces that section, and every match's `disable` applies.
     pub label_overrides: Vec<LabelOverride>,
@@ -33,6 +36,7 @@ impl Default for RulesConfig {
             meter: MeterConfig::default(),
             telematics: TelematicsConfig::default(),
             cohort: CohortConfig::default(),
+            estimate: EstimateConfig::default(),
             label_overrides: vec![LabelOverride {
                 label: "net_metered".into(),
                 value: "true".into(),
@@ -60,6 +64,7 @@ impl RulesConfig {
             meter: &self.meter,
             telematics: &self.telematics,
             integrity: &self.integrity,
+            estimate: &self.estimate,
             labels,
         };
         if self.label_overrides.is_empty() || labels.is_none() {
@@ -73,6 +78,9 @@ impl RulesConfig {
         }
         if let Some(i) = self.matching(labels).find_map(|o| o.integrity.as_ref()) {
             eff.integrity = i;
+        }
+        if let Some(e) = self.matching(labels).find_map(|o| o.estimate.as_ref()) {
+            eff.estimate = e;
         }
         eff
     }
@@ -94,6 +102,12 @@ impl RulesConfig {
         }
         if self.cohort.window_ms <= 0 || self.cohort.baseline_windows <= 0 {
             return Err("cohort.window_ms and cohort.baseline_windows must be positive".into());
+        }
+        self.estimate.validate("estimate")?;
+        for (i, o) in self.label_overrides.iter().enumerate() {
+            if let Some(e) = &o.estimate {
+                e.validate(&format!("label_overrides[{i}].estimate"))?;
+            }
         }
         for r in &self.disabled {
             if !DEVICE_RULES.contains(&r.as_str()) && !FLEET_RULES.contains(&r.as_str()) {
@@ -138,6 +152,7 @@ pub struct LabelOverride {
     pub integrity: Option<IntegrityConfig>,
     pub meter: Option<MeterConfig>,
     pub telematics: Option<TelematicsConfig>,
+    pub estimate: Option<EstimateConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

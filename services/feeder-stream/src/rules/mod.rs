@@ -19,6 +19,7 @@
 pub mod cohort;
 pub mod cohort_fleet;
 pub mod config;
+pub mod estimate;
 pub mod events;
 pub mod fleet_silence;
 pub mod integrity;
@@ -60,6 +61,10 @@ pub const DEVICE_RULES: &[&str] = &[
     events::MODULE_RESET,
     events::FIRMWARE_UPDATED,
     events::CLOCK_ADJUSTED,
+    estimate::REGISTER_PRORATION,
+    estimate::LINEAR,
+    estimate::PROFILE,
+    estimate::GAP_NOT_ESTIMATED,
 ];
 
 /// Rules judged over the whole fleet by the cohort aggregator (`cohort_fleet`): only
@@ -111,6 +116,8 @@ pub struct Findings {
     pub reading_flags: BTreeMap<u32, Vec<&'static str>>,
     pub sample_flags: BTreeMap<u32, Vec<&'static str>>,
     pub anomalies: Vec<Finding>,
+    /// VEE estimates the frame caused ([`estimate`]).
+    pub estimates: Vec<feeder_proto::pipeline::EstimateRun>,
 }
 
 impl Findings {
@@ -151,6 +158,7 @@ impl Findings {
             && self.reading_flags.is_empty()
             && self.sample_flags.is_empty()
             && self.anomalies.is_empty()
+            && self.estimates.is_empty()
     }
 
     /// Every flag and anomaly rule name, once per occurrence (for per-batch metrics).
@@ -228,6 +236,11 @@ pub struct FrameCtx<'a> {
 pub struct DeviceRules {
     pub meter: meter::MeterState,
     pub vehicle: telematics::VehicleState,
+    /// Estimation state: not in this struct's encoding, the changelog appends it after
+    /// the device's other fields (`checks::Device::to_bytes`), so records stay readable
+    /// by the previous version and this one reads theirs.
+    #[serde(skip)]
+    pub estimates: estimate::EstimatorState,
 }
 
 impl DeviceRules {
@@ -248,10 +261,13 @@ impl DeviceRules {
         if !frame.samples.is_empty() {
             self.vehicle.check(&eff, frame, out);
         }
+        out.estimates = self.estimates.run(&eff, ctx, frame, out);
     }
 
     pub fn approx_bytes(&self) -> usize {
-        self.meter.approx_bytes() + std::mem::size_of::<telematics::VehicleState>()
+        self.meter.approx_bytes()
+            + std::mem::size_of::<telematics::VehicleState>()
+            + self.estimates.approx_bytes()
     }
 }
 
@@ -262,6 +278,7 @@ pub struct Effective<'a> {
     pub meter: &'a config::MeterConfig,
     pub telematics: &'a config::TelematicsConfig,
     pub integrity: &'a config::IntegrityConfig,
+    pub estimate: &'a estimate::EstimateConfig,
     labels: Option<&'a BTreeMap<String, String>>,
 }
 
