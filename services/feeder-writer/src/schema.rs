@@ -16,16 +16,19 @@ pub enum Dataset {
     Quarantine,
     /// Findings of the stream stage's rules (`anomalies` topic).
     Anomalies,
+    /// VEE estimates and their supersessions (`CheckedFrame.estimates`).
+    Estimates,
 }
 
 impl Dataset {
-    pub const ALL: [Dataset; 6] = [
+    pub const ALL: [Dataset; 7] = [
         Dataset::Readings,
         Dataset::Telematics,
         Dataset::Events,
         Dataset::Frames,
         Dataset::Quarantine,
         Dataset::Anomalies,
+        Dataset::Estimates,
     ];
 
     /// The directory name under the data root.
@@ -37,6 +40,7 @@ impl Dataset {
             Dataset::Frames => "frames",
             Dataset::Quarantine => "quarantine",
             Dataset::Anomalies => "anomalies",
+            Dataset::Estimates => "estimates",
         }
     }
 
@@ -48,6 +52,7 @@ impl Dataset {
             Dataset::Frames => frames_schema(),
             Dataset::Quarantine => quarantine_schema(),
             Dataset::Anomalies => anomalies_schema(),
+            Dataset::Estimates => estimates_schema(),
         }
     }
 
@@ -55,7 +60,7 @@ impl Dataset {
     /// (after `device_id`) within a file.
     pub fn time_column(self) -> &'static str {
         match self {
-            Dataset::Readings | Dataset::Telematics | Dataset::Events => "ts",
+            Dataset::Readings | Dataset::Telematics | Dataset::Events | Dataset::Estimates => "ts",
             Dataset::Frames | Dataset::Quarantine => "received_at",
             Dataset::Anomalies => "ts_from",
         }
@@ -189,6 +194,31 @@ pub fn anomalies_schema() -> SchemaRef {
     ANOMALIES.clone()
 }
 
+/// `estimates` (contract 1.1), plus `seq`: the frame whose checked record carried the
+/// row (its arrival closed the gap, or brought the actual that superseded it).
+static ESTIMATES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        Field::new("device_id", DataType::Utf8, false),
+        Field::new("obis", DataType::Utf8, false),
+        ts("ts"),
+        Field::new("interval_s", DataType::UInt32, false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("value_raw", DataType::Int64, false),
+        Field::new("scaler", DataType::Int32, false),
+        Field::new("unit", DataType::Utf8, true),
+        Field::new("method", DataType::Utf8, false),
+        Field::new("basis", DataType::Utf8, false),
+        Field::new("rule_version", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        ts("created_at"),
+        Field::new("seq", DataType::UInt64, false),
+    ])
+});
+
+pub fn estimates_schema() -> SchemaRef {
+    ESTIMATES.clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +302,25 @@ mod tests {
                 "seq"
             ]
         );
+        assert_eq!(
+            columns(Dataset::Estimates),
+            [
+                "device_id",
+                "obis",
+                "ts",
+                "interval_s",
+                "value",
+                "value_raw",
+                "scaler",
+                "unit",
+                "method",
+                "basis",
+                "rule_version",
+                "status",
+                "created_at",
+                "seq"
+            ]
+        );
     }
 
     #[test]
@@ -282,10 +331,10 @@ mod tests {
                 s.field_with_name("seq").unwrap().data_type(),
                 &DataType::UInt64
             );
-            let provenance = if d == Dataset::Anomalies {
-                "detected_at"
-            } else {
-                "received_at"
+            let provenance = match d {
+                Dataset::Anomalies => "detected_at",
+                Dataset::Estimates => "created_at",
+                _ => "received_at",
             };
             assert_eq!(
                 s.field_with_name(provenance).unwrap().data_type(),

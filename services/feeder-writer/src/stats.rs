@@ -16,6 +16,7 @@ pub struct WriterStats {
     pub frames_written: AtomicU64,
     pub quarantine_written: AtomicU64,
     pub anomalies_written: AtomicU64,
+    pub estimates_written: AtomicU64,
     /// Kafka records whose offsets were committed after their files became durable.
     pub records_committed: AtomicU64,
 }
@@ -29,6 +30,7 @@ impl WriterStats {
             Dataset::Frames => &self.frames_written,
             Dataset::Quarantine => &self.quarantine_written,
             Dataset::Anomalies => &self.anomalies_written,
+            Dataset::Estimates => &self.estimates_written,
         };
         counter.fetch_add(rows, Ordering::Relaxed);
     }

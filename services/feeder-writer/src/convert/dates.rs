@@ -4,7 +4,8 @@
 //!
 //! Mirrors the conversion (`mod.rs`, `anomalies.rs`) row source by row source: readings,
 //! samples and events by their `ts`, the `frames` row by `received_at`, quarantine rows
-//! by `received_at` (an undecodable record by its log timestamp), anomalies by `ts_from`.
+//! by `received_at` (an undecodable record by its log timestamp), anomalies by `ts_from`,
+//! estimates (carried by checked frames) by their `ts`.
 //! A mismatch would only move a flush boundary, never a row: boundaries are recorded in
 //! file names, which is all recovery follows.
 
@@ -61,7 +62,8 @@ fn checked_dates(cf: &CheckedFrame, limit: usize, dates: &mut BTreeSet<NaiveDate
         .iter()
         .map(|r| r.ts_ms)
         .chain(frame.samples.iter().map(|s| s.ts_ms))
-        .chain(frame.events.iter().map(|e| e.ts_ms));
+        .chain(frame.events.iter().map(|e| e.ts_ms))
+        .chain(cf.estimates.iter().flat_map(super::estimates::run_times));
     for ts in times {
         dates.insert(partition_date(ts));
         if dates.len() > limit {

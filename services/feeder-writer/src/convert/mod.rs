@@ -21,6 +21,7 @@
 mod anomalies;
 mod builders;
 mod dates;
+mod estimates;
 mod flags;
 mod split;
 
@@ -41,6 +42,10 @@ use self::builders::{
     SampleRow, TelematicsBuilder,
 };
 pub use self::dates::record_dates;
+use self::estimates::EstimatesBuilder;
+pub use self::estimates::{
+    MAX_ESTIMATE_ROWS_PER_RECORD, MAX_ESTIMATE_TEXT_BYTES, method_name, status_name,
+};
 pub use self::flags::{
     FLAG_BYTES_PER_RECORD_BYTE, FLAGS_TRUNCATED, MAX_FLAG_BYTES, MAX_FLAG_ENTRIES_PER_RECORD,
     MAX_FLAGS_PER_ROW,
@@ -76,6 +81,8 @@ pub struct Converted {
     pub undecodable_payloads: u64,
     /// Rows whose `flags` list was cut to its bounds (ending in `flags_truncated`).
     pub flags_truncated_rows: u64,
+    /// Estimate rows past a record's cap ([`MAX_ESTIMATE_ROWS_PER_RECORD`]), not written.
+    pub estimates_left_out: u64,
 }
 
 impl Converted {
@@ -140,6 +147,8 @@ struct Rows {
     events: EventsBuilder,
     frames: FramesBuilder,
     quarantine: QuarantineBuilder,
+    estimates: EstimatesBuilder,
+    estimates_left_out: u64,
     undecodable_records: u64,
     undecodable_payloads: u64,
     flags_truncated_rows: u64,
@@ -270,6 +279,7 @@ impl Rows {
             self.events
                 .append(key, e.ts_ms, &event_kind_name(e.kind), &e.detail);
         }
+        self.estimates_left_out += self.estimates.append(key, &cf.estimates);
     }
 
     fn finish(self) -> Result<Converted> {
@@ -279,6 +289,7 @@ impl Rows {
             (Dataset::Events, self.events.finish()?),
             (Dataset::Frames, self.frames.finish()?),
             (Dataset::Quarantine, self.quarantine.finish()?),
+            (Dataset::Estimates, self.estimates.finish()?),
         ];
         let mut batches = Vec::new();
         for (dataset, batch) in &parts {
@@ -295,6 +306,7 @@ impl Rows {
             undecodable_records: self.undecodable_records,
             undecodable_payloads: self.undecodable_payloads,
             flags_truncated_rows: self.flags_truncated_rows,
+            estimates_left_out: self.estimates_left_out,
         })
     }
 }
