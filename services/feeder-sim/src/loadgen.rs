@@ -12,6 +12,7 @@
 //! Simulated time starts one year before the run (UTC midnight), so meters backfill one
 //! day per frame and stay in the past for the first 365 frames of each meter.
 
+mod acked_log;
 mod batch;
 mod open_loop;
 mod report;
@@ -28,6 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
+pub use acked_log::AckedLog;
 pub use batch::RetryPolicy;
 pub use open_loop::{
     LatencyMs, OpenLoopConfig, OpenLoopReport, Point, RampShape, Scenario, run_open_loop,
@@ -66,6 +68,8 @@ pub struct LoadgenConfig {
     pub rate: Option<f64>,
     /// Keep an [`AckedFrame`] per acked frame in the report.
     pub record_acked: bool,
+    /// Append every acked frame to this CSV file instead ([`AckedLog`]).
+    pub acked_log: Option<PathBuf>,
     /// Live progress, updated as calls complete.
     pub progress: Option<watch::Sender<LoadgenProgress>>,
     /// Backpressure from the caller: while it holds `true`, no new call starts (calls in
@@ -86,6 +90,7 @@ impl LoadgenConfig {
             max_frames: None,
             rate: None,
             record_acked: false,
+            acked_log: None,
             progress: None,
             hold: None,
         }
@@ -132,12 +137,16 @@ pub async fn run_with_policy(
         .and_then(|d| started.checked_add(d));
     let max_frames = cfg.max_frames.unwrap_or(u64::MAX);
     let mut tally = Tally::new(started);
+    if let Some(path) = &cfg.acked_log {
+        tally.log = Some(AckedLog::create(path)?);
+    }
+    let record_acked = cfg.record_acked || tally.log.is_some();
     let mut tasks: JoinSet<BatchOutcome> = JoinSet::new();
     let mut hold = cfg.hold.clone();
 
     loop {
         while let Some(done) = tasks.try_join_next() {
-            tally.add(done?);
+            tally.add(done?)?;
         }
         tally.publish(&cfg.progress, tasks.len());
         if shutdown.is_cancelled() || tally.report.frames_sent >= max_frames {
@@ -147,7 +156,7 @@ pub async fn run_with_policy(
             tokio::select! {
                 done = tasks.join_next() => {
                     if let Some(done) = done {
-                        tally.add(done?);
+                        tally.add(done?)?;
                     }
                     continue;
                 }
@@ -182,7 +191,7 @@ pub async fn run_with_policy(
             client.clone(),
             frames,
             policy.clone(),
-            cfg.record_acked,
+            record_acked,
         ));
     }
 
@@ -191,10 +200,10 @@ pub async fn run_with_policy(
         "loadgen stopping, draining in-flight calls"
     );
     while let Some(done) = tasks.join_next().await {
-        tally.add(done?);
+        tally.add(done?)?;
         tally.publish(&cfg.progress, tasks.len());
     }
-    let report = tally.finish();
+    let report = tally.finish()?;
     tally_publish_final(&cfg.progress, &report);
     Ok(report)
 }
@@ -246,6 +255,7 @@ struct Tally {
     started: Instant,
     report: LoadgenReport,
     latencies: Latencies,
+    log: Option<AckedLog>,
 }
 
 impl Tally {
@@ -254,10 +264,11 @@ impl Tally {
             started,
             report: LoadgenReport::default(),
             latencies: Latencies::new(),
+            log: None,
         }
     }
 
-    fn add(&mut self, b: BatchOutcome) {
+    fn add(&mut self, b: BatchOutcome) -> Result<()> {
         let r = &mut self.report;
         r.frames_acked += b.acked;
         r.readings_acked += b.readings;
@@ -269,10 +280,14 @@ impl Tally {
         r.abandoned += b.abandoned;
         r.retries += b.retries;
         r.failed_calls += b.failed_calls;
-        r.acked.extend(b.acked_frames);
+        match &mut self.log {
+            Some(log) => log.append(&b.acked_frames)?,
+            None => r.acked.extend(b.acked_frames),
+        }
         for us in b.latencies_us {
             self.latencies.record(us);
         }
+        Ok(())
     }
 
     fn publish(&self, progress: &Option<watch::Sender<LoadgenProgress>>, in_flight: usize) {
@@ -281,11 +296,14 @@ impl Tally {
         }
     }
 
-    fn finish(&mut self) -> LoadgenReport {
+    fn finish(&mut self) -> Result<LoadgenReport> {
+        if let Some(log) = self.log.take() {
+            log.finish()?;
+        }
         let mut report = std::mem::take(&mut self.report);
         report.elapsed = self.started.elapsed();
         report.latency_us = self.latencies.summary();
-        report
+        Ok(report)
     }
 }
 

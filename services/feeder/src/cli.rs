@@ -597,6 +597,10 @@ pub struct LoadgenArgs {
     /// Open loop: write result.json and result.svg here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Closed loop: append every acked frame to this CSV file
+    /// (`device_id,seq,readings,samples,events`), for checking the stored datasets.
+    #[arg(long)]
+    pub acked_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

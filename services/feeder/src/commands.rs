@@ -174,6 +174,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 a.scenario.is_some() || a.out.is_none(),
                 "--out needs --scenario (open loop)"
             );
+            anyhow::ensure!(
+                a.scenario.is_none() || a.acked_log.is_none(),
+                "--acked-log is for the closed loop (no --scenario)"
+            );
             let (tx, rx) = tokio::sync::watch::channel(loadgen::LoadgenProgress::default());
             let stop = CancellationToken::new();
             let progress = tokio::spawn(loadgen::print_progress(rx, stop.clone()));
@@ -208,6 +212,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 cfg.concurrency = a.concurrency;
                 cfg.frames_per_request = a.frames_per_request;
                 cfg.rate = a.rate;
+                cfg.acked_log = a.acked_log;
                 cfg.progress = Some(tx);
                 let report = loadgen::run(cfg, on_signals()).await;
                 stop.cancel();
