@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use feeder_edge::EdgeConfig;
 use feeder_kafka::{EmbeddedBroker, KafkaConfig, Topics};
-use feeder_sim::loadgen::{self, OpenLoopConfig, RampShape, RetryPolicy, Scenario};
+use feeder_sim::loadgen::{OpenLoopConfig, RampShape, Scenario};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 use common::*;
 
@@ -49,15 +48,7 @@ async fn a_short_ramp_against_the_real_edge_writes_result_json_and_svg() {
         },
         ..OpenLoopConfig::new(format!("http://{}", edge.addr), &secrets)
     };
-    let policy = RetryPolicy {
-        max_attempts: 2,
-        base: Duration::from_millis(5),
-        max: Duration::from_millis(20),
-    };
-    let report = loadgen::run_open_loop_with_policy(cfg, policy, CancellationToken::new())
-        .await
-        .unwrap();
-    println!("{}", report.summary());
+    let report = play_open_loop(cfg, 2).await;
     let out = work.path().join("result");
     report.write(&out).unwrap();
     edge.stop().await;

@@ -121,6 +121,14 @@ impl SimDevice {
         self.key.sign(&self.device_id, &self.key_id, seq, payload)
     }
 
+    /// A vehicle reports every 1 Hz fix in a frame of its own from now on (the load
+    /// generator's `telematics` scenario); a meter is unchanged.
+    pub fn report_every_fix(&mut self) {
+        if let Model::Vehicle(v) = &mut self.model {
+            v.report_every_fix();
+        }
+    }
+
     /// The seq the next frame will carry.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -197,6 +205,17 @@ impl Fleet {
 
     pub fn len(&self) -> usize {
         self.devices.len()
+    }
+
+    /// Only the vehicles, each reporting every fix in its own frame: played round-robin
+    /// at `len()` frames/s, every vehicle sends once a second, as 1 Hz units do.
+    pub fn telematics_1hz(mut self) -> Self {
+        self.devices.retain(|d| d.kind == DeviceKind::Vehicle);
+        for d in &mut self.devices {
+            d.report_every_fix();
+        }
+        self.next = 0;
+        self
     }
 
     pub fn is_empty(&self) -> bool {

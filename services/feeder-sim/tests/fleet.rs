@@ -284,3 +284,27 @@ fn fleet_is_round_robin_in_seq_order() {
     assert_eq!(order, want);
     assert!(Fleet::from_keys(Vec::new(), 0).next_frame(NOW_MS).is_none());
 }
+
+#[test]
+fn a_1hz_telematics_fleet_is_its_vehicles_each_sending_every_fix_once_a_round() {
+    let keys = vec![
+        key("mtr-000001", DeviceKind::Meter, false),
+        key("veh-000001", DeviceKind::Vehicle, false),
+        key("mtr-000002", DeviceKind::Meter, true),
+        key("veh-000002", DeviceKind::Vehicle, true),
+    ];
+    let mut fleet = Fleet::from_keys(keys, START_MS).telematics_1hz();
+    assert_eq!(fleet.len(), 2);
+    let mut last_ts: BTreeMap<String, i64> = BTreeMap::new();
+    for round in 0..5u64 {
+        for id in ["veh-000001", "veh-000002"] {
+            let f = fleet.next_frame(NOW_MS).unwrap();
+            assert_eq!((f.frame.device_id.as_str(), f.frame.seq), (id, round + 1));
+            assert_eq!((f.readings, f.samples, f.events), (0, 1, 0));
+            let ts = decode(&f).samples[0].ts_ms;
+            if let Some(prev) = last_ts.insert(id.to_string(), ts) {
+                assert_eq!(ts - prev, 1000, "{id}: one fix a second");
+            }
+        }
+    }
+}

@@ -573,7 +573,8 @@ pub struct LoadgenArgs {
     /// boundary-burst: the rate between bursts, 0 by default; otherwise 1000 by default).
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Open loop: steady | boundary-burst | ramp. Requests follow a fixed timeline,
+    /// Open loop: steady | boundary-burst | telematics (every vehicle of the key file
+    /// sends its fix once a second; no --rate) | ramp. Requests follow a fixed timeline,
     /// latency counts from each intended send time, and a request due while
     /// --concurrency calls are out is counted late (dropped), never sent later.
     #[arg(long)]

@@ -171,6 +171,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => crate::demo::run(a).await?,
         Command::Loadgen(a) => {
             anyhow::ensure!(
+                a.scenario != Some(loadgen::Scenario::Telematics) || a.rate.is_none(),
+                "--rate does not apply to telematics: every vehicle sends once a second"
+            );
+            anyhow::ensure!(
                 a.scenario.is_some() || a.out.is_none(),
                 "--out needs --scenario (open loop)"
             );

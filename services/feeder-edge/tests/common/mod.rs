@@ -31,6 +31,25 @@ use tonic_health::pb::health_client::HealthClient;
 
 pub const START_MS: i64 = 1_760_000_000_000;
 
+/// Plays `cfg` open loop with short backoffs (`max_attempts` per frame) and prints the
+/// summary.
+pub async fn play_open_loop(
+    cfg: feeder_sim::loadgen::OpenLoopConfig,
+    max_attempts: u32,
+) -> feeder_sim::loadgen::OpenLoopReport {
+    let policy = feeder_sim::loadgen::RetryPolicy {
+        max_attempts,
+        base: Duration::from_millis(5),
+        max: Duration::from_millis(20),
+    };
+    let report =
+        feeder_sim::loadgen::run_open_loop_with_policy(cfg, policy, CancellationToken::new())
+            .await
+            .unwrap();
+    println!("{}", report.summary());
+    report
+}
+
 /// Provisions `meters` + `vehicles` devices (seeded) in `dir`; returns the registry path
 /// and the device keys.
 pub fn provision(dir: &Path, meters: usize, vehicles: usize) -> (PathBuf, Vec<DeviceKey>) {

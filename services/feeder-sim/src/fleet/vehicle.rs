@@ -1,4 +1,5 @@
-//! A vehicle's telematics unit: one frame per simulated minute, 60 fixes at 1 Hz.
+//! A vehicle's telematics unit: one frame per simulated minute, 60 fixes at 1 Hz (or,
+//! reporting every fix, one frame per fix).
 //!
 //! The vehicle alternates driving (target speeds 8..30 m/s, acceleration at most 2 m/s²,
 //! braking at most 3 m/s²), short stops with the ignition on, and rarer parking with
@@ -92,6 +93,9 @@ pub(crate) struct VehicleModel {
     battery_mv: f64,
     mode: Mode,
     next_ts_ms: i64,
+    /// Fixes per frame: a minute's ([`SAMPLES_PER_FRAME`]), or 1 for a unit reporting
+    /// every fix as it is taken.
+    fixes_per_frame: usize,
 }
 
 impl VehicleModel {
@@ -114,12 +118,18 @@ impl VehicleModel {
                 remaining_s: rng.random_range(1..20),
             },
             next_ts_ms: start_ms,
+            fixes_per_frame: SAMPLES_PER_FRAME,
         }
     }
 
-    /// The next minute of fixes.
+    /// Frames carry one fix each from now on (a 1 Hz unit reporting every second).
+    pub(crate) fn report_every_fix(&mut self) {
+        self.fixes_per_frame = 1;
+    }
+
+    /// The next frame's fixes, one second apart.
     pub(crate) fn next_samples(&mut self, rng: &mut SmallRng) -> Vec<Sample> {
-        (0..SAMPLES_PER_FRAME)
+        (0..self.fixes_per_frame)
             .map(|_| {
                 self.step(rng);
                 let s = self.sample();

@@ -4,6 +4,8 @@
 //! - `steady`: `rate` frames/s for `seconds`.
 //! - `boundary-burst`: every device of the fleet reports once within `window` after each
 //!   `period` boundary (the 15-minute read-out, compressed), `rate` frames/s in between.
+//! - `telematics`: the fleet's vehicles only, each sending one frame a second that
+//!   carries that second's fix (1 Hz units reporting live); offered = vehicles frames/s.
 //! - `ramp`: steps of `step_seconds` at `rate`, `rate + step`, ... Each step is its own
 //!   timeline and is drained before the next starts, so a step's figures are its own.
 //!   The ramp stops at the first step where the edge pushes back (code 8 on more than
@@ -42,6 +44,7 @@ const WINDOW: Duration = Duration::from_secs(1);
 pub enum Scenario {
     Steady,
     BoundaryBurst,
+    Telematics,
     Ramp,
 }
 
@@ -50,6 +53,7 @@ impl Scenario {
         match self {
             Self::Steady => "steady",
             Self::BoundaryBurst => "boundary-burst",
+            Self::Telematics => "telematics",
             Self::Ramp => "ramp",
         }
     }
@@ -62,9 +66,10 @@ impl std::str::FromStr for Scenario {
         match s {
             "steady" => Ok(Self::Steady),
             "boundary-burst" => Ok(Self::BoundaryBurst),
+            "telematics" => Ok(Self::Telematics),
             "ramp" => Ok(Self::Ramp),
             other => Err(format!(
-                "unknown scenario {other:?} (steady, boundary-burst, ramp)"
+                "unknown scenario {other:?} (steady, boundary-burst, telematics, ramp)"
             )),
         }
     }
@@ -151,7 +156,11 @@ impl OpenLoopConfig {
         if !(self.rate.is_finite() && self.rate >= 0.0) {
             return bad("rate must be >= 0");
         }
-        if self.scenario != Scenario::BoundaryBurst && self.rate == 0.0 {
+        let own_rate = matches!(
+            self.scenario,
+            Scenario::BoundaryBurst | Scenario::Telematics
+        );
+        if !own_rate && self.rate == 0.0 {
             return bad("rate must be > 0 for steady and ramp");
         }
         if self.scenario != Scenario::Ramp && !positive(self.seconds) {
@@ -176,10 +185,15 @@ impl OpenLoopConfig {
         Ok(())
     }
 
-    /// The timeline of a steady or burst run for a fleet of `devices`.
+    /// The timeline of a steady, burst or telematics run for a fleet of `devices` (for
+    /// telematics, its vehicles).
     pub fn segments(&self, devices: usize) -> Vec<Segment> {
         let total = Duration::from_secs_f64(self.seconds);
         match self.scenario {
+            Scenario::Telematics => vec![Segment {
+                len: total,
+                frames_per_sec: devices as f64,
+            }],
             Scenario::Steady | Scenario::Ramp => vec![Segment {
                 len: total,
                 frames_per_sec: self.rate,
@@ -425,7 +439,16 @@ pub async fn run_open_loop_with_policy(
     shutdown: CancellationToken,
 ) -> Result<OpenLoopReport> {
     cfg.validate()?;
-    let fleet = load_fleet(&cfg.secrets)?;
+    let mut fleet = load_fleet(&cfg.secrets)?;
+    if cfg.scenario == Scenario::Telematics {
+        fleet = fleet.telematics_1hz();
+        if fleet.is_empty() {
+            return Err(Error::Config(format!(
+                "loadgen: telematics plays vehicles and {} holds none",
+                cfg.secrets.display()
+            )));
+        }
+    }
     let client = IngestClient::new(connect(&cfg.target).await?);
     let report = OpenLoopReport {
         scenario: cfg.scenario.name().to_string(),
@@ -700,6 +723,25 @@ mod tests {
         assert_eq!(lens, [2, 8, 2, 8, 2, 3]);
         assert_eq!(segs[0].frames_per_sec, 200.0);
         assert_eq!(segs[1].frames_per_sec, 10.0);
+    }
+
+    #[test]
+    fn telematics_offers_one_frame_a_second_per_vehicle_without_a_rate() {
+        let cfg = OpenLoopConfig {
+            scenario: Scenario::Telematics,
+            rate: 0.0,
+            seconds: 3.0,
+            ..OpenLoopConfig::new("http://x", "k")
+        };
+        cfg.validate().unwrap();
+        assert_eq!(
+            cfg.segments(7),
+            [Segment {
+                len: Duration::from_secs(3),
+                frames_per_sec: 7.0
+            }]
+        );
+        assert_eq!("telematics".parse::<Scenario>(), Ok(Scenario::Telematics));
     }
 
     #[test]
