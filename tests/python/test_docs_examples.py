@@ -53,6 +53,13 @@ SCHEMAS = {
         ("received_at", TS), ("device_id", pa.string()), ("seq", pa.uint64()),
         ("reason", pa.string()), ("detail", pa.string()), ("raw", pa.binary()),
     ]),
+    "estimates": pa.schema([
+        ("device_id", pa.string()), ("obis", pa.string()), ("ts", TS),
+        ("interval_s", pa.uint32()), ("value", pa.float64()), ("value_raw", pa.int64()),
+        ("scaler", pa.int32()), ("unit", pa.string()), ("method", pa.string()),
+        ("basis", pa.string()), ("rule_version", pa.string()), ("status", pa.string()),
+        ("created_at", TS), ("seq", pa.uint64()),
+    ]),
 }
 TIME_COLUMN = {"frames": "received_at", "quarantine": "received_at"}
 
@@ -76,6 +83,30 @@ def build_rows() -> dict[str, list[dict]]:
                 value=float(energy), value_raw=energy, scaler=0, unit="Wh", status=0,
                 flags=["gap_before"] if seq == 5 else [], received_at=received,
             ))
+            # interval energy; mtr-000002's seqs 4 and 5 never arrived: estimated by
+            # seq 6, and seq 5 arrived late (superseding its estimate)
+            if not (dev_no == 1 and seq == 4):
+                rows["readings"].append(dict(
+                    device_id=device, seq=seq, ts=ts, interval_s=1800, obis="1-0:1.29.0",
+                    value=250.0, value_raw=250, scaler=0, unit="Wh", status=0, flags=[],
+                    received_at=received,
+                ))
+            if dev_no == 1 and seq in (4, 5):
+                rows["estimates"].append(dict(
+                    device_id=device, obis="1-0:1.29.0", ts=ts, interval_s=1800,
+                    value=240.0 + seq, value_raw=240 + seq, scaler=0, unit="Wh",
+                    method="register_proration", basis="1-0:1.8.0 1750 and 2500",
+                    rule_version="feeder-vee/1", status="estimated",
+                    created_at=START + timedelta(minutes=30 * 6, seconds=2), seq=6,
+                ))
+            if dev_no == 1 and seq == 5:
+                rows["estimates"].append(dict(
+                    device_id=device, obis="1-0:1.29.0", ts=ts, interval_s=1800,
+                    value=250.0, value_raw=250, scaler=0, unit="Wh",
+                    method="register_proration", basis="actual reading",
+                    rule_version="feeder-vee/1", status="superseded",
+                    created_at=START + timedelta(minutes=30 * 9), seq=5,
+                ))
             rows["readings"].append(dict(
                 device_id=device, seq=seq, ts=ts, interval_s=0, obis="1-0:32.7.0",
                 value=230.0 + seq / 10, value_raw=2300 + seq, scaler=-1, unit="V", status=0,
@@ -168,7 +199,7 @@ def test_duckdb_sees_hive_dates_and_contract_types(data_dir):
     con = duckdb.connect()
     dates = con.sql(blocks("sql")[0]).fetchall()
     assert [str(d) for d, _ in dates] == ["2024-03-10", "2024-03-11"]
-    assert sum(n for _, n in dates) == 32
+    assert sum(n for _, n in dates) == 47  # 2 meters × 8 frames × 2 readings + 15 intervals
 
 
 @pytest.mark.parametrize("index", range(len(blocks("python"))))
