@@ -197,6 +197,16 @@ fn every_mistake_names_its_line() {
             4,
             "unknown rule `spkie`",
         ),
+        (
+            "[stream]\ngroup = \"g\"\n\n[stream.rules.estimate]\nprofile_days = 0\n",
+            4,
+            "estimate.profile_days",
+        ),
+        (
+            "[stream.rules]\ndisabled = [\"profile\", \"linear\", \"register_prorate\"]\n",
+            1,
+            "unknown rule `register_prorate`",
+        ),
         ("[devices]\nmeters = 1\n", 1, "unknown section"),
     ];
     for (text, line, needle) in cases {
@@ -221,6 +231,18 @@ fn syntax_and_typed_rule_errors_carry_line_and_column() {
         Err(ConfigError::Syntax { message, .. }) => {
             assert!(
                 message.contains("line 5") && message.contains("spike_madd"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    match ConfigFile::parse(
+        Path::new("f.toml"),
+        "[stream.rules.estimate]\nlinear_max_gap_ms = 600000\nmax_gap_days = 3\n",
+    ) {
+        Err(ConfigError::Syntax { message, .. }) => {
+            assert!(
+                message.contains("line 3") && message.contains("max_gap_days"),
                 "{message}"
             )
         }
