@@ -2,7 +2,7 @@
 //! with estimation on against off (`rules.estimate.enabled`), in readings per second, on
 //! simulated meters that report every day, and on meters that each miss one day in
 //! seven (every gap closed by the next day's frame: 96 estimates by register proration
-//! per missed day, about 16 % of the intervals, far more than a real fleet's share).
+//! per missed day, about 8 % of the intervals, far more than a real fleet's share).
 //!
 //! `cargo bench -p feeder-benches --bench stream_estimates`; before criterion's groups it
 //! prints a summary, the best of 7 alternating runs of each configuration.
