@@ -102,9 +102,10 @@ impl Gap {
 
     /// End times of the intervals still missing, in order.
     pub fn missing_ends(&self) -> impl Iterator<Item = i64> + '_ {
-        (0..self.n)
-            .filter(|&k| self.is_missing(k))
-            .map(|k| self.first_end + self.step_ms * i64::from(k))
+        (0..self.n).filter(|&k| self.is_missing(k)).map(|k| {
+            self.first_end
+                .saturating_add(self.step_ms.saturating_mul(i64::from(k)))
+        })
     }
 
     pub fn bytes(&self) -> usize {
@@ -150,7 +151,11 @@ impl Emitter {
             && last.method == key.method.proto() as i32
             && last.status == key.status as i32
             && last.basis == key.basis
-            && last.first_ts_ms + last.step_ms * last.values_raw.len() as i64 == ts_ms
+            && last
+                .step_ms
+                .checked_mul(last.values_raw.len() as i64)
+                .and_then(|d| last.first_ts_ms.checked_add(d))
+                == Some(ts_ms)
         {
             last.values_raw.push(value_raw);
             return;

@@ -160,8 +160,9 @@ impl Pass<'_, '_> {
     }
 }
 
-fn pow10(e: i32) -> Option<i128> {
-    10i128.checked_pow(u32::try_from(e).ok()?)
+/// 10^(`a` − `b`) for scalers `a` ≥ `b` (`None` when it does not fit).
+fn pow10(a: i32, b: i32) -> Option<i128> {
+    10i128.checked_pow(u32::try_from(i64::from(a) - i64::from(b)).ok()?)
 }
 
 /// `2026-12-01T00:15:00Z` (UTC, proleptic Gregorian; days from H. Hinnant's algorithm).
@@ -448,7 +449,7 @@ impl Channel {
 
 /// Records the gap before an interval starting at `start` (or reports it).
 fn new_gap(pass: &mut Pass<'_, '_>, ch: &mut Channel, start: i64) {
-    let (from, len) = (ch.last_ts, start - ch.last_ts);
+    let (from, len) = (ch.last_ts, start.saturating_sub(ch.last_ts));
     if !(pass.eff.enabled(REGISTER_PRORATION) || pass.eff.enabled(PROFILE)) {
         return;
     }
@@ -476,8 +477,11 @@ fn new_gap(pass: &mut Pass<'_, '_>, ch: &mut Channel, start: i64) {
         ch.gaps.remove(0);
     }
     // n ≤ max_gap_intervals ≤ 10,080 by the check above
-    ch.gaps
-        .push(Gap::new(from + ch.interval_ms, ch.interval_ms, n as u32));
+    ch.gaps.push(Gap::new(
+        from.saturating_add(ch.interval_ms),
+        ch.interval_ms,
+        n as u32,
+    ));
 }
 
 /// The profile means of `ends`, when the profile knows every one.
@@ -498,7 +502,7 @@ fn prorate(pass: &mut Pass<'_, '_>, ch: &mut Channel, prev: &Register, r: &Readi
     let pending: Vec<usize> = (0..ch.gaps.len())
         .filter(|&i| {
             let g = &ch.gaps[i];
-            g.first_end - g.step_ms >= t0
+            g.first_end.saturating_sub(g.step_ms) >= t0
                 && g.end() <= t1
                 && g.missing_count() > 0
                 && g.in_force
@@ -514,15 +518,15 @@ fn prorate(pass: &mut Pass<'_, '_>, ch: &mut Channel, prev: &Register, r: &Readi
         .flat_map(|&i| ch.gaps[i].missing_ends().collect::<Vec<_>>())
         .collect();
     let missing_ms = ch.interval_ms.saturating_mul(ends.len() as i64);
-    if span.covered_ms.saturating_add(missing_ms) != t1 - t0 {
+    if span.covered_ms.saturating_add(missing_ms) != t1.saturating_sub(t0) {
         return; // part of the span is neither actual nor a known gap
     }
     let (first, last) = (ends[0], ends[ends.len() - 1]);
     let n = ends.len() as u64;
     let scaler = prev.scaler.min(ch.scaler);
     let delta = i128::from(r.value) - i128::from(prev.last_raw);
-    let total = pow10(prev.scaler - scaler)
-        .zip(pow10(ch.scaler - scaler))
+    let total = pow10(prev.scaler, scaler)
+        .zip(pow10(ch.scaler, scaler))
         .and_then(|(rk, ck)| Some(delta.checked_mul(rk)? - span.sum_raw.checked_mul(ck)?));
     let Some(total) = total.filter(|t| *t >= 0) else {
         let why = if delta < 0 {
@@ -530,13 +534,13 @@ fn prorate(pass: &mut Pass<'_, '_>, ch: &mut Channel, prev: &Register, r: &Readi
         } else {
             format!("{} difference below the actual intervals", r.obis)
         };
-        pass.report(&ch.obis, first - ch.interval_ms, last, n, why);
+        pass.report(&ch.obis, first.saturating_sub(ch.interval_ms), last, n, why);
         return;
     };
     if !pass.emit.room(ends.len()) {
         pass.report(
             &ch.obis,
-            first - ch.interval_ms,
+            first.saturating_sub(ch.interval_ms),
             last,
             n,
             "over the per-frame estimate cap".into(),
@@ -547,7 +551,7 @@ fn prorate(pass: &mut Pass<'_, '_>, ch: &mut Channel, prev: &Register, r: &Readi
     let Some(shares) = prorate::distribute(total, &weights) else {
         pass.report(
             &ch.obis,
-            first - ch.interval_ms,
+            first.saturating_sub(ch.interval_ms),
             last,
             n,
             "out of range".into(),
@@ -606,7 +610,7 @@ fn profile_fresh_gaps(pass: &mut Pass<'_, '_>, ch: &mut Channel) {
             continue; // no profile yet: left for a register
         };
         if !pass.emit.room(ends.len()) {
-            let (from, to) = (g.first_end - g.step_ms, g.end());
+            let (from, to) = (g.first_end.saturating_sub(g.step_ms), g.end());
             pass.report(
                 &ch.obis,
                 from,
@@ -640,7 +644,7 @@ fn late_interval(pass: &mut Pass<'_, '_>, ch: &mut Channel, r: &Reading) {
         return;
     };
     let g = &ch.gaps[gi];
-    let start = r.ts_ms - ch.interval_ms;
+    let start = r.ts_ms.saturating_sub(ch.interval_ms);
     let pending = g.in_force.as_ref().is_none_or(|f| f.remaining.is_none());
     if pending
         && let Some(s) = ch.span.as_mut()
@@ -655,13 +659,10 @@ fn late_interval(pass: &mut Pass<'_, '_>, ch: &mut Channel, r: &Reading) {
     };
     let Some(f) = g.in_force.as_mut() else { return };
     let Some(rest) = f.remaining else { return };
-    let Some(actual) = pow10(ch.scaler - f.scaler).and_then(|k| i128::from(r.value).checked_mul(k))
-    else {
-        f.remaining = None;
-        return;
-    };
     // re-spread once per frame, after its readings ([`reprorate`])
-    f.remaining = Some(rest - actual);
+    f.remaining = pow10(ch.scaler, f.scaler)
+        .and_then(|k| i128::from(r.value).checked_mul(k))
+        .and_then(|actual| rest.checked_sub(actual));
     g.reprorate = true;
 }
 

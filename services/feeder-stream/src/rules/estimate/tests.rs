@@ -82,7 +82,7 @@ impl Meter {
     fn run(&mut self, frame: &Frame) -> Findings {
         let mut out = Findings::default();
         let ctx = FrameCtx {
-            received_at_ms: frame.sent_at_ms + 60_000,
+            received_at_ms: frame.sent_at_ms.saturating_add(60_000),
             labels: None,
         };
         self.rules.evaluate(&self.cfg, ctx, frame, &mut out);
@@ -348,6 +348,9 @@ fn iso_times() {
     assert_eq!(iso(T0 + IV), "2023-11-20T00:15:00Z");
     assert_eq!(iso(951_782_400_000), "2000-02-29T00:00:00Z");
     assert_eq!(iso(-1000), "1969-12-31T23:59:59Z");
+    assert_eq!(iso(i64::MIN).len(), iso(i64::MAX).len() + 1, "no overflow at the ends");
+    assert_eq!((pow10(2, 0), pow10(0, 1)), (Some(100), None));
+    assert_eq!(pow10(i32::MAX, i32::MIN), None);
 }
 
 proptest! {
@@ -413,4 +416,44 @@ proptest! {
             prop_assert_eq!(sum, want, "span {}..{}", from, to);
         }
     }
+}
+
+#[test]
+fn device_values_at_the_ends_of_their_ranges_neither_panic_nor_overflow() {
+    // debug build: any overflow panics. Channels resume across absurd gaps, registers
+    // jump between the ends of i64, scalers are extreme, late readings land anywhere.
+    let extremes = [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX];
+    let scalers = [i32::MIN, -38, 0, 38, i32::MAX];
+    let mut m = Meter::new();
+    m.cfg.estimate.max_gap_ms = i64::MAX;
+    m.cfg.estimate.max_gap_intervals = 10_080;
+    for &ts in &extremes {
+        for &value in &extremes {
+            for &scaler in &scalers {
+                for (obis, interval_s, unit) in [
+                    ("1-0:1.29.0", 900, Unit::Wh),
+                    ("1-0:1.29.0", u32::MAX, Unit::Wh),
+                    ("1-0:1.8.0", 0, Unit::Wh),
+                    ("1-0:32.7.0", 0, Unit::V),
+                ] {
+                    for base in [ts, ts.saturating_sub(IV), ts.saturating_add(2 * IV)] {
+                        let f = Frame {
+                            sent_at_ms: base,
+                            readings: vec![Reading::new(
+                                base, interval_s, obis, value, scaler, unit,
+                            )],
+                            events: vec![Event {
+                                ts_ms: base,
+                                kind: EventKind::CoverOpened as i32,
+                                detail: String::new(),
+                            }],
+                            ..Default::default()
+                        };
+                        m.run(&f);
+                    }
+                }
+            }
+        }
+    }
+    assert!(m.rules.estimates.approx_bytes() < 64 * 1024);
 }
