@@ -11,7 +11,7 @@
 //! faults is the broker's restart.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use feeder_kafka::tansu::Tansu;
@@ -21,7 +21,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::schedule::{Fault, Target};
-use crate::support::{Stage, free_port, http_status, metric, spawn_edge, write_edge_keys};
+use crate::support::{Stage, free_port, http_status, metric, write_edge_keys};
 
 /// How a pipeline is set up.
 #[derive(Clone, Debug)]
@@ -38,8 +38,9 @@ pub struct Setup {
 /// Where a stage stood when a fault hit it: what "moved" is measured against.
 #[derive(Clone, Debug)]
 enum Mark {
-    /// The edge's acked-frames counter (of the process that will be measured).
-    Accepted(f64),
+    /// The edge's acked-frames counter, and the process it was read from (a process
+    /// started since counts from 0).
+    Accepted(u32, f64),
     /// The group's committed offset per input partition (-1: none yet).
     Committed(Vec<i64>),
 }
@@ -155,42 +156,80 @@ impl Pipeline {
         }
     }
 
-    /// Starts the stage `t` (again), with the same flags, instance id, ports and data.
+    /// Starts the stage `t` (again), with the same flags, instance id, ports and data,
+    /// and waits until it is ready. A start that exits before ready (a stage refuses to
+    /// start while the broker is down) is recorded as an exit and tried again after a
+    /// growing back-off, as Kubernetes restarts a crashing pod; panics after a minute.
     fn respawn(&mut self, t: Target) {
-        if t == Target::Edge {
-            let extra = [
+        let t0 = Instant::now();
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let mut stage = self.spawn(t);
+            match ready(&mut stage, Duration::from_secs(60)) {
+                Ok(()) => {
+                    self.stages[t as usize] = Some(stage);
+                    return;
+                }
+                Err(exit) => {
+                    println!("UNPLANNED EXIT at start, restarting: {exit:?}");
+                    self.exits.push(exit);
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{} does not start:\n{}",
+                t.name(),
+                tail(&stage.log())
+            );
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(8));
+        }
+    }
+
+    /// Starts the process of stage `t`.
+    fn spawn(&self, t: Target) -> Stage {
+        let group = self.group(t);
+        let partitions = self.setup.partitions.to_string();
+        let registry = self.registry.display().to_string();
+        let data = self.data.display().to_string();
+        let mut args: Vec<&str> = match t {
+            Target::Edge => vec![
+                "edge",
+                "--listen",
+                &self.edge_listen,
+                "--registry",
+                &registry,
+                "--edge-keys",
+                &self.edge_keys,
                 // the forger sends forged frames from this same address: without a
                 // larger budget the edge would rightly turn the load generator away too
                 "--verify-failures-per-address",
                 "100000000",
                 "--verify-failures-per-connection",
                 "100000000",
-            ];
-            let registry = self.registry.clone();
-            self.stages[t as usize] = Some(spawn_edge(
-                &self.dir,
-                &self.edge_listen,
-                &registry,
-                &self.kafka,
-                &self.setup.prefix,
-                self.setup.partitions,
-                &extra,
-            ));
-            return;
-        }
-        let group = self.group(t);
-        let partitions = self.setup.partitions.to_string();
-        let registry = self.registry.display().to_string();
-        let data = self.data.display().to_string();
-        let mut args: Vec<&str> = match t {
+            ],
             Target::Stream => vec![
                 "stream",
                 "--registry",
                 &registry,
                 "--edge-keys",
                 &self.edge_keys,
+                "--group",
+                &group,
+                "--group-watch-interval",
+                "2s",
             ],
-            _ => vec!["writer", "--data", &data, "--flush-max-age", "1s"],
+            Target::Writer => vec![
+                "writer",
+                "--data",
+                &data,
+                "--flush-max-age",
+                "1s",
+                "--group",
+                &group,
+                "--group-watch-interval",
+                "2s",
+            ],
         };
         args.extend([
             "--brokers",
@@ -201,20 +240,14 @@ impl Pipeline {
             &partitions,
             "--replication",
             "1",
-            "--group",
-            &group,
-            "--group-watch-interval",
-            "2s",
         ]);
         let id = format!("{group}-0");
-        let env: Vec<(&str, &str)> = if self.setup.static_ids {
+        let env: Vec<(&str, &str)> = if self.setup.static_ids && t != Target::Edge {
             vec![("FEEDER_INSTANCE_ID", &id)]
         } else {
             Vec::new()
         };
-        let mut stage = Stage::spawn(t.name(), &self.dir, &args, &env);
-        stage.wait_ready(Duration::from_secs(60));
-        self.stages[t as usize] = Some(stage);
+        Stage::spawn(t.name(), &self.dir, &args, &env)
     }
 
     /// Sends `sig` (`STOP`, `CONT`) to the stage's process.
@@ -232,26 +265,45 @@ impl Pipeline {
     /// the exit: the stages are meant to ride out every fault of the schedule, so each
     /// exit is a finding the test reports (and fails on, in strict mode).
     pub fn supervise(&mut self) {
+        self.supervise_broker();
         for t in Target::ALL {
             let s = self.stage(t);
             if let Some(status) = s.child.try_wait().unwrap() {
-                let log = s.log();
-                let reason = log
-                    .lines()
-                    .rev()
-                    .find(|l| !l.contains("librdkafka"))
-                    .unwrap_or_default()
-                    .to_string();
-                let exit = Exit {
-                    stage: s.name,
-                    status: status.to_string(),
-                    reason,
-                };
+                let exit = Exit::of(s, status);
                 println!("UNPLANNED EXIT, restarting: {exit:?}");
                 self.exits.push(exit);
                 self.respawn(t);
             }
         }
+    }
+
+    /// tansu 0.6's sqlite storage can panic after a restart ("more or less than one
+    /// row" in its idempotent-producer check), after which the process stays up but
+    /// answers every request with an error. An operator would restart it; so does this,
+    /// keeping the panicked log as `tansu-<port>.panic-<n>.log` and recording the exit.
+    fn supervise_broker(&mut self) {
+        let log_path = self.dir.join(format!("tansu-{}.log", self.port));
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let Some(panic) = log.lines().find(|l| l.contains("panicked at")) else {
+            return;
+        };
+        let reason = log
+            .lines()
+            .skip_while(|l| !l.contains("panicked at"))
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let n = self.exits.len();
+        let _ = std::fs::copy(&log_path, log_path.with_extension(format!("panic-{n}.log")));
+        let exit = Exit {
+            stage: "broker",
+            status: panic.to_string(),
+            reason,
+        };
+        println!("BROKER PANICKED, restarting it: {exit:?}");
+        self.exits.push(exit);
+        self.broker.kill();
+        self.broker = Tansu::start_on(&self.dir, self.port).unwrap();
     }
 
     /// Every stage answers `/livez` and `/readyz` with 200.
@@ -312,7 +364,7 @@ impl Pipeline {
     /// Where `t` stands now (waits, up to a minute, for the broker to answer).
     fn mark(&self, t: Target) -> Mark {
         if t == Target::Edge {
-            return Mark::Accepted(self.accepted());
+            return Mark::Accepted(self.stage_ref(t).child.id(), self.accepted());
         }
         let t0 = Instant::now();
         loop {
@@ -330,9 +382,14 @@ impl Pipeline {
     /// `None` when `t` has moved past `mark`, else what did not move yet.
     fn behind(&self, t: Target, mark: &Mark) -> Option<String> {
         match mark {
-            Mark::Accepted(n) => {
+            Mark::Accepted(pid, n) => {
+                let n = if *pid == self.stage_ref(t).child.id() {
+                    *n
+                } else {
+                    0.0
+                };
                 let now = self.accepted();
-                (now <= *n).then(|| format!("edge: no frame acked ({now} <= {n})"))
+                (now <= n).then(|| format!("edge: no frame acked ({now} <= {n})"))
             }
             Mark::Committed(before) => {
                 let Some(now) = self.committed(&self.group(t), self.input(t)) else {
@@ -364,7 +421,7 @@ impl Pipeline {
                 self.stage(t).sigkill();
                 let t0 = Instant::now();
                 let mark = match t {
-                    Target::Edge => Mark::Accepted(0.0), // the new process counts from 0
+                    Target::Edge => Mark::Accepted(0, 0.0), // the new process counts from 0
                     _ => self.mark(t),
                 };
                 self.respawn(t);
@@ -442,6 +499,43 @@ impl Pipeline {
             );
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+}
+
+impl Exit {
+    fn of(s: &Stage, status: ExitStatus) -> Self {
+        let log = s.log();
+        let reason = log
+            .lines()
+            .rev()
+            .find(|l| !l.contains("librdkafka"))
+            .unwrap_or_default()
+            .to_string();
+        Self {
+            stage: s.name,
+            status: status.to_string(),
+            reason,
+        }
+    }
+}
+
+/// Waits until the stage's `/readyz` answers 200; its exit if it stops first.
+fn ready(s: &mut Stage, within: Duration) -> Result<(), Exit> {
+    let t0 = Instant::now();
+    loop {
+        if http_status(s.metrics, "/readyz") == Some(200) {
+            return Ok(());
+        }
+        if let Some(status) = s.child.try_wait().unwrap() {
+            return Err(Exit::of(s, status));
+        }
+        assert!(
+            t0.elapsed() < within,
+            "{} not ready after {within:?}:\n{}",
+            s.name,
+            tail(&s.log())
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
