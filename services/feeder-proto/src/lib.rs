@@ -29,6 +29,7 @@ pub mod raw {
     include!(concat!(env!("OUT_DIR"), "/raw_server/feeder.v1.Ingest.rs"));
 }
 
+mod estimate;
 mod reading;
 
 /// Encoded `FileDescriptorSet` of every proto file, for gRPC reflection.

@@ -110,6 +110,8 @@ pub struct PartitionState {
     anomalies: Vec<Anomaly>,
     /// Flag and anomaly counts per rule since the last [`Self::take_rule_counts`].
     rule_counts: BTreeMap<&'static str, u64>,
+    /// Estimate rows per (method, status) since the last [`Self::take_estimate_counts`].
+    estimate_counts: BTreeMap<(&'static str, &'static str), u64>,
     /// The cohort window the partition's clock (received_at of checked frames) is in.
     cohort_window: i64,
     /// How many devices have `dirty` set.
@@ -140,6 +142,7 @@ impl PartitionState {
             limits: FrameLimits::default(),
             anomalies: Vec::new(),
             rule_counts: BTreeMap::new(),
+            estimate_counts: BTreeMap::new(),
             cohort_window: i64::MIN,
             dirty: 0,
             tallies: Vec::new(),
@@ -225,6 +228,12 @@ impl PartitionState {
     /// Flags and anomalies per rule since the last call (for per-batch metrics).
     pub fn take_rule_counts(&mut self) -> BTreeMap<&'static str, u64> {
         std::mem::take(&mut self.rule_counts)
+    }
+
+    /// Estimate rows per (method, status) since the last call, as the `estimates`
+    /// dataset spells them (for per-batch metrics).
+    pub fn take_estimate_counts(&mut self) -> BTreeMap<(&'static str, &'static str), u64> {
+        std::mem::take(&mut self.estimate_counts)
     }
 
     /// How many devices changed since the last [`Self::take_dirty`].
@@ -469,6 +478,10 @@ impl PartitionState {
     ) -> Outcome {
         let mut findings = self.evaluate(&sf.device_id, raw.received_at_ms, frame);
         let estimates = std::mem::take(&mut findings.estimates);
+        for run in &estimates {
+            let key = (run.method().name(), run.status().name());
+            *self.estimate_counts.entry(key).or_default() += run.values_raw.len() as u64;
+        }
         let mut frame_flags = Vec::with_capacity(findings.frame_flags.len() + 1);
         if gap_before {
             frame_flags.push("gap_before".to_string());

@@ -45,6 +45,10 @@ pub struct StreamStats {
     pub anomalies: AtomicU64,
     /// Checked frames carrying any rule flag (besides `gap_before`) on the frame or a row.
     pub flagged: AtomicU64,
+    /// Estimate rows (VEE) in checked records: intervals estimated...
+    pub estimated: AtomicU64,
+    /// ...and estimates superseded by late actuals.
+    pub superseded: AtomicU64,
     /// Devices restored from the state changelog when partitions were assigned.
     pub restored_devices: AtomicU64,
     /// Checked records replayed on top of the changelog (all of them without one).
@@ -445,6 +449,15 @@ async fn process_batch(
     for part in parts.values_mut() {
         for (rule, n) in part.state.take_rule_counts() {
             metrics::counter!("feeder_stream_rule_findings_total", "rule" => rule).increment(n);
+        }
+        for ((method, status), n) in part.state.take_estimate_counts() {
+            metrics::counter!("feeder_stream_estimates_total", "method" => method, "status" => status)
+                .increment(n);
+            let total = match status {
+                "superseded" => &stats.superseded,
+                _ => &stats.estimated,
+            };
+            total.fetch_add(n, Ordering::Relaxed);
         }
     }
     metrics::counter!("feeder_stream_records_total").increment(batch.len() as u64);

@@ -222,7 +222,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ws.files_written.load(Ordering::Relaxed)
     );
     println!(
-        "estimated: {} estimate rows stored (VEE, dataset `estimates`): {vee} skipped a day, whose 96 intervals were estimated by register proration when it reported again, then superseded when the day arrived late; the load generator keeps several frames of a meter in flight, so frames it delivered out of order did the same",
+        "estimated: {} estimated rows (an interval of a gap, again when part of its gap arrived), {} superseded by late actuals (VEE; {} rows in dataset `estimates`): {vee} skipped a day, estimated by register proration when it reported again, then superseded when the day arrived late; the load generator keeps several frames of a meter in flight, so frames it delivered out of order did the same",
+        ss.estimated.load(Ordering::Relaxed),
+        ss.superseded.load(Ordering::Relaxed),
         ws.estimates_written.load(Ordering::Relaxed)
     );
     println!(

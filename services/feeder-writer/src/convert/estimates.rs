@@ -27,25 +27,6 @@ pub const MAX_ESTIMATE_ROWS_PER_RECORD: usize = 40_000;
 /// `obis`, `basis` and `rule_version` are cut to this many bytes (at a char boundary).
 pub const MAX_ESTIMATE_TEXT_BYTES: usize = 256;
 
-/// The `estimates.method` string.
-pub fn method_name(code: i32) -> &'static str {
-    match EstimateMethod::try_from(code) {
-        Ok(EstimateMethod::RegisterProration) => "register_proration",
-        Ok(EstimateMethod::Linear) => "linear",
-        Ok(EstimateMethod::Profile) => "profile",
-        Ok(EstimateMethod::Unspecified) | Err(_) => "unknown",
-    }
-}
-
-/// The `estimates.status` string.
-pub fn status_name(code: i32) -> &'static str {
-    match EstimateStatus::try_from(code) {
-        Ok(EstimateStatus::Estimated) => "estimated",
-        Ok(EstimateStatus::Superseded) => "superseded",
-        Ok(EstimateStatus::Unspecified) | Err(_) => "unknown",
-    }
-}
-
 fn cut(s: &str) -> &str {
     if s.len() <= MAX_ESTIMATE_TEXT_BYTES {
         return s;
@@ -90,7 +71,10 @@ impl EstimatesBuilder {
         let mut left_out = 0u64;
         for run in runs {
             let (obis, basis, version) = (cut(&run.obis), cut(&run.basis), cut(&run.rule_version));
-            let (method, status) = (method_name(run.method), status_name(run.status));
+            let (method, status) = (
+                EstimateMethod::name_of(run.method),
+                EstimateStatus::name_of(run.status),
+            );
             let unit = unit_name(run.unit);
             for (ts, &raw) in run_times(run).zip(&run.values_raw) {
                 if budget == 0 {

@@ -43,9 +43,7 @@ use self::builders::{
 };
 pub use self::dates::record_dates;
 use self::estimates::EstimatesBuilder;
-pub use self::estimates::{
-    MAX_ESTIMATE_ROWS_PER_RECORD, MAX_ESTIMATE_TEXT_BYTES, method_name, status_name,
-};
+pub use self::estimates::{MAX_ESTIMATE_ROWS_PER_RECORD, MAX_ESTIMATE_TEXT_BYTES};
 pub use self::flags::{
     FLAG_BYTES_PER_RECORD_BYTE, FLAGS_TRUNCATED, MAX_FLAG_BYTES, MAX_FLAG_ENTRIES_PER_RECORD,
     MAX_FLAGS_PER_ROW,

@@ -348,7 +348,11 @@ fn iso_times() {
     assert_eq!(iso(T0 + IV), "2023-11-20T00:15:00Z");
     assert_eq!(iso(951_782_400_000), "2000-02-29T00:00:00Z");
     assert_eq!(iso(-1000), "1969-12-31T23:59:59Z");
-    assert_eq!(iso(i64::MIN).len(), iso(i64::MAX).len() + 1, "no overflow at the ends");
+    assert_eq!(
+        iso(i64::MIN).len(),
+        iso(i64::MAX).len() + 1,
+        "no overflow at the ends"
+    );
     assert_eq!((pow10(2, 0), pow10(0, 1)), (Some(100), None));
     assert_eq!(pow10(i32::MAX, i32::MIN), None);
 }
