@@ -40,7 +40,9 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 /// wrote it.
 pub const OWNER_HEADER: &str = "feeder-owner";
 
-/// Header of a claim record (empty value): the token it establishes.
+/// Header of a claim record: the token it establishes (8 bytes, big endian), or no
+/// value for "my own offset" (the first claim of an owner, in the checked topic: its
+/// token is not known before the broker assigns the offset).
 pub const CLAIM_HEADER: &str = "feeder-claim";
 
 /// What a record says about its ownership.
@@ -55,9 +57,9 @@ pub enum Mark {
 }
 
 impl Mark {
-    /// Reads the fence headers of a record (a malformed value counts as no header: a
-    /// record of ours always has a well-formed one).
-    pub fn of<H: Headers>(headers: Option<&H>) -> Mark {
+    /// Reads the fence headers of the record at `offset` (a malformed value counts as no
+    /// header: a record of ours always has a well-formed one).
+    pub fn of<H: Headers>(headers: Option<&H>, offset: i64) -> Mark {
         let Some(headers) = headers else {
             return Mark::Unowned;
         };
@@ -70,6 +72,9 @@ impl Mark {
             };
             match h.key {
                 CLAIM_HEADER => {
+                    if h.value.is_none_or(<[u8]>::is_empty) {
+                        return Mark::Claim(offset);
+                    }
                     if let Some(t) = token() {
                         return Mark::Claim(t);
                     }
@@ -96,6 +101,14 @@ impl Mark {
             key,
             value: Some(&token.to_be_bytes()),
         }))
+    }
+
+    /// The headers of an owner's first claim, whose token is its own offset.
+    pub fn claim_here() -> OwnedHeaders {
+        OwnedHeaders::new_with_capacity(1).insert(Header::<&[u8]> {
+            key: CLAIM_HEADER,
+            value: None,
+        })
     }
 }
 
@@ -150,20 +163,21 @@ mod tests {
     fn marks_round_trip_through_headers() {
         for mark in [Mark::Owner(0), Mark::Owner(42), Mark::Claim(i64::MAX)] {
             let h = mark.headers().unwrap();
-            assert_eq!(Mark::of(Some(&h)), mark);
+            assert_eq!(Mark::of(Some(&h), 7), mark);
         }
         assert!(Mark::Unowned.headers().is_none());
-        assert_eq!(Mark::of::<OwnedHeaders>(None), Mark::Unowned);
+        assert_eq!(Mark::of::<OwnedHeaders>(None, 7), Mark::Unowned);
+        assert_eq!(Mark::of(Some(&Mark::claim_here()), 7), Mark::Claim(7));
         let other = OwnedHeaders::new().insert(Header {
             key: "trace",
             value: Some("x"),
         });
-        assert_eq!(Mark::of(Some(&other)), Mark::Unowned);
+        assert_eq!(Mark::of(Some(&other), 7), Mark::Unowned);
         let short = OwnedHeaders::new().insert(Header {
             key: OWNER_HEADER,
             value: Some(&[1u8, 2][..]),
         });
-        assert_eq!(Mark::of(Some(&short)), Mark::Unowned);
+        assert_eq!(Mark::of(Some(&short), 7), Mark::Unowned);
     }
 
     /// A's claim at 10, A's records, B's claim at 20, then A's late records interleaved

@@ -26,15 +26,69 @@
 //! output of those records was acknowledged before the snapshot was written, so none is
 //! missing.
 //!
+//! # Claims (the zombie fence)
+//! A stage that takes partition *p* writes a [`ClaimRecord`] (key `#claim/<token>`, one
+//! key per claim, so compaction keeps them all) after its claims in the output topics
+//! (`crate::fence`). Every device and checkpoint record carries its writer's token in
+//! the owner header. Reading the partition in log order, a record whose token is below
+//! the largest claim before it was written by a replaced owner (a stalled stage that
+//! resumed): it is not used, and if it is the latest record of its key (compaction may
+//! have removed the valid one before it) the changelog is not usable and the partition
+//! is rebuilt from the checked log. A record that lands before the next owner's claim
+//! but names positions past that claim (the old owner's outputs that landed after it)
+//! is refused the same way ([`Restored::validate`]).
+//!
 //! The state bytes are `postcard` (serde) encodings tagged with [`STATE_FORMAT`]. A
 //! record of another format (an upgrade that changed the state layout) is not decoded:
 //! recovery then falls back to replaying the whole checked partition, as before the
 //! changelog existed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use feeder_kafka::fence::{FenceState, Mark, Verdict};
 
 /// The checkpoint record's key; `#` cannot appear in a device id.
 pub const CHECKPOINT_KEY: &str = "#checkpoint";
+
+/// Prefix of a claim record's key (`#claim/<token>`).
+pub const CLAIM_KEY_PREFIX: &str = "#claim/";
+
+/// Where a claim's records landed in the output topics: its token is `checked_at`.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct ClaimRecord {
+    #[prost(int64, tag = "1")]
+    pub checked_at: i64,
+    #[prost(int64, tag = "2")]
+    pub quarantine_at: i64,
+    #[prost(int64, tag = "3")]
+    pub anomalies_at: i64,
+}
+
+impl ClaimRecord {
+    pub fn key(&self) -> String {
+        format!("{CLAIM_KEY_PREFIX}{}", self.checked_at)
+    }
+
+    /// The largest token among `claims` whose claim in each topic lies before `start`.
+    pub fn tokens_before(
+        claims: &BTreeMap<i64, ClaimRecord>,
+        start: OutputPositions,
+    ) -> OutputPositions {
+        let before = |at: fn(&ClaimRecord) -> i64, from: i64| {
+            claims
+                .iter()
+                .filter(|(_, c)| at(c) < from)
+                .map(|(t, _)| *t)
+                .max()
+                .unwrap_or(0)
+        };
+        OutputPositions {
+            checked: before(|c| c.checked_at, start.checked),
+            quarantine: before(|c| c.quarantine_at, start.quarantine),
+            anomalies: before(|c| c.anomalies_at, start.anomalies),
+        }
+    }
+}
 
 /// Version of the serialized state layout; bump when `checks::Device` or the partition-wide
 /// state changes shape.
@@ -99,17 +153,57 @@ pub struct Restored {
     pub devices: HashMap<String, DeviceSnapshot>,
     /// Records that did not decode or carry another [`STATE_FORMAT`].
     pub unusable: u64,
+    /// Claims by token ([`ClaimRecord`]).
+    pub claims: BTreeMap<i64, ClaimRecord>,
+    /// The owner token of the checkpoint and of each device record kept (absent: written
+    /// before the fence existed).
+    pub checkpoint_owner: Option<i64>,
+    pub owners: HashMap<String, i64>,
+    /// Keys whose latest record was written by a replaced owner.
+    pub superseded: HashSet<String>,
+    fence: FenceState,
 }
 
 impl Restored {
-    /// Feeds one changelog record, in log order; later records replace earlier ones.
+    /// Feeds one changelog record without fence headers (written before the fence).
     pub fn record(&mut self, key: &[u8], value: &[u8]) {
+        self.record_marked(key, value, Mark::Unowned);
+    }
+
+    /// Feeds one changelog record, in log order, with its fence mark; later records
+    /// replace earlier ones, unless written by a replaced owner.
+    pub fn record_marked(&mut self, key: &[u8], value: &[u8], mark: Mark) {
         use prost::Message as _;
         let Ok(key) = std::str::from_utf8(key) else {
             self.unusable += 1;
             return;
         };
+        match self.fence.judge(mark) {
+            Verdict::Claim => {
+                match ClaimRecord::decode(value) {
+                    Ok(c)
+                        if key.strip_prefix(CLAIM_KEY_PREFIX)
+                            == Some(&c.checked_at.to_string()) =>
+                    {
+                        self.claims.insert(c.checked_at, c);
+                    }
+                    _ => self.unusable += 1,
+                }
+                return;
+            }
+            Verdict::Superseded => {
+                self.superseded.insert(key.to_string());
+                return;
+            }
+            Verdict::Keep => {}
+        }
+        self.superseded.remove(key);
+        let owner = match mark {
+            Mark::Owner(t) => Some(t),
+            _ => None,
+        };
         if key == CHECKPOINT_KEY {
+            self.checkpoint_owner = owner;
             match Checkpoint::decode(value) {
                 Ok(c) if c.format == STATE_FORMAT => self.checkpoint = Some(c),
                 _ => {
@@ -119,6 +213,10 @@ impl Restored {
             }
             return;
         }
+        match owner {
+            Some(t) => self.owners.insert(key.to_string(), t),
+            None => self.owners.remove(key),
+        };
         match DeviceSnapshot::decode(value) {
             Ok(d) if d.format == STATE_FORMAT => {
                 self.devices.insert(key.to_string(), d);
@@ -136,6 +234,11 @@ impl Restored {
         self.checkpoint.is_some() && self.unusable == 0
     }
 
+    /// The first claim after owner `token`'s (the owner that replaced it), if any.
+    fn successor(&self, token: i64) -> Option<&ClaimRecord> {
+        self.claims.range(token + 1..).next().map(|(_, c)| c)
+    }
+
     /// Checks what decoded against the output logs as they are (`ends`: their next
     /// offsets): every position a checkpoint or device record names must lie within its
     /// log. A record that decodes is still input (another cluster's changelog, topics
@@ -143,6 +246,33 @@ impl Restored {
     /// end would skip frames written there later. Invalid means: rebuild from the checked
     /// log.
     pub fn validate(&self, ends: OutputPositions) -> Result<(), Invalid> {
+        if let Some(key) = self.superseded.iter().next() {
+            return Err(Invalid::Superseded {
+                key: key.chars().take(64).collect(),
+            });
+        }
+        // written before the next owner's claim landed, but naming outputs past it: the
+        // old owner's outputs that the next one (and every reader) ignores
+        if let (Some(cp), Some(owner)) = (&self.checkpoint, self.checkpoint_owner)
+            && let Some(next) = self.successor(owner)
+            && (cp.checked_next > next.checked_at
+                || cp.quarantine_next > next.quarantine_at
+                || cp.anomalies_next > next.anomalies_at)
+        {
+            return Err(Invalid::Superseded {
+                key: CHECKPOINT_KEY.into(),
+            });
+        }
+        if let Some((id, _)) = self.devices.iter().find(|(id, d)| {
+            self.owners
+                .get(*id)
+                .and_then(|t| self.successor(*t))
+                .is_some_and(|next| d.checked_next > next.checked_at)
+        }) {
+            return Err(Invalid::Superseded {
+                key: id.chars().take(64).collect(),
+            });
+        }
         let within = |at: i64, end: i64| (0..=end).contains(&at);
         if let Some(cp) = &self.checkpoint
             && (!within(cp.checked_next, ends.checked)
@@ -203,6 +333,8 @@ pub enum Invalid {
         checked_next: i64,
         end: i64,
     },
+    #[error("record {key:?} written by a stream owner replaced before it landed")]
+    Superseded { key: String },
 }
 
 impl Invalid {
@@ -211,6 +343,7 @@ impl Invalid {
         match self {
             Invalid::CheckpointPastEnd { .. } => "checkpoint_past_end",
             Invalid::DevicePastEnd { .. } => "device_past_end",
+            Invalid::Superseded { .. } => "superseded_owner",
         }
     }
 }

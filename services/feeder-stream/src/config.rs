@@ -66,6 +66,10 @@ pub struct StreamConfig {
     /// Per-frame bounds: rows, row flags, anomalies, seq jump, date horizon
     /// ([`crate::limits`]).
     pub frame_limits: crate::limits::FrameLimits,
+    /// The zombie fence: claim each partition and mark every output with the claim's
+    /// token ([`crate::fence`]). On by default; `FEEDER_ZOMBIE_FENCE=off` turns the
+    /// default off, to measure its cost (never in production).
+    pub zombie_fence: bool,
 }
 
 impl Default for StreamConfig {
@@ -87,6 +91,7 @@ impl Default for StreamConfig {
             edge_proof: feeder_core::EdgeProof::Off,
             max_output_record_bytes: 1_000_000,
             frame_limits: crate::limits::FrameLimits::default(),
+            zombie_fence: crate::fence::enabled(),
         }
     }
 }

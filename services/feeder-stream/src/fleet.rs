@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use feeder_kafka::fence::Mark;
 use feeder_kafka::{KafkaConfig, Topics, ensure_fleet_topics};
 use feeder_proto::pipeline::Anomaly;
 use prost::Message as _;
@@ -252,7 +253,7 @@ async fn take_over(
             &topics.cohort_progress,
             FLEET_PARTITION,
             0,
-            |_, _, v| {
+            |_, _, v, _| {
                 match std::str::from_utf8(v).ok().and_then(Progress::decode) {
                     Some(p) => last = Some(p),
                     None => skipped.add(ReadTopic::CohortProgress, 1),
@@ -308,7 +309,7 @@ async fn take_over(
             &topics.anomalies,
             FLEET_PARTITION,
             from,
-            |_, _, v| {
+            |_, _, v, _| {
                 match Anomaly::decode(v) {
                     Ok(a) if a.device_id.is_empty() && a.source_offset < 0 => emitted.push(a),
                     Ok(_) => {}
@@ -365,6 +366,7 @@ async fn record_progress(producer: &FutureProducer, topics: &Topics, p: &Progres
         PROGRESS_KEY,
         value.as_bytes(),
         -1,
+        Mark::Unowned,
     )
     .await?;
     acked(-1, fut).await?;
@@ -420,6 +422,8 @@ async fn judge(
             &a.cohort,
             &bytes,
             -1,
+            // fleet findings have deterministic ids of their own, no partition owner
+            Mark::Unowned,
         )
         .await?;
         pending.push(fut);

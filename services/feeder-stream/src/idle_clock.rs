@@ -157,7 +157,8 @@ impl IdleClock {
             let part = match parts.entry(partition) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => e.insert(
-                    Partition::recover(&self.kafka, topics, partition, next, cfg, stats).await?,
+                    Partition::recover(&self.kafka, producer, topics, partition, next, cfg, stats)
+                        .await?,
                 ),
             };
             let n = part.state.advance_cohort_clock(until);
@@ -170,6 +171,7 @@ impl IdleClock {
                     partition,
                     last,
                     &mut part.state,
+                    part.owner,
                     &mut pending,
                 )
                 .await?;

@@ -23,6 +23,7 @@ pub mod changelog;
 pub mod checks;
 pub mod config;
 pub mod error;
+pub mod fence;
 pub mod fleet;
 pub mod idle_clock;
 pub mod labels_reload;

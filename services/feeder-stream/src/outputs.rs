@@ -31,6 +31,7 @@
 //! of it sent again is quarantined as `duplicate` (or, after a rebuild from the checked
 //! log alone, as `output_too_large` again). Either way it is never stored as readings.
 
+use feeder_kafka::fence::Mark;
 use feeder_proto::pipeline::{Anomaly, CheckedFrame, QuarantinedFrame, RawFrame};
 use prost::Message as _;
 use rdkafka::Message as _;
@@ -338,7 +339,9 @@ pub async fn settle(
     let partition = refused.partition();
     let key = String::from_utf8_lossy(refused.key().unwrap_or_default()).into_owned();
     let payload = refused.payload().unwrap_or_default();
-    match try_send(producer, &topic, partition, &key, payload, offset).await? {
+    // its replacements are the same owner's outputs
+    let owner = Mark::of(refused.headers(), -1);
+    match try_send(producer, &topic, partition, &key, payload, offset, owner).await? {
         Some(at) => {
             return Ok(Landed {
                 output,
@@ -360,7 +363,8 @@ pub async fn settle(
     let (landed_in, candidates) =
         replacements(&refused, output, quarantine_topic, offset, raw_value)?;
     for (topic, key, bytes) in candidates {
-        if let Some(at) = try_send(producer, &topic, partition, &key, &bytes, offset).await? {
+        if let Some(at) = try_send(producer, &topic, partition, &key, &bytes, offset, owner).await?
+        {
             return Ok(Landed {
                 output: landed_in,
                 offset: at,
@@ -441,8 +445,9 @@ async fn try_send(
     key: &str,
     bytes: &[u8],
     offset: i64,
+    owner: Mark,
 ) -> Result<Option<i64>> {
-    let fut = match enqueue(producer, topic, partition, key, bytes).await {
+    let fut = match enqueue(producer, topic, partition, key, bytes, owner.headers()).await {
         Ok(f) => f,
         Err(e) if is_too_large(&e) => return Ok(None),
         Err(e) => {

@@ -22,13 +22,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use feeder_kafka::fence::{FenceState, Mark, Verdict};
 use feeder_kafka::{KafkaConfig, Topics};
 use feeder_proto::pipeline::{Anomaly, CheckedFrame};
 use prost::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
-use crate::changelog::{OutputPositions, Restored};
+use crate::changelog::{ClaimRecord, OutputPositions, Restored};
 use crate::checks::PartitionState;
 use crate::skipped::{ReadTopic, Skipped};
 use crate::{Error, Result, StreamConfig};
@@ -80,20 +81,43 @@ pub async fn recover(
         let mut state = fresh;
         let mut changelog = Restored::default();
         let mut skipped = Skipped::default();
-        read_partition(&kafka, &topics.stream_state, partition, 0, |_, k, v| {
-            changelog.record(k, v);
-            Ok(())
-        })?;
+        read_partition(
+            &kafka,
+            &topics.stream_state,
+            partition,
+            0,
+            |_, k, v, mark| {
+                changelog.record_marked(k, v, mark);
+                Ok(())
+            },
+        )?;
         skipped.add(ReadTopic::StreamState, changelog.unusable);
         let ends = output_ends(&kafka, &topics, partition)?;
         let (start, ahead, restored_devices) = restore(&mut state, &changelog, partition, ends);
+        // the owner in force where each log is read from; then each claim read moves it
+        let tokens = ClaimRecord::tokens_before(&changelog.claims, start);
+        let mut fences =
+            [tokens.anomalies, tokens.quarantine, tokens.checked].map(FenceState::starting_at);
+        let mut superseded = 0u64;
+        let mut keep = |fence: &mut FenceState, mark| match fence.judge(mark) {
+            Verdict::Keep => true,
+            Verdict::Claim => false,
+            Verdict::Superseded => {
+                superseded += 1;
+                false
+            }
+        };
+        let [fa, fq, fc] = &mut fences;
         let mut r = Reconciler::new(state, committed, ahead);
         let anomalies = read_partition(
             &kafka,
             &topics.anomalies,
             partition,
             start.anomalies,
-            |_, _, v| {
+            |_, _, v, mark| {
+                if !keep(fa, mark) {
+                    return Ok(());
+                }
                 // An anomaly we cannot parse counts for nothing: at worst it is produced twice.
                 match AnomalyHeader::decode(v) {
                     Ok(h) => r.anomaly(h.source_offset),
@@ -107,7 +131,10 @@ pub async fn recover(
             &topics.quarantine,
             partition,
             start.quarantine,
-            |_, _, v| {
+            |_, _, v, mark| {
+                if !keep(fq, mark) {
+                    return Ok(());
+                }
                 // A quarantine record we cannot parse marks nothing as done: reprocessing its
                 // source at worst quarantines it twice, never loses it.
                 match QuarantineHeader::decode(v) {
@@ -122,7 +149,10 @@ pub async fn recover(
             &topics.checked,
             partition,
             start.checked,
-            |o, _, v| {
+            |o, _, v, mark| {
+                if !keep(fc, mark) {
+                    return Ok(());
+                }
                 // Not a frame of ours: nothing to replay. If its raw record is not
                 // committed, that record is decided again: at worst output twice.
                 match CheckedFrame::decode(v) {
@@ -141,6 +171,12 @@ pub async fn recover(
         } = r;
         // rule counts of replayed frames were counted by the run that produced them
         state.take_rule_counts();
+        if superseded > 0 {
+            // a stage that lost the partition while stalled wrote these after the next
+            // owner's claim: nobody uses them (`crate::fence`)
+            tracing::warn!(partition, superseded, "outputs of a replaced owner ignored");
+            metrics::counter!("feeder_stream_superseded_outputs_total").increment(superseded);
+        }
         tracing::info!(
             partition,
             restored_devices,
@@ -316,7 +352,7 @@ fn output_ends(kafka: &KafkaConfig, topics: &Topics, partition: i32) -> Result<O
     })
 }
 
-/// Calls `f(offset, key, value)` for every record of `topic`/`partition` from offset
+/// Calls `f(offset, key, value, fence mark)` for every record of `topic`/`partition` from offset
 /// `from` (or the oldest retained) up to its current end; returns that end (the next
 /// offset).
 pub(crate) fn read_partition(
@@ -324,7 +360,7 @@ pub(crate) fn read_partition(
     topic: &str,
     partition: i32,
     from: i64,
-    mut f: impl FnMut(i64, &[u8], &[u8]) -> Result<()>,
+    mut f: impl FnMut(i64, &[u8], &[u8], Mark) -> Result<()>,
 ) -> Result<i64> {
     let consumer: BaseConsumer = kafka.reader("stream-recovery").create()?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
@@ -354,6 +390,7 @@ pub(crate) fn read_partition(
                     m.offset(),
                     m.key().unwrap_or_default(),
                     m.payload().unwrap_or_default(),
+                    Mark::of(m.headers(), m.offset()),
                 )?;
                 if m.offset() >= high.saturating_sub(1) {
                     return Ok(high);

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use feeder_kafka::fence::Mark;
 use feeder_kafka::{KafkaConfig, Topics, ensure_compacted_topics, ensure_topics};
 use feeder_proto::pipeline::Anomaly;
 use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{OwnedHeaders, OwnedMessage};
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -78,19 +79,23 @@ pub(crate) struct Partition {
     positions: OutputPositions,
     /// Next raw offset to process.
     pub(crate) raw_next: i64,
+    /// What this owner's outputs carry: its claim token ([`crate::fence`]).
+    pub(crate) owner: Mark,
 }
 
 impl Partition {
-    /// Rebuilds partition `p`'s state from the logs ([`recover`]); processing resumes at
-    /// raw offset `next`.
+    /// Claims partition `p` ([`crate::fence::claim`]), then rebuilds its state from the
+    /// logs ([`recover`]); processing resumes at raw offset `next`.
     pub(crate) async fn recover(
         kafka: &KafkaConfig,
+        producer: &FutureProducer,
         topics: &Topics,
         p: i32,
         next: i64,
         cfg: &StreamConfig,
         stats: &StreamStats,
     ) -> Result<Self> {
+        let owner = crate::fence::claim(producer, topics, p, cfg.zombie_fence).await?;
         let r = recover(kafka, topics, p, next, cfg).await?;
         r.skipped.emit(p, &stats.undecodable_skipped);
         stats
@@ -105,6 +110,7 @@ impl Partition {
             anomalies_present: r.anomalies_present,
             positions: r.positions,
             raw_next: next,
+            owner,
         })
     }
 }
@@ -353,18 +359,19 @@ async fn process_batch(
         futures::future::try_join_all(first_seen.into_iter().map(|(p, next)| async move {
             Ok::<_, Error>((
                 p,
-                Partition::recover(kafka, topics, p, next, cfg, stats).await?,
+                Partition::recover(kafka, producer, topics, p, next, cfg, stats).await?,
             ))
         }))
         .await?;
     parts.extend(recovered);
+    crate::fence::pause_point();
     for m in &batch {
         let p = m.partition();
         let part = match parts.entry(p) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                e.insert(Partition::recover(kafka, topics, p, m.offset(), cfg, stats).await?)
-            }
+            Entry::Vacant(e) => e.insert(
+                Partition::recover(kafka, producer, topics, p, m.offset(), cfg, stats).await?,
+            ),
         };
         next_offsets.insert(p, m.offset().saturating_add(1));
         part.raw_next = m.offset().saturating_add(1);
@@ -376,6 +383,7 @@ async fn process_batch(
                 p,
                 m.offset(),
                 &missing,
+                part.owner,
                 &mut pending,
             )
             .await?;
@@ -388,7 +396,16 @@ async fn process_batch(
     // windows the batch closed (and those a recovery replayed), once per batch
     for (&p, part) in parts.iter_mut() {
         let last = part.raw_next.saturating_sub(1);
-        send_tallies(producer, topics, p, last, &mut part.state, &mut pending).await?;
+        send_tallies(
+            producer,
+            topics,
+            p,
+            last,
+            &mut part.state,
+            part.owner,
+            &mut pending,
+        )
+        .await?;
     }
     for (offset, p, output, fut) in pending {
         let raw = || {
@@ -587,7 +604,7 @@ async fn decide(
             Output::Quarantine => &topics.quarantine,
             _ => &topics.anomalies,
         };
-        let fut = send(producer, topic, p, &r.key, &r.bytes, m.offset()).await?;
+        let fut = send(producer, topic, p, &r.key, &r.bytes, m.offset(), part.owner).await?;
         pending.push((m.offset(), p, r.output, fut));
     }
     counts.anomalies += out.anomalies.len() as u64;
@@ -601,11 +618,21 @@ async fn send_anomalies(
     partition: i32,
     offset: i64,
     anomalies: &[Anomaly],
+    owner: Mark,
     pending: &mut Pending,
 ) -> Result<()> {
     for a in anomalies {
         let bytes = a.encode_to_vec();
-        let fut = send(producer, topic, partition, anomaly_key(a), &bytes, offset).await?;
+        let fut = send(
+            producer,
+            topic,
+            partition,
+            anomaly_key(a),
+            &bytes,
+            offset,
+            owner,
+        )
+        .await?;
         pending.push((offset, partition, Output::Anomalies, fut));
     }
     Ok(())
@@ -620,6 +647,7 @@ pub(crate) async fn send_tallies(
     partition: i32,
     offset: i64,
     state: &mut PartitionState,
+    owner: Mark,
     pending: &mut Pending,
 ) -> Result<()> {
     for (window, counts) in state.take_tallies() {
@@ -636,6 +664,7 @@ pub(crate) async fn send_tallies(
             &key,
             &bytes,
             offset,
+            owner,
         )
         .await?;
         pending.push((offset, partition, Output::Tally, fut));
@@ -677,6 +706,7 @@ async fn snapshot(
                 &id,
                 &rec.encode_to_vec(),
                 part.raw_next,
+                part.owner,
             )
             .await?;
             pending.push((part.raw_next, fut));
@@ -692,6 +722,7 @@ async fn snapshot(
             CHECKPOINT_KEY,
             &cp.encode_to_vec(),
             part.raw_next,
+            part.owner,
         )
         .await?;
         pending.push((part.raw_next, fut));
@@ -722,7 +753,8 @@ pub(crate) async fn acked(offset: i64, fut: DeliveryFuture) -> Result<Delivery> 
     }
 }
 
-/// Queues one output record ([`enqueue`]); `offset` names the raw record in errors.
+/// Queues one output record ([`enqueue`]) carrying `mark` ([`crate::fence`]); `offset`
+/// names the raw record in errors.
 pub(crate) async fn send(
     producer: &FutureProducer,
     topic: &str,
@@ -730,8 +762,9 @@ pub(crate) async fn send(
     key: &str,
     payload: &[u8],
     offset: i64,
+    mark: Mark,
 ) -> Result<DeliveryFuture> {
-    enqueue(producer, topic, partition, key, payload)
+    enqueue(producer, topic, partition, key, payload, mark.headers())
         .await
         .map_err(|e| Error::Delivery {
             offset,
@@ -747,11 +780,15 @@ pub(crate) async fn enqueue(
     partition: i32,
     key: &str,
     payload: &[u8],
+    headers: Option<OwnedHeaders>,
 ) -> std::result::Result<DeliveryFuture, KafkaError> {
     let mut rec = FutureRecord::to(topic)
         .partition(partition)
         .key(key)
         .payload(payload);
+    if let Some(h) = headers {
+        rec = rec.headers(h);
+    }
     loop {
         match producer.send_result(rec) {
             Ok(f) => return Ok(f),

@@ -28,6 +28,9 @@ fn config(max_output_record_bytes: usize) -> StreamConfig {
         batch_linger: Duration::from_millis(5),
         cohort_tick: None,
         max_output_record_bytes,
+        // no claims either (`crate::fence`): the injected produce errors must meet the
+        // frames' outputs, not the claims
+        zombie_fence: false,
         ..StreamConfig::default()
     };
     // no cohort aggregator: the stage's outputs are its only produce requests

@@ -160,7 +160,7 @@ impl Event {
                     timestamp_ms: m.timestamp().to_millis(),
                     payload: m.payload().map(<[u8]>::to_vec),
                 },
-                mark: Mark::of(m.headers()),
+                mark: Mark::of(m.headers(), m.offset()),
             },
             Err(e) => Event::Error(e),
         }

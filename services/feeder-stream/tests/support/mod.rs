@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use feeder_kafka::fence::Mark;
 use feeder_kafka::{KafkaConfig, Topics};
 use feeder_proto::pipeline::RawFrame;
 use feeder_proto::v1::{Frame, SignedFrame};
@@ -87,7 +88,8 @@ pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Every record value of `topic` in partitions `0..partitions`, as (partition, value).
+/// Every record value of `topic` in partitions `0..partitions`, as (partition, value),
+/// but the zombie fence's claims (no data).
 pub fn read_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Vec<(i32, Vec<u8>)> {
     let c: BaseConsumer = kafka.reader("stream-test").create().unwrap();
     let mut out = Vec::new();
@@ -109,6 +111,9 @@ pub fn read_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Vec<(i32
             if let Some(m) = c.poll(Duration::from_millis(200)) {
                 let m = m.unwrap();
                 last = m.offset();
+                if let Mark::Claim(_) = Mark::of(m.headers(), m.offset()) {
+                    continue;
+                }
                 out.push((p, m.payload().unwrap_or_default().to_vec()));
             }
         }
