@@ -1,8 +1,9 @@
 //! VEE estimation end to end on a real broker process (tansu), checked by DuckDB
 //! (`tests/python/check_estimates.py`, not Feeder's code): a meter skips a day of frames
 //! and reports again, and gets estimates adding up exactly to its register difference;
-//! then the skipped frame arrives late, supersedes them, and the view documented in
-//! docs/datasets.md returns the actuals. A second meter reports every day and gets no
+//! then the pipeline restarts (the stream restores its estimation state from the state
+//! changelog), the skipped frame arrives late, supersedes them, and the view documented
+//! in docs/datasets.md returns the actuals. A second meter reports every day and gets no
 //! estimate.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -78,9 +79,18 @@ async fn a_skipped_day_is_estimated_then_superseded_on_tansu() {
         ..KeygenConfig::default()
     })
     .unwrap();
-    let mut cfg = PipelineConfig::new(kafka, topics, registry, data.clone());
-    cfg.writer.flush_max_age = Duration::from_millis(300);
-    let pipeline = Pipeline::start(cfg).await.unwrap();
+    let start_pipeline = || {
+        let mut cfg = PipelineConfig::new(
+            kafka.clone(),
+            topics.clone(),
+            registry.clone(),
+            data.clone(),
+        );
+        cfg.writer.flush_max_age = Duration::from_millis(300);
+        cfg.stream.snapshot_interval = Duration::from_millis(200);
+        Pipeline::start(cfg)
+    };
+    let pipeline = start_pipeline().await.unwrap();
     let url = pipeline.edge_url();
 
     let now = SystemTime::now()
@@ -132,7 +142,11 @@ async fn a_skipped_day_is_estimated_then_superseded_on_tansu() {
         "only the skipped day is estimated, none for the steady meter"
     );
 
-    push(&url, &[late]).await.unwrap();
+    // a restart between the gap and the late frame: what supersedes the estimates is
+    // the estimation state the new stream stage restored
+    pipeline.stop().await.unwrap();
+    let pipeline = start_pipeline().await.unwrap();
+    push(&pipeline.edge_url(), &[late]).await.unwrap();
     pipeline
         .wait_drained(Duration::from_secs(120))
         .await
@@ -141,5 +155,26 @@ async fn a_skipped_day_is_estimated_then_superseded_on_tansu() {
     let out = check(data, &skipping, from, to, "superseded");
     assert_eq!(out["superseded_rows"], 96);
     assert_eq!(out["view"]["actual"]["intervals"], 192);
+    let superseded = pipeline
+        .stream_stats
+        .superseded
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(superseded, 96, "superseded by the restarted stage");
+    let stats = &pipeline.stream_stats;
+    let (restored, replayed) = (
+        stats
+            .restored_devices
+            .load(std::sync::atomic::Ordering::Relaxed),
+        stats
+            .replayed_checked
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    println!(
+        "after the restart: {restored} devices restored from the changelog, {replayed} checked records replayed"
+    );
+    assert!(
+        restored + replayed > 0,
+        "the restarted stage rebuilt the state"
+    );
     pipeline.stop().await.unwrap();
 }
