@@ -57,7 +57,8 @@ def define_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
         else:
             con.execute(
                 f"CREATE VIEW {name} AS SELECT NULL::VARCHAR AS device_id, "
-                "NULL::UBIGINT AS seq, NULL::TIMESTAMP AS ts, NULL::VARCHAR AS obis WHERE false"
+                "NULL::UBIGINT AS seq, NULL::TIMESTAMP AS ts, NULL::VARCHAR AS obis, "
+                "NULL::VARCHAR AS reason WHERE false"
             )
 
 
@@ -125,6 +126,16 @@ def check(root: Path, acked: Path, refused: Path | None) -> dict:
     )
     if doubled:
         failures.append(f"readings: the exactly-once query is not empty: {doubled}")
+
+    # why acked frames ended in quarantine, if any did (the stream refused them: e.g. a
+    # simulated fleet run past its year of backfill is dated in the future)
+    report["acked_quarantined"] = dict(
+        rows(
+            con,
+            "SELECT reason, count(*) FROM (SELECT DISTINCT device_id, seq, reason FROM quarantine) "
+            "SEMI JOIN acked USING (device_id, seq) GROUP BY ALL ORDER BY ALL",
+        )
+    )
 
     # stored without an ack: allowed (the ack was lost with a killed edge), counted
     report["stored_unacked_frames"] = rows(

@@ -36,7 +36,7 @@ mod schedule;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use feeder_testkit::python;
+use feeder_testkit::python_path;
 use pipeline::{Pipeline, Recovery, Setup};
 use schedule::{Bounds, Fault, Schedule, Target};
 
@@ -105,6 +105,16 @@ fn warm_up(p: &mut Pipeline) {
     }
 }
 
+/// Devices enough for the run. The simulated fleet starts a year back and moves one
+/// day per meter frame, so a meter's 366th frame is dated in the future and the stream
+/// rightly quarantines it (`ts_out_of_horizon`): the fleet must be large enough that no
+/// device sends 300 frames in the run (its length, plus ~5 minutes of start, recovery
+/// and drain, at the capped rate).
+fn fleet_size(rate: f64, run_for: Duration) -> usize {
+    let frames = rate * (run_for.as_secs_f64() + 300.0);
+    ((frames / 300.0).ceil() as usize).max(56)
+}
+
 fn secs(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".into(), |d| format!("{:.1} s", d.as_secs_f64()))
 }
@@ -135,6 +145,8 @@ fn chaos_under_load_loses_nothing_and_stores_nothing_twice() {
         ),
     };
 
+    let run_for = Duration::from_secs_f64(minutes * 60.0);
+    let devices = fleet_size(rate, run_for);
     let (_tmp, dir) = workdir("chaos");
     let rt = runtime();
     let mut p = rt.block_on(Pipeline::start(
@@ -142,8 +154,8 @@ fn chaos_under_load_loses_nothing_and_stores_nothing_twice() {
         Setup {
             prefix: "chaos".into(),
             partitions: 4,
-            meters: 48,
-            vehicles: 8,
+            meters: devices - devices / 8,
+            vehicles: devices / 8,
             static_ids: true,
         },
     ));
@@ -154,7 +166,6 @@ fn chaos_under_load_loses_nothing_and_stores_nothing_twice() {
     warm_up(&mut p);
 
     let started = Instant::now();
-    let run_for = Duration::from_secs_f64(minutes * 60.0);
     let mut done: Vec<Recovery> = Vec::new();
     for step in Schedule::new(seed, bounds) {
         if done.len() >= Schedule::ROUND && started.elapsed() + step.after >= run_for {
@@ -192,7 +203,7 @@ fn chaos_under_load_loses_nothing_and_stores_nothing_twice() {
         );
     }
 
-    let check = python(&[
+    let check = checker(&[
         concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests/python/check_chaos.py"
@@ -268,6 +279,21 @@ fn print_recoveries(done: &[Recovery]) {
     }
 }
 
+/// Runs the DuckDB checker; its JSON verdict, failing or not (it exits 1 on failures,
+/// which the verdict then shows).
+fn checker(args: &[&str]) -> String {
+    let out = std::process::Command::new(python_path())
+        .args(args)
+        .output()
+        .expect("running FEEDER_PYTHON");
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "check_chaos.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn logs(p: &mut Pipeline) -> String {
     Target::ALL
         .iter()
@@ -290,13 +316,14 @@ fn recovery_with_and_without_static_membership() {
     for static_ids in [true, false] {
         let name = if static_ids { "static" } else { "dynamic" };
         let (_tmp, dir) = workdir(&format!("recovery-{name}"));
+        let devices = fleet_size(rate, Duration::from_secs(120));
         let mut p = rt.block_on(Pipeline::start(
             &dir,
             Setup {
                 prefix: format!("recovery-{name}"),
                 partitions: 4,
-                meters: 48,
-                vehicles: 8,
+                meters: devices - devices / 8,
+                vehicles: devices / 8,
                 static_ids,
             },
         ));

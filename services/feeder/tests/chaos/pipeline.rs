@@ -277,10 +277,15 @@ impl Pipeline {
         }
     }
 
-    /// tansu 0.6's sqlite storage can panic after a restart ("more or less than one
-    /// row" in its idempotent-producer check), after which the process stays up but
-    /// answers every request with an error. An operator would restart it; so does this,
-    /// keeping the panicked log as `tansu-<port>.panic-<n>.log` and recording the exit.
+    /// tansu 0.6's sqlite storage can panic after a restart: a producer presents an
+    /// epoch of its producer id that tansu has no row for (librdkafka's idempotent
+    /// producer bumps its epoch after in-flight records failed with the broker), and
+    /// `idempotent_message_check` panics ("more or less than one row") instead of
+    /// answering an error; the storage task is then gone and the broker answers every
+    /// request with an error. Restarting tansu alone does not help (the producer resends
+    /// the same batch), so this restarts tansu and then the stages that produce (edge,
+    /// stream: new producer ids), as an operator would, keeping the panicked log as
+    /// `tansu-<port>.panic-<n>.log` and recording the exit.
     fn supervise_broker(&mut self) {
         let log_path = self.dir.join(format!("tansu-{}.log", self.port));
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -300,10 +305,14 @@ impl Pipeline {
             status: panic.to_string(),
             reason,
         };
-        println!("BROKER PANICKED, restarting it: {exit:?}");
+        println!("BROKER PANICKED, restarting it, then edge and stream: {exit:?}");
         self.exits.push(exit);
         self.broker.kill();
         self.broker = Tansu::start_on(&self.dir, self.port).unwrap();
+        for t in [Target::Edge, Target::Stream] {
+            self.stage(t).sigkill();
+            self.respawn(t);
+        }
     }
 
     /// Every stage answers `/livez` and `/readyz` with 200.
