@@ -9,6 +9,9 @@
 //!   runtime (`loadgen`): CPU is charged per thread name ([`feeder_benches::thread_cpu`]).
 //!   librdkafka's threads (`rdk:*`) serve every stage's clients and cannot be told
 //!   apart, so they are one column; the mock broker's thread is another.
+//!   Threads that exit between two samples (the writer's per-flush file threads, probe
+//!   clients) are the `exited` column (process CPU minus every sampled thread); the
+//!   stages' sum includes it, so that sum is an upper bound.
 //! - Open loop (`feeder loadgen --scenario steady`): requests are due at the offered
 //!   rate whatever the pipeline does; latency counts from the intended send time.
 //! - Each load's fresh pipeline is first warmed up by a small fleet of its own (1 s at
@@ -310,20 +313,24 @@ fn print_row(r: &Row) {
 fn print_table(rows: &[Row]) {
     println!(
         "\n| offered frames/s | offered readings/s | achieved readings/s e2e | ack p50 / p99 / p999 ms \
-         | CPU s per M readings: {} | edge+stream+writer (+rdkafka) | peak RSS MiB | exactly once |",
+         | CPU s per M readings: {} / exited | edge+stream+writer (+rdkafka) | peak RSS MiB | exactly once |",
         GROUPS.join(" / ")
     );
     println!("|---|---|---|---|---|---|---|---|");
     for r in rows {
         let m = r.readings.max(1) as f64 / 1e6;
-        let per: Vec<String> = GROUPS
+        let mut per: Vec<String> = GROUPS
             .iter()
             .map(|g| format!("{:.2}", r.usage.get(g) / m))
             .collect();
+        per.push(format!("{:.2}", r.usage.unaccounted / m));
+        // threads gone before a sample: mostly the writer's per-flush file threads, so
+        // the stages' sum includes them (an upper bound)
         let stages = ["edge", "stream", "writer"]
             .iter()
             .map(|g| r.usage.get(g))
-            .sum::<f64>();
+            .sum::<f64>()
+            + r.usage.unaccounted.max(0.0);
         println!(
             "| {:.0} | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {} | {:.2} ({:.2}) | {:.0} | {} |",
             r.offered_frames,

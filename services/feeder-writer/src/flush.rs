@@ -11,11 +11,16 @@ use crate::Result;
 use crate::convert::records_to_batches;
 use crate::encryption::Encryption;
 use crate::naming;
+use crate::parallel;
 use crate::parquet_file::{self, FileProvenance};
 use crate::record::{SourceRecord, TopicKind};
 use crate::recovery::Container;
 use crate::schema::Dataset;
 use crate::storage::Storage;
+
+/// Files of one range encoded and stored at once: storing is mostly waiting (fsync, an
+/// object store request), and a range spreads over as many files as it has dates.
+const PARALLEL_FILES: usize = 4;
 
 /// Which range of which topic-partition, written by whom.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +97,7 @@ pub fn write_range_encrypted(
         flags_truncated_rows: converted.flags_truncated_rows,
         ..Default::default()
     };
+    let mut todo = Vec::with_capacity(converted.batches.len());
     for part in &converted.batches {
         let dir = naming::date_dir(part.dataset, part.date);
         if containers
@@ -101,12 +107,19 @@ pub fn write_range_encrypted(
             report.files_in_compacted += 1;
             continue;
         }
+        todo.push((dir, part));
+    }
+    // every file durable before this returns; several stored at once (`parallel`)
+    let sizes = parallel::map_all(&todo, PARALLEL_FILES, |(dir, part)| {
         let bytes = parquet_file::encode_with(part.dataset, &part.batch, &prov, &[], encryption)?;
-        storage.put(&dir, &name, &bytes)?;
+        storage.put(dir, &name, &bytes)?;
+        Ok::<_, crate::Error>(bytes.len())
+    })?;
+    for ((dir, part), size) in todo.iter().zip(sizes) {
         report.files.push(format!("{dir}/{name}"));
         *report.files_by_dataset.entry(part.dataset).or_default() += 1;
         *report.rows.entry(part.dataset).or_default() += part.batch.num_rows() as u64;
-        *report.bytes.entry(part.dataset).or_default() += bytes.len() as u64;
+        *report.bytes.entry(part.dataset).or_default() += size as u64;
     }
     report.duration = started.elapsed();
     Ok(report)

@@ -88,6 +88,7 @@ pub mod storage;
 pub mod verify;
 
 mod observe;
+mod parallel;
 mod partitions;
 mod run;
 
