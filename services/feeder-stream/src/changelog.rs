@@ -428,4 +428,90 @@ mod tests {
         r.record(CHECKPOINT_KEY.as_bytes(), b"\xff\xff not protobuf");
         assert!(!r.usable());
     }
+
+    fn claim(r: &mut Restored, checked_at: i64, quarantine_at: i64) {
+        let c = ClaimRecord {
+            checked_at,
+            quarantine_at,
+            anomalies_at: 0,
+        };
+        r.record_marked(
+            c.key().as_bytes(),
+            &c.encode_to_vec(),
+            Mark::Claim(checked_at),
+        );
+    }
+
+    fn positions(checked: i64, quarantine: i64) -> OutputPositions {
+        OutputPositions {
+            checked,
+            quarantine,
+            anomalies: 0,
+        }
+    }
+
+    /// A's snapshot lands after B's claim: ignored, and as it is the latest record of its
+    /// key, the changelog is refused until B writes that device again.
+    #[test]
+    fn a_replaced_owners_late_snapshot_is_never_restored() {
+        let ends = positions(100, 100);
+        let mut r = Restored::default();
+        claim(&mut r, 0, 0);
+        r.record_marked(b"m1", &device(5, STATE_FORMAT), Mark::Owner(0));
+        claim(&mut r, 10, 3);
+        r.record_marked(b"m1", &device(12, STATE_FORMAT), Mark::Owner(10));
+        r.record_marked(CHECKPOINT_KEY.as_bytes(), &checkpoint(12), Mark::Owner(10));
+        assert_eq!(r.validate(ends), Ok(()));
+        // A, resumed, writes m1 as it had it: after B's claim
+        r.record_marked(b"m1", &device(9, STATE_FORMAT), Mark::Owner(0));
+        assert_eq!(r.devices["m1"].checked_next, 12, "not used");
+        assert_eq!(r.validate(ends).unwrap_err().label(), "superseded_owner");
+        // B snapshots m1 again: usable again
+        r.record_marked(b"m1", &device(20, STATE_FORMAT), Mark::Owner(10));
+        assert_eq!(r.validate(ends), Ok(()));
+    }
+
+    /// A's checkpoint lands before B's claim in the changelog but names outputs that A
+    /// wrote after B's claim in the output logs: refused, like a device record that does.
+    #[test]
+    fn a_record_naming_outputs_past_the_next_claim_is_refused() {
+        let ends = positions(100, 100);
+        let mut r = Restored::default();
+        claim(&mut r, 0, 0);
+        r.record_marked(b"m1", &device(8, STATE_FORMAT), Mark::Owner(0));
+        r.record_marked(CHECKPOINT_KEY.as_bytes(), &checkpoint(8), Mark::Owner(0));
+        claim(&mut r, 10, 3);
+        assert_eq!(
+            r.validate(ends),
+            Ok(()),
+            "A's records before B's claim are A's"
+        );
+        // A's checkpoint naming checked offset 11, past B's claim at 10, landing before
+        // B's claim in the changelog (B's changelog claim comes last of its four)
+        let mut late = Restored::default();
+        claim(&mut late, 0, 0);
+        late.record_marked(CHECKPOINT_KEY.as_bytes(), &checkpoint(11), Mark::Owner(0));
+        claim(&mut late, 10, 3);
+        assert_eq!(late.validate(ends).unwrap_err().label(), "superseded_owner");
+        let mut dev = Restored::default();
+        claim(&mut dev, 0, 0);
+        dev.record_marked(CHECKPOINT_KEY.as_bytes(), &checkpoint(8), Mark::Owner(0));
+        dev.record_marked(b"m2", &device(11, STATE_FORMAT), Mark::Owner(0));
+        claim(&mut dev, 10, 3);
+        assert_eq!(dev.validate(ends).unwrap_err().label(), "superseded_owner");
+    }
+
+    #[test]
+    fn the_token_in_force_where_each_log_is_read_from() {
+        let mut r = Restored::default();
+        claim(&mut r, 0, 0);
+        claim(&mut r, 10, 3);
+        claim(&mut r, 40, 7);
+        let t = ClaimRecord::tokens_before(&r.claims, positions(11, 3));
+        assert_eq!((t.checked, t.quarantine), (10, 0));
+        let t = ClaimRecord::tokens_before(&r.claims, positions(41, 8));
+        assert_eq!((t.checked, t.quarantine), (40, 40));
+        let t = ClaimRecord::tokens_before(&r.claims, positions(0, 0));
+        assert_eq!((t.checked, t.quarantine), (0, 0));
+    }
 }
