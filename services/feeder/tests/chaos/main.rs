@@ -1,13 +1,13 @@
 //! Chaos under load on a real broker process (issue 18): tansu, and `feeder edge`,
 //! `stream` and `writer` as separate processes, fed by `feeder loadgen` while a seeded
-//! schedule kills (-9) and restarts, and pauses (SIGSTOP/SIGCONT), each stage, and
-//! restarts the broker on the same storage and port. Then every acked reading must be
+//! schedule kills (-9) and restarts, and pauses (SIGSTOP/SIGCONT), each stage, and at
+//! the end restarts the broker on the same storage and port. Then every acked reading must be
 //! stored exactly once, as DuckDB counts it (`tests/python/check_chaos.py`, not Feeder's
 //! code), no frame the edge refused may be stored, and every process must be serving.
 //!
 //! - The seed is printed; `FEEDER_CHAOS_SEED=<seed>` replays a schedule.
-//! - In the suite it runs one round (every fault once, ~2 to 3 minutes with start-up
-//!   and checks); `FEEDER_CHAOS_MINUTES=30` (or `tests/chaos.sh --minutes 30`) keeps
+//! - In the suite it runs one round (every stage fault once, then the broker restart; ~2
+//!   to 3 minutes with start-up and checks); `FEEDER_CHAOS_MINUTES=30` (or `tests/chaos.sh --minutes 30`) keeps
 //!   faulting for that long. `FEEDER_CHAOS_RATE` sets the load (frames/s),
 //!   `FEEDER_CHAOS_MIN_PAUSE` and `FEEDER_CHAOS_MAX_PAUSE` the pauses' range in seconds.
 //! - Stream and writer run with `--instance-id`: tansu 0.6 never evicts a dead group
@@ -167,9 +167,14 @@ fn chaos_under_load_loses_nothing_and_stores_nothing_twice() {
 
     let started = Instant::now();
     let mut done: Vec<Recovery> = Vec::new();
-    for step in Schedule::new(seed, bounds) {
+    let mut schedule = Schedule::new(seed, bounds);
+    let mut last = false;
+    while !last {
+        let mut step = schedule.next().expect("the schedule is endless");
         if done.len() >= Schedule::ROUND && started.elapsed() + step.after >= run_for {
-            break;
+            step.fault = Fault::RestartBroker;
+            step.after = schedule.gap();
+            last = true;
         }
         quiet(&mut p, step.after);
         let r = p.inflict(step.fault, RECOVERY_BOUND);

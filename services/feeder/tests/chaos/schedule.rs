@@ -1,11 +1,13 @@
 //! The chaos schedule: which fault comes next, after how long, for how long; a pure
 //! function of a seed, so a failing run is replayed by its seed (`FEEDER_CHAOS_SEED`).
 //!
-//! The faults come in rounds: each round is every fault once (kill -9 and pause of the
-//! edge, the stream and the writer, a broker restart), in an order the seed shuffles, each
-//! after a quiet gap the seed draws. So the short run in the suite (one round) covers
-//! every fault, and a long run (`tests/chaos.sh`) meets them in ever new orders and
-//! timings. The generator is SplitMix64, written out here so a seed means the same
+//! The faults come in rounds: each round is every stage fault once (kill -9 and pause of
+//! the edge, the stream and the writer), in an order the seed shuffles, each after a quiet
+//! gap the seed draws. So the short run in the suite (one round) covers every fault, and
+//! a long run (`tests/chaos.sh`) meets them in ever new orders and timings. The broker
+//! restart is not in the rounds: the test restarts the broker once, after the last round
+//! ([`Schedule::gap`] draws its gap), because tansu 0.6 cannot take much after a restart
+//! (its sqlite storage can panic when a producer starts later; docs/brokers.md). The generator is SplitMix64, written out here so a seed means the same
 //! schedule whatever version of `rand` the workspace locks.
 
 use std::fmt;
@@ -77,7 +79,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// Faults in one round.
-    pub const ROUND: usize = 7;
+    pub const ROUND: usize = 6;
 
     pub fn new(seed: u64, bounds: Bounds) -> Self {
         Self {
@@ -88,7 +90,7 @@ impl Schedule {
     }
 
     fn next_round(&mut self) -> Vec<Step> {
-        let mut faults = vec![Fault::RestartBroker];
+        let mut faults = Vec::new();
         for t in Target::ALL {
             faults.push(Fault::Kill(t));
             faults.push(Fault::Pause(t, Duration::ZERO));
@@ -113,6 +115,11 @@ impl Schedule {
             .collect();
         steps.reverse(); // popped from the back
         steps
+    }
+
+    /// A quiet gap, drawn like the steps' (for the broker restart at the end).
+    pub fn gap(&mut self) -> Duration {
+        self.rng.between(self.bounds.gap)
     }
 }
 
@@ -192,7 +199,6 @@ mod tests {
                     "pause edge",
                     "pause stream",
                     "pause writer",
-                    "restart broker"
                 ]
             );
             for s in round {
