@@ -108,7 +108,8 @@ mod tests {
     fn reads_the_summary_line() {
         let log = "  1.0 s  sent ...\nloadgen: 120 frames sent in 3.0 s: 100 acked (33 frames/s, \
                    99 rows/s), refused 4 [4 unauthenticated (16)], abandoned 16\nrows acked: ...";
-        let none = "loadgen: 5 frames sent in 1.0 s: 5 acked (5 frames/s, 9 rows/s), refused 0, abandoned 0";
+        let none = "loadgen: 5 frames sent in 1.0 s: 5 acked (5 frames/s, 9 rows/s), \
+                    refused 0, abandoned 0";
         let s0 = parse_summary(none).unwrap();
         assert_eq!((s0.acked, s0.refused, s0.abandoned), (5, 0, 0));
         let s = parse_summary(log).unwrap();

@@ -1,20 +1,22 @@
 //! Chaos under load on a real broker process (issue 18): tansu, and `feeder edge`,
 //! `stream` and `writer` as separate processes, fed by `feeder loadgen` while a seeded
 //! schedule kills (-9) and restarts, and pauses (SIGSTOP/SIGCONT), each stage, and at
-//! the end restarts the broker on the same storage and port. Then every acked reading must be
-//! stored exactly once, as DuckDB counts it (`tests/python/check_chaos.py`, not Feeder's
-//! code), no frame the edge refused may be stored, and every process must be serving.
+//! the end restarts the broker on the same storage and port. Then every acked reading
+//! must be stored exactly once, as DuckDB counts it (`tests/python/check_chaos.py`, not
+//! Feeder's code), no frame the edge refused may be stored, and every process must be
+//! serving.
 //!
 //! - The seed is printed; `FEEDER_CHAOS_SEED=<seed>` replays a schedule.
-//! - In the suite it runs one round (every stage fault once, then the broker restart; ~2
-//!   to 3 minutes with start-up and checks); `FEEDER_CHAOS_MINUTES=30` (or `tests/chaos.sh --minutes 30`) keeps
-//!   faulting for that long. `FEEDER_CHAOS_RATE` sets the load (frames/s),
-//!   `FEEDER_CHAOS_MIN_PAUSE` and `FEEDER_CHAOS_MAX_PAUSE` the pauses' range in seconds.
-//! - Stream and writer run with `--instance-id`: tansu 0.6 never evicts a dead group
-//!   member, so only a restart under the same id gets the partitions back
-//!   (docs/operations.md, "Static membership"). One stream instance: a pause past the
-//!   session timeout with a second instance taking over is the zombie case, fenced
-//!   separately (issue 18 item 2).
+//! - In the suite it runs one round (every stage fault once, then the broker restart;
+//!   about 2 minutes with start-up and checks); `FEEDER_CHAOS_MINUTES=30` (or
+//!   `tests/chaos.sh --minutes 30`) keeps faulting for that long. `FEEDER_CHAOS_RATE`
+//!   sets the load (frames/s), `FEEDER_CHAOS_MIN_PAUSE` and `FEEDER_CHAOS_MAX_PAUSE` the
+//!   pauses' range in seconds.
+//! - Stream and writer run with `--instance-id`: tansu 0.6 does not evict a dead group
+//!   member (reliably), so only a restart under the same id surely gets the partitions
+//!   back (docs/operations.md, "Static membership"). One stream instance: a pause past
+//!   the session timeout with a second instance taking over is the zombie case, fenced
+//!   separately (issue 18 item 2, `zombie_fence.rs`).
 //! - A stage that exits by itself is started again, as Kubernetes would, and the exit
 //!   is reported; `FEEDER_CHAOS_STRICT=true` fails the run on it.
 //! - After each fault the test waits until the hit stage processes again (every input

@@ -7,8 +7,10 @@
 //! a long run (`tests/chaos.sh`) meets them in ever new orders and timings. The broker
 //! restart is not in the rounds: the test restarts the broker once, after the last round
 //! ([`Schedule::gap`] draws its gap), because tansu 0.6 cannot take much after a restart
-//! (its sqlite storage can panic when a producer starts later; docs/brokers.md). The generator is SplitMix64, written out here so a seed means the same
-//! schedule whatever version of `rand` the workspace locks.
+//! (its sqlite storage can panic when a producer starts later; docs/brokers.md).
+//!
+//! The generator is SplitMix64, written out here so a seed means the same schedule
+//! whatever version of `rand` the workspace locks.
 
 use std::fmt;
 use std::time::Duration;
