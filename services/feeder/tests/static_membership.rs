@@ -20,12 +20,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use feeder_core::keyfile::load_key_file;
 use feeder_kafka::tansu::Tansu;
 use feeder_kafka::{KafkaConfig, Topics, ensure_topics};
 use feeder_proto::pipeline::CheckedFrame;
 use feeder_sim::SimDevice;
-use feeder_sim::keygen::{KeygenConfig, keygen};
 use prost::Message as _;
 
 use support::*;
@@ -57,32 +55,14 @@ struct Bench {
 impl Bench {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let broker = Tansu::start(dir.path()).unwrap();
-        let kafka = KafkaConfig::new(broker.bootstrap());
-        let registry = dir.path().join("registry.jsonl");
-        let secrets = dir.path().join("keys.jsonl");
-        keygen(&KeygenConfig {
-            meters: 12,
-            vehicles: 0,
-            registry: registry.clone(),
-            secrets: secrets.clone(),
-            seed: Some(18),
-            ..KeygenConfig::default()
-        })
-        .unwrap();
-        let devices = load_key_file(&secrets)
-            .unwrap()
-            .into_iter()
-            .map(|k| SimDevice::from_key(k, NOW_MS - 30 * 86_400_000))
-            .collect();
-        let edge_keys = write_edge_keys(dir.path());
+        let f = tansu_fleet(dir.path(), 12, 18, NOW_MS - 30 * 86_400_000);
         Self {
             dir,
-            _broker: broker,
-            kafka,
-            registry: registry.display().to_string(),
-            edge_keys,
-            devices,
+            _broker: f.broker,
+            kafka: f.kafka,
+            registry: f.registry,
+            edge_keys: f.edge_keys,
+            devices: f.devices,
             clock: NOW_MS,
         }
     }

@@ -16,11 +16,9 @@ mod support;
 
 use std::time::Duration;
 
-use feeder_core::keyfile::load_key_file;
 use feeder_kafka::tansu::Tansu;
 use feeder_kafka::{KafkaConfig, Topics, ensure_topics};
 use feeder_sim::SimDevice;
-use feeder_sim::keygen::{KeygenConfig, keygen};
 use feeder_testkit::python;
 
 use support::*;
@@ -43,32 +41,14 @@ struct Rig {
 impl Rig {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let broker = Tansu::start(dir.path()).unwrap();
-        let kafka = KafkaConfig::new(broker.bootstrap());
-        let registry = dir.path().join("registry.jsonl");
-        let secrets = dir.path().join("keys.jsonl");
-        keygen(&KeygenConfig {
-            meters: METERS,
-            vehicles: 0,
-            registry: registry.clone(),
-            secrets: secrets.clone(),
-            seed: Some(21),
-            ..KeygenConfig::default()
-        })
-        .unwrap();
-        let devices = load_key_file(&secrets)
-            .unwrap()
-            .into_iter()
-            .map(|k| SimDevice::from_key(k, NOW_MS - 10 * 86_400_000))
-            .collect();
-        let edge_keys = write_edge_keys(dir.path());
+        let f = tansu_fleet(dir.path(), METERS, 21, NOW_MS - 10 * 86_400_000);
         Self {
             dir,
-            _broker: broker,
-            kafka,
-            registry: registry.display().to_string(),
-            edge_keys,
-            devices,
+            _broker: f.broker,
+            kafka: f.kafka,
+            registry: f.registry,
+            edge_keys: f.edge_keys,
+            devices: f.devices,
             clock: NOW_MS,
         }
     }

@@ -279,6 +279,47 @@ pub fn spawn_edge(
     edge
 }
 
+/// A tansu broker and a provisioned fleet of meters, for the tests that run stages as
+/// processes on a real broker.
+pub struct TansuFleet {
+    pub broker: feeder_kafka::tansu::Tansu,
+    pub kafka: KafkaConfig,
+    /// `--registry` and `--edge-keys` paths.
+    pub registry: String,
+    pub edge_keys: String,
+    pub devices: Vec<SimDevice>,
+}
+
+/// Starts tansu in `dir` and provisions `meters` meters (keygen `seed`) whose simulated
+/// clocks start at `devices_from_ms`.
+pub fn tansu_fleet(dir: &Path, meters: usize, seed: u64, devices_from_ms: i64) -> TansuFleet {
+    let broker = feeder_kafka::tansu::Tansu::start(dir).unwrap();
+    let kafka = KafkaConfig::new(broker.bootstrap());
+    let registry = dir.join("registry.jsonl");
+    let secrets = dir.join("keys.jsonl");
+    feeder_sim::keygen::keygen(&feeder_sim::keygen::KeygenConfig {
+        meters,
+        vehicles: 0,
+        registry: registry.clone(),
+        secrets: secrets.clone(),
+        seed: Some(seed),
+        ..Default::default()
+    })
+    .unwrap();
+    let devices = feeder_core::keyfile::load_key_file(&secrets)
+        .unwrap()
+        .into_iter()
+        .map(|k| SimDevice::from_key(k, devices_from_ms))
+        .collect();
+    TansuFleet {
+        broker,
+        kafka,
+        registry: registry.display().to_string(),
+        edge_keys: write_edge_keys(dir),
+        devices,
+    }
+}
+
 /// The edge key the test stages share (`write_edge_keys`, `raw_record`).
 const TEST_EDGE_KEY: &str = "7e57ed9e7e57ed9e7e57ed9e7e57ed9e7e57ed9e7e57ed9e7e57ed9e7e57ed9e";
 
