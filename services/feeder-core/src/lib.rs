@@ -19,6 +19,7 @@ pub mod geo;
 pub mod keyfile;
 pub mod line_error;
 pub mod registry;
+pub mod registry_topic;
 pub mod signing;
 pub mod units;
 
