@@ -37,9 +37,11 @@ FEEDER_PYTHON="${FEEDER_PYTHON:-$(tests/setup-python.sh | tail -n 1)}"
 FEEDER_TANSU="${FEEDER_TANSU:-$(tests/install-tansu.sh | tail -n 1)}"
 export FEEDER_PYTHON FEEDER_TANSU FEEDER_CHAOS_MINUTES="$minutes"
 
+status=0
 echo "== chaos under load for $minutes min"
-cargo test "${profile[@]}" -p feeder --test chaos -- chaos_under_load --nocapture
+cargo test "${profile[@]}" -p feeder --test chaos -- chaos_under_load --nocapture || status=$?
 if [[ $recovery == 1 ]]; then
     echo "== recovery after kill -9, with and without static membership"
-    cargo test "${profile[@]}" -p feeder --test chaos -- --ignored recovery --nocapture
+    cargo test "${profile[@]}" -p feeder --test chaos -- --ignored recovery --nocapture || status=$?
 fi
+exit "$status"
