@@ -32,6 +32,7 @@ pub mod grpc;
 pub mod peer_budget;
 pub mod produce;
 pub mod ratelimit;
+pub mod registry_topic;
 pub mod reload;
 pub mod server;
 pub mod service;
