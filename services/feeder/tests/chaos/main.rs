@@ -140,7 +140,9 @@ fn chaos_under_load_loses_nothing_and_stores_nothing_twice() {
          {rate} frames/s, pauses {min_pause} to {max_pause} s"
     );
     let bounds = Bounds {
-        gap: (Duration::from_secs(2), Duration::from_secs(8)),
+        // short gaps: tansu 0.6 has not lasted much past two minutes of faults (its
+        // storage panics; docs/brokers.md), so the suite's round is kept brief
+        gap: (Duration::from_secs(1), Duration::from_secs(5)),
         pause: (
             Duration::from_secs_f64(min_pause),
             Duration::from_secs_f64(max_pause),
