@@ -525,38 +525,40 @@ fn prorate(pass: &mut Pass<'_, '_>, ch: &mut Channel, prev: &Register, r: &Readi
     let n = ends.len() as u64;
     let scaler = prev.scaler.min(ch.scaler);
     let delta = i128::from(r.value) - i128::from(prev.last_raw);
-    let total = pow10(prev.scaler, scaler)
-        .zip(pow10(ch.scaler, scaler))
-        .and_then(|(rk, ck)| Some(delta.checked_mul(rk)? - span.sum_raw.checked_mul(ck)?));
-    let Some(total) = total.filter(|t| *t >= 0) else {
-        let why = if delta < 0 {
-            format!("{} went down", r.obis)
-        } else {
-            format!("{} difference below the actual intervals", r.obis)
+    let shares = (|| {
+        let total = pow10(prev.scaler, scaler)
+            .zip(pow10(ch.scaler, scaler))
+            .and_then(|(rk, ck)| {
+                delta
+                    .checked_mul(rk)?
+                    .checked_sub(span.sum_raw.checked_mul(ck)?)
+            });
+        let total = match total {
+            Some(t) if t >= 0 => t,
+            _ if delta < 0 => return Err(format!("{} went down", r.obis)),
+            _ => {
+                return Err(format!("{} difference below the actual intervals", r.obis));
+            }
         };
-        pass.report(&ch.obis, first.saturating_sub(ch.interval_ms), last, n, why);
-        return;
-    };
-    if !pass.emit.room(ends.len()) {
-        pass.report(
-            &ch.obis,
-            first.saturating_sub(ch.interval_ms),
-            last,
-            n,
-            "over the per-frame estimate cap".into(),
-        );
-        return;
-    }
-    let weights = ch.weights(&ends);
-    let Some(shares) = prorate::distribute(total, &weights) else {
-        pass.report(
-            &ch.obis,
-            first.saturating_sub(ch.interval_ms),
-            last,
-            n,
-            "out of range".into(),
-        );
-        return;
+        if !pass.emit.room(ends.len()) {
+            return Err("over the per-frame estimate cap".to_string());
+        }
+        prorate::distribute(total, &ch.weights(&ends)).ok_or_else(|| "out of range".to_string())
+    })();
+    let shares = match shares {
+        Ok(s) => s,
+        Err(why) => {
+            let from = first.saturating_sub(ch.interval_ms);
+            pass.report(&ch.obis, from, last, n, why);
+            // reported, so not estimated by the profile either (gaps estimated by an
+            // earlier frame keep their rows, and are still superseded by late actuals)
+            for &gi in pending.iter().rev() {
+                if ch.gaps[gi].in_force.is_none() {
+                    ch.gaps.remove(gi);
+                }
+            }
+            return;
+        }
     };
     let basis = format!(
         "{} {} at {} and {} at {} (x10^{}), {} actual intervals",

@@ -461,3 +461,38 @@ fn device_values_at_the_ends_of_their_ranges_neither_panic_nor_overflow() {
     }
     assert!(m.rules.estimates.approx_bytes() < 64 * 1024);
 }
+
+#[test]
+fn a_register_that_cannot_cover_the_gap_is_reported() {
+    for (register_delta, why) in [
+        (-5, "1-0:1.8.0 went down"),
+        (100, "1-0:1.8.0 difference below the actual intervals"),
+    ] {
+        let mut m = Meter::new();
+        m.day();
+        m.skip();
+        let before = m.register;
+        let mut f = m.frame(&m.day_values(), true, vec![]);
+        let reg = f
+            .readings
+            .iter_mut()
+            .find(|r| r.obis == "1-0:1.8.0")
+            .unwrap();
+        // the register read two days before the frame's end, plus `register_delta`
+        reg.value = before - m.day_values().iter().sum::<i64>() + register_delta;
+        let out = m.run(&f);
+        assert!(out.estimates.is_empty(), "{why}");
+        let a: Vec<_> = out
+            .anomalies
+            .iter()
+            .filter(|a| a.rule == GAP_NOT_ESTIMATED)
+            .collect();
+        assert_eq!(a.len(), 1, "{why}");
+        assert!(a[0].detail.ends_with(why), "{}", a[0].detail);
+        assert!(
+            a[0].detail.contains("96 missing intervals"),
+            "{}",
+            a[0].detail
+        );
+    }
+}
