@@ -54,7 +54,9 @@ fn ring_single(prepared: &[Prepared]) {
                     .verify(input, sig)
                     .expect("valid");
             }
-            VerifyingKey::Hmac(_) => key.verify_input(input, sig).expect("valid"),
+            VerifyingKey::Hmac(_) | VerifyingKey::Ocmf(_) => {
+                key.verify_input(input, sig).expect("valid")
+            }
         }
     }
 }

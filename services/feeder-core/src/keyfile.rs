@@ -20,6 +20,12 @@ pub struct DeviceKeyLine {
     pub seed: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// OCMF keys: the P-256 private key as a PKCS#8 document, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs8: Option<String>,
+    /// OCMF keys: the serial the meter writes into its payloads (`MS` and `GS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
     pub kind: DeviceKind,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -34,6 +40,8 @@ impl std::fmt::Debug for DeviceKeyLine {
             .field("alg", &self.alg)
             .field("seed", &hidden(&self.seed))
             .field("secret", &hidden(&self.secret))
+            .field("pkcs8", &hidden(&self.pkcs8))
+            .field("serial", &self.serial)
             .field("kind", &self.kind)
             .field("labels", &self.labels)
             .finish()
@@ -104,6 +112,13 @@ fn parse_line(line: &str) -> std::result::Result<DeviceKey, String> {
             )?;
             check_hmac_secret_len(secret.len())?;
             SigningKey::hmac(&secret)
+        }
+        Alg::Ocmf => {
+            let pkcs8 =
+                decode_key_hex("pkcs8", l.pkcs8.as_deref().ok_or("ocmf key without pkcs8")?)?;
+            let signer = crate::ocmf::OcmfSigner::from_pkcs8(&pkcs8)?;
+            let serial = l.serial.as_deref().ok_or("ocmf key without serial")?;
+            SigningKey::Ocmf(Box::new(signer), serial.into())
         }
     };
     Ok(DeviceKey {

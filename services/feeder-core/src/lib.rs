@@ -18,6 +18,8 @@ pub mod file_stamp;
 pub mod geo;
 pub mod keyfile;
 pub mod line_error;
+pub mod ocmf;
+pub mod payload;
 pub mod registry;
 pub mod registry_topic;
 pub mod signing;

@@ -93,7 +93,10 @@ mod tests {
         }
         // what was expected is still said
         let err = Registry::parse("r", &cases[2].0).unwrap_err().to_string();
-        assert!(err.contains("expected `ed25519` or `hmac-sha256`"), "{err}");
+        assert!(
+            err.contains("expected one of `ed25519`, `hmac-sha256`, `ocmf`"),
+            "{err}"
+        );
     }
 
     #[test]

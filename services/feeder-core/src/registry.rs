@@ -54,6 +54,9 @@ pub struct RegistryLine {
     pub public_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// OCMF keys only: the meter (`MS`, else gateway `GS`) serial payloads must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
     pub kind: DeviceKind,
     pub status: KeyStatus,
     #[serde(default)]
@@ -68,6 +71,7 @@ impl std::fmt::Debug for RegistryLine {
             .field("alg", &self.alg)
             .field("public_key", &self.public_key)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("serial", &self.serial)
             .field("kind", &self.kind)
             .field("status", &self.status)
             .field("labels", &self.labels)
@@ -272,6 +276,9 @@ pub(crate) fn check_hmac_secret_len(len: usize) -> std::result::Result<(), Strin
 }
 
 fn verifying_key(l: &RegistryLine) -> std::result::Result<VerifyingKey, String> {
+    if l.serial.is_some() && l.alg != Alg::Ocmf {
+        return Err("serial is for ocmf keys only".into());
+    }
     match l.alg {
         Alg::Ed25519 => {
             if l.secret.is_some() {
@@ -302,6 +309,22 @@ fn verifying_key(l: &RegistryLine) -> std::result::Result<VerifyingKey, String> 
             let bytes = decode_key_hex("secret", hex)?;
             check_hmac_secret_len(bytes.len())?;
             Ok(VerifyingKey::hmac(&bytes))
+        }
+        Alg::Ocmf => {
+            if l.secret.is_some() {
+                return Err("an ocmf key takes public_key, not secret".into());
+            }
+            if l.kind != DeviceKind::Meter {
+                return Err("an ocmf key is a meter's".into());
+            }
+            // the contract accepts upper- or lower-case hex here (DER keys are often
+            // copied from OCMF tools in upper case)
+            let hex = l
+                .public_key
+                .as_deref()
+                .ok_or("ocmf key without public_key")?;
+            let key = crate::ocmf::OcmfKey::from_spki_hex(hex, l.serial.as_deref())?;
+            Ok(VerifyingKey::Ocmf(Box::new(key)))
         }
     }
 }
@@ -412,6 +435,50 @@ mod tests {
         let numbers: Vec<usize> = lines.iter().map(|l| l.0).collect();
         assert_eq!(numbers, vec![1, 3, 4]);
         assert!(lines[1].1.contains("duplicate key_id"));
+    }
+
+    const OC: &str = r#"{"device_id":"evse-000001","key_id":"k1","alg":"ocmf","public_key":"3059301306072A8648CE3D020106082A8648CE3D03010703420004515C3D6EB9E396B904D3FECA7F54FDCD0CC1E997BF375DCA515AD0A6C3B4035F4536BE3A50F318FBF9A5475902A221502BEF0D57E08C53B2CC0A56F17D9F9354","serial":"MTR0001","kind":"meter","status":"active","labels":{}}"#;
+
+    #[test]
+    fn ocmf_lines_load_rotate_revoke_and_refuse() {
+        let reg = Registry::parse("r", OC).unwrap();
+        let k = &reg.device("evse-000001").unwrap().keys[0];
+        assert_eq!(k.key.alg(), Alg::Ocmf);
+        let VerifyingKey::Ocmf(ok) = &k.key else {
+            panic!("not ocmf")
+        };
+        assert_eq!(ok.serial(), Some("MTR0001"));
+        // lower case, no serial, rotation to k2 with k1 revoked
+        let k2 = OC
+            .replace("\"k1\"", "\"k2\"")
+            .replace(",\"serial\":\"MTR0001\"", "")
+            .to_lowercase();
+        let k1_revoked = OC.replace("\"active\"", "\"revoked\"");
+        let reg = Registry::parse("r", &format!("{k1_revoked}\n{k2}")).unwrap();
+        let d = reg.device("evse-000001").unwrap();
+        assert_eq!(d.key("k1").unwrap().status, KeyStatus::Revoked);
+        assert!(!d.is_revoked());
+        let cases = [
+            (
+                OC.replace("3059301306", "3059301307"),
+                "SubjectPublicKeyInfo",
+            ),
+            (OC.replace("3059301306", "zz"), "not valid hex"),
+            (
+                OC.replace("\"public_key\"", "\"secret\""),
+                "takes public_key",
+            ),
+            (OC.replace("\"meter\"", "\"vehicle\""), "a meter's"),
+            (OC.replace("\"MTR0001\"", "\"\""), "serial must be"),
+            (
+                ED.replace("\"kind\"", "\"serial\":\"x\",\"kind\""),
+                "ocmf keys only",
+            ),
+        ];
+        for (bad, want) in cases {
+            let err = Registry::parse("r", &bad).unwrap_err().to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
     }
 
     #[test]

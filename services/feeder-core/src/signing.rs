@@ -33,6 +33,9 @@ pub enum Alg {
     Ed25519,
     #[serde(rename = "hmac-sha256")]
     HmacSha256,
+    /// A meter that signs in OCMF: the signature is inside the payload (`crate::ocmf`).
+    #[serde(rename = "ocmf")]
+    Ocmf,
 }
 
 impl Alg {
@@ -40,6 +43,8 @@ impl Alg {
         match self {
             Alg::Ed25519 => ED25519_SIG_LEN,
             Alg::HmacSha256 => HMAC_SIG_LEN,
+            // the frame's signature field is empty: the OCMF string carries its own
+            Alg::Ocmf => 0,
         }
     }
 }
@@ -83,6 +88,8 @@ pub fn signing_input(device_id: &str, key_id: &str, seq: u64, payload: &[u8]) ->
 pub enum VerifyingKey {
     Ed25519([u8; ED25519_KEY_LEN]),
     Hmac(hmac::Key),
+    /// A P-256 meter key (and serial) for OCMF strings.
+    Ocmf(Box<crate::ocmf::OcmfKey>),
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -90,6 +97,7 @@ impl std::fmt::Debug for VerifyingKey {
         f.write_str(match self {
             VerifyingKey::Ed25519(_) => "VerifyingKey::Ed25519(..)",
             VerifyingKey::Hmac(_) => "VerifyingKey::Hmac(..)",
+            VerifyingKey::Ocmf(_) => "VerifyingKey::Ocmf(..)",
         })
     }
 }
@@ -101,6 +109,10 @@ pub enum VerifyError {
     WrongLength,
     #[error("signature does not verify")]
     Mismatch,
+    /// A native format's signature names an algorithm or encoding not accepted, or does
+    /// not decode.
+    #[error("signature encoding not accepted")]
+    Encoding,
 }
 
 impl VerifyingKey {
@@ -116,10 +128,22 @@ impl VerifyingKey {
         match self {
             VerifyingKey::Ed25519(_) => Alg::Ed25519,
             VerifyingKey::Hmac(_) => Alg::HmacSha256,
+            VerifyingKey::Ocmf(_) => Alg::Ocmf,
         }
     }
 
-    /// Verifies `signature` over an already built signing input.
+    /// The checks of a native format's payload that come before its signature (shape,
+    /// seq and serial bindings: code 3). Nothing to check for Feeder's own frames.
+    pub fn check_shape(&self, seq: u64, payload: &[u8]) -> Result<(), crate::ocmf::ShapeError> {
+        match self {
+            VerifyingKey::Ocmf(k) => crate::ocmf::check_shape(k, seq, payload).map(|_| ()),
+            VerifyingKey::Ed25519(_) | VerifyingKey::Hmac(_) => Ok(()),
+        }
+    }
+
+    /// Verifies `signature` over an already built signing input. For a native format
+    /// (OCMF) the input is the payload itself and `sig` is empty: the payload carries
+    /// its signature.
     pub fn verify_input(&self, input: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
         if sig.len() != self.alg().signature_len() {
             return Err(VerifyError::WrongLength);
@@ -132,6 +156,12 @@ impl VerifyingKey {
             VerifyingKey::Hmac(key) => {
                 hmac::verify(key, input, sig).map_err(|_| VerifyError::Mismatch)
             }
+            VerifyingKey::Ocmf(key) => key.verify(input).map_err(|e| match e {
+                crate::ocmf::SigError::Mismatch => VerifyError::Mismatch,
+                crate::ocmf::SigError::Unsupported | crate::ocmf::SigError::Encoding => {
+                    VerifyError::Encoding
+                }
+            }),
         }
     }
 
@@ -145,6 +175,10 @@ impl VerifyingKey {
         payload: &[u8],
         sig: &[u8],
     ) -> Result<(), VerifyError> {
+        if let VerifyingKey::Ocmf(_) = self {
+            // the meter signed the payload, not Feeder's signing input
+            return self.verify_input(payload, sig);
+        }
         scratch.clear();
         write_signing_input(scratch, device_id, key_id, seq, payload);
         self.verify_input(scratch, sig)
@@ -175,6 +209,10 @@ pub fn verify_many(items: &[(&VerifyingKey, Signed<'_>)]) -> Vec<Result<(), Veri
             out.push(Err(VerifyError::WrongLength));
             continue;
         }
+        if let VerifyingKey::Ocmf(_) = key {
+            out.push(key.verify_input(f.payload, f.signature));
+            continue;
+        }
         scratch.clear();
         write_signing_input(&mut scratch, f.device_id, f.key_id, f.seq, f.payload);
         match key {
@@ -185,6 +223,8 @@ pub fn verify_many(items: &[(&VerifyingKey, Signed<'_>)]) -> Vec<Result<(), Veri
                 out.push(Err(VerifyError::Mismatch));
             }
             VerifyingKey::Hmac(_) => out.push(key.verify_input(&scratch, f.signature)),
+            // answered above, without the signing input
+            VerifyingKey::Ocmf(_) => {}
         }
     }
     for (ok, i) in crate::ed25519::verify_prepared(prepared)
@@ -200,6 +240,9 @@ pub fn verify_many(items: &[(&VerifyingKey, Signed<'_>)]) -> Vec<Result<(), Veri
 pub enum SigningKey {
     Ed25519(Box<Ed25519KeyPair>),
     Hmac(hmac::Key),
+    /// An OCMF meter: signs its payload JSON itself (`crate::ocmf::OcmfSigner`), with the
+    /// serial it writes into every payload.
+    Ocmf(Box<crate::ocmf::OcmfSigner>, Box<str>),
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -207,6 +250,7 @@ impl std::fmt::Debug for SigningKey {
         f.write_str(match self {
             SigningKey::Ed25519(_) => "SigningKey::Ed25519(..)",
             SigningKey::Hmac(_) => "SigningKey::Hmac(..)",
+            SigningKey::Ocmf(..) => "SigningKey::Ocmf(..)",
         })
     }
 }
@@ -227,14 +271,25 @@ impl SigningKey {
     pub fn ed25519_public(&self) -> Option<[u8; ED25519_KEY_LEN]> {
         match self {
             SigningKey::Ed25519(kp) => kp.public_key().as_ref().try_into().ok(),
-            SigningKey::Hmac(_) => None,
+            SigningKey::Hmac(_) | SigningKey::Ocmf(..) => None,
         }
     }
 
+    pub fn alg(&self) -> Alg {
+        match self {
+            SigningKey::Ed25519(_) => Alg::Ed25519,
+            SigningKey::Hmac(_) => Alg::HmacSha256,
+            SigningKey::Ocmf(..) => Alg::Ocmf,
+        }
+    }
+
+    /// The frame's `signature` field. Empty for OCMF, whose payload is already signed
+    /// (build it with `crate::ocmf::OcmfSigner::sign`).
     pub fn sign_input(&self, input: &[u8]) -> Vec<u8> {
         match self {
             SigningKey::Ed25519(kp) => kp.sign(input).as_ref().to_vec(),
             SigningKey::Hmac(k) => hmac::sign(k, input).as_ref().to_vec(),
+            SigningKey::Ocmf(..) => Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Per-frame admission, cheapest checks first: decoding, device-id syntax, seq, payload
-//! size, registry lookup and revocation. Only frames that pass reach signature
-//! verification, so a flood of junk or unknown devices costs a hash lookup each.
+//! size, registry lookup and revocation, and for a meter that signs in its own format
+//! (OCMF) the payload's shape, its seq and serial bindings. Only frames that pass reach
+//! signature verification, so a flood of junk or unknown devices costs a hash lookup each.
 
 use bytes::Bytes;
 use feeder_core::registry::KeyStatus;
@@ -157,6 +158,10 @@ fn check(
             "bad_signature_length",
             "signature has the wrong length",
         ));
+    }
+    // a native format's shape, seq and serial bindings (OCMF): parsing, no cryptography
+    if let Err(e) = key.key.check_shape(frame.seq, &frame.payload) {
+        return Err(Refusal::new(AckCode::InvalidArgument, e.reason, e.message));
     }
     Ok(key.key.clone())
 }

@@ -45,6 +45,11 @@ pub fn verify_all(cands: &[Candidate]) -> Vec<Result<(), Refusal>> {
                 VerifyError::Mismatch => {
                     Refusal::new(AckCode::Unauthenticated, "bad_signature", "bad signature")
                 }
+                VerifyError::Encoding => Refusal::new(
+                    AckCode::Unauthenticated,
+                    "bad_signature_encoding",
+                    "signature algorithm or encoding not accepted",
+                ),
             })
         })
         .collect()

@@ -72,6 +72,10 @@ fn random_key(alg: Alg) -> SigningKey {
     let bytes: [u8; 32] = rand::rng().random();
     match alg {
         Alg::HmacSha256 => SigningKey::hmac(&bytes),
+        Alg::Ocmf => match feeder_core::ocmf::OcmfSigner::generate() {
+            Ok((signer, _)) => SigningKey::Ocmf(Box::new(signer), "SIM-UNKNOWN".into()),
+            Err(_) => SigningKey::hmac(&bytes),
+        },
         // ring accepts every 32-byte seed; the HMAC fallback is unreachable but keeps
         // this function total
         Alg::Ed25519 => {

@@ -12,6 +12,7 @@
 //! key, the start time and the `now_ms` it is asked for.
 
 pub use feeder_core::geo;
+mod charger;
 mod meter;
 mod vehicle;
 
@@ -45,6 +46,8 @@ pub struct SimFrame {
 enum Model {
     Meter(meter::MeterModel),
     Vehicle(vehicle::VehicleModel),
+    /// A meter with an OCMF key: an EV charger reporting charging sessions.
+    Charger(charger::ChargerModel),
 }
 
 /// One simulated device.
@@ -67,6 +70,9 @@ impl SimDevice {
     pub fn from_key(k: DeviceKey, start_ms: i64) -> Self {
         let mut rng = SmallRng::seed_from_u64(fnv1a64(k.device_id.as_bytes()));
         let model = match k.kind {
+            DeviceKind::Meter if matches!(k.key, SigningKey::Ocmf(..)) => {
+                Model::Charger(charger::ChargerModel::new(&mut rng, start_ms))
+            }
             DeviceKind::Meter => Model::Meter(meter::MeterModel::new(&mut rng, start_ms)),
             DeviceKind::Vehicle => {
                 let region = k.labels.get("region").map(String::as_str).unwrap_or("");
@@ -99,8 +105,14 @@ impl SimDevice {
     pub fn next_frame(&mut self, now_ms: i64) -> SimFrame {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let (payload, counts) =
-            build_payload(&mut self.model, &mut self.rng, &self.firmware, now_ms);
+        let (payload, counts) = next_payload(
+            &mut self.model,
+            &mut self.rng,
+            &self.key,
+            &self.firmware,
+            seq,
+            now_ms,
+        );
         let signature = self.sign(seq, &payload);
         SimFrame {
             frame: SignedFrame {
@@ -141,10 +153,7 @@ impl SimDevice {
     }
 
     pub fn alg(&self) -> Alg {
-        match self.key {
-            SigningKey::Ed25519(_) => Alg::Ed25519,
-            SigningKey::Hmac(_) => Alg::HmacSha256,
-        }
+        self.key.alg()
     }
 
     pub fn firmware(&self) -> &str {
@@ -156,7 +165,28 @@ impl SimDevice {
     pub fn peek_payload(&self, now_ms: i64) -> Bytes {
         let mut model = self.model.clone();
         let mut rng = self.rng.clone();
-        build_payload(&mut model, &mut rng, &self.firmware, now_ms).0
+        let (key, seq) = (&self.key, self.next_seq);
+        next_payload(&mut model, &mut rng, key, &self.firmware, seq, now_ms).0
+    }
+}
+
+/// The model's next payload for frame `seq`, in the device's format.
+fn next_payload(
+    model: &mut Model,
+    rng: &mut SmallRng,
+    key: &SigningKey,
+    firmware: &str,
+    seq: u64,
+    now_ms: i64,
+) -> (Bytes, (usize, usize, usize)) {
+    match (model, key) {
+        // the meter signs its OCMF string itself; PG counts with the seq
+        (Model::Charger(c), SigningKey::Ocmf(signer, serial)) => {
+            let session = c.next_session(rng);
+            let ocmf = charger::ocmf_frame(signer, serial, seq, &session);
+            (ocmf.into(), (session.len(), 0, 0))
+        }
+        (model, _) => build_payload(model, rng, firmware, now_ms),
     }
 }
 
@@ -175,6 +205,8 @@ fn build_payload(
     match model {
         Model::Meter(m) => frame.readings = m.next_day(rng),
         Model::Vehicle(v) => frame.samples = v.next_samples(rng),
+        // a charger without its OCMF key (not built by `SimDevice::from_key`): no rows
+        Model::Charger(_) => {}
     }
     let counts = (
         frame.readings.len(),

@@ -2,7 +2,9 @@
 //! device contract, the registry (public half, for Feeder) and the device key file
 //! (private half, for simulators and test tools).
 //!
-//! Meters sign with Ed25519; vehicles alternate Ed25519 and HMAC-SHA256 (32-byte
+//! Meters sign with Ed25519; OCMF meters (EV chargers, `ocmf`, ids `evse-…`) sign
+//! their own OCMF strings with P-256 keys, always from the operating system's RNG (ring
+//! generates no P-256 key from a seed), with serial `SIM` + the device number; vehicles alternate Ed25519 and HMAC-SHA256 (32-byte
 //! secrets), so both algorithms are exercised by every fleet with two or more vehicles.
 //! With a seed, the same configuration writes byte-identical files (for tests and
 //! reproducible demos); without one, keys come from the operating system's RNG.
@@ -37,6 +39,8 @@ const HMAC_SECRET_LEN: usize = 32;
 pub struct KeygenConfig {
     pub meters: usize,
     pub vehicles: usize,
+    /// OCMF meters (EV chargers signing in OCMF, contract v1.1).
+    pub ocmf: usize,
     /// Registry file (JSON Lines) to write.
     pub registry: PathBuf,
     /// Device key file (JSON Lines, private keys) to write.
@@ -45,6 +49,7 @@ pub struct KeygenConfig {
     pub seed: Option<u64>,
     pub id_prefix_meter: String,
     pub id_prefix_vehicle: String,
+    pub id_prefix_ocmf: String,
 }
 
 impl Default for KeygenConfig {
@@ -57,6 +62,8 @@ impl Default for KeygenConfig {
             seed: None,
             id_prefix_meter: "mtr-".into(),
             id_prefix_vehicle: "veh-".into(),
+            ocmf: 0,
+            id_prefix_ocmf: "evse-".into(),
         }
     }
 }
@@ -68,6 +75,8 @@ pub struct KeygenSummary {
     pub vehicles: usize,
     pub ed25519_keys: usize,
     pub hmac_keys: usize,
+    /// OCMF meters' P-256 keys.
+    pub ocmf_keys: usize,
     pub registry: PathBuf,
     pub secrets: PathBuf,
 }
@@ -80,7 +89,7 @@ struct Provisioned {
 
 /// Generates the fleet and writes both files atomically.
 pub fn keygen(cfg: &KeygenConfig) -> Result<KeygenSummary> {
-    if cfg.meters + cfg.vehicles == 0 {
+    if cfg.meters + cfg.vehicles + cfg.ocmf == 0 {
         return Err(Error::Config("keygen: no devices requested".into()));
     }
     let mut rng = match cfg.seed {
@@ -92,12 +101,14 @@ pub fn keygen(cfg: &KeygenConfig) -> Result<KeygenSummary> {
         vehicles: cfg.vehicles,
         ed25519_keys: 0,
         hmac_keys: 0,
+        ocmf_keys: 0,
         registry: cfg.registry.clone(),
         secrets: cfg.secrets.clone(),
     };
     let devices = (0..cfg.meters)
         .map(|i| (DeviceKind::Meter, &cfg.id_prefix_meter, i))
-        .chain((0..cfg.vehicles).map(|i| (DeviceKind::Vehicle, &cfg.id_prefix_vehicle, i)));
+        .chain((0..cfg.vehicles).map(|i| (DeviceKind::Vehicle, &cfg.id_prefix_vehicle, i)))
+        .chain((0..cfg.ocmf).map(|i| (DeviceKind::Meter, &cfg.id_prefix_ocmf, i)));
 
     let mut registry_text = String::new();
     let mut secrets_text = String::new();
@@ -107,6 +118,7 @@ pub fn keygen(cfg: &KeygenConfig) -> Result<KeygenSummary> {
             .map_err(|e| Error::Config(format!("keygen: device id {device_id:?}: {e}")))?;
         // vehicles 1, 3, 5... use Ed25519 and 2, 4, 6... HMAC
         let alg = match kind {
+            _ if *prefix == cfg.id_prefix_ocmf && kind == DeviceKind::Meter => Alg::Ocmf,
             DeviceKind::Vehicle if index % 2 == 1 => Alg::HmacSha256,
             _ => Alg::Ed25519,
         };
@@ -114,6 +126,7 @@ pub fn keygen(cfg: &KeygenConfig) -> Result<KeygenSummary> {
         match alg {
             Alg::Ed25519 => summary.ed25519_keys += 1,
             Alg::HmacSha256 => summary.hmac_keys += 1,
+            Alg::Ocmf => summary.ocmf_keys += 1,
         }
         push_json_line(&mut registry_text, &p.registry)?;
         push_json_line(&mut secrets_text, &p.secret)?;
@@ -135,6 +148,8 @@ fn provision(
     alg: Alg,
     labels: BTreeMap<String, String>,
 ) -> Result<Provisioned> {
+    let mut serial = None;
+    let mut pkcs8 = None;
     let (public_key, secret, seed) = match alg {
         Alg::Ed25519 => {
             let seed: [u8; 32] = rng.random();
@@ -147,6 +162,15 @@ fn provision(
             let secret: [u8; HMAC_SECRET_LEN] = rng.random();
             (None, Some(hex::encode(secret)), None)
         }
+        Alg::Ocmf => {
+            let (signer, doc) = feeder_core::ocmf::OcmfSigner::generate().map_err(Error::Config)?;
+            serial = Some(format!(
+                "SIM{}",
+                device_id.trim_start_matches(|c: char| !c.is_ascii_digit())
+            ));
+            pkcs8 = Some(hex::encode(doc));
+            (Some(hex::encode(signer.spki_der())), None, None)
+        }
     };
     Ok(Provisioned {
         registry: RegistryLine {
@@ -155,6 +179,7 @@ fn provision(
             alg,
             public_key,
             secret: secret.clone(),
+            serial: serial.clone(),
             kind,
             status: KeyStatus::Active,
             labels: labels.clone(),
@@ -165,6 +190,8 @@ fn provision(
             alg,
             seed,
             secret,
+            pkcs8,
+            serial,
             kind,
             labels,
         },

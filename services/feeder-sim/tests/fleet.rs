@@ -39,7 +39,55 @@ fn verifying(k: &DeviceKey) -> VerifyingKey {
     match &k.key {
         SigningKey::Ed25519(_) => VerifyingKey::ed25519(k.key.ed25519_public().unwrap()),
         SigningKey::Hmac(_) => VerifyingKey::hmac(&[k.device_id.len() as u8; 32]),
+        SigningKey::Ocmf(s, serial) => VerifyingKey::Ocmf(Box::new(
+            feeder_core::ocmf::OcmfKey::from_spki_der(&s.spki_der(), Some(serial)).unwrap(),
+        )),
     }
+}
+
+/// OCMF chargers: one session a frame, PG = seq, begin/end (sometimes intermediate)
+/// readings of a register that never decreases, each string verifying under the key.
+#[test]
+fn ocmf_chargers_play_signed_sessions() {
+    let (signer, _) = feeder_core::ocmf::OcmfSigner::generate().unwrap();
+    let k = DeviceKey {
+        device_id: "evse-000001".into(),
+        key_id: "k1".into(),
+        kind: DeviceKind::Meter,
+        labels: BTreeMap::new(),
+        key: SigningKey::Ocmf(Box::new(signer), "SIM000001".into()),
+    };
+    let vk = verifying(&k);
+    let mut dev = feeder_sim::SimDevice::from_key(k, NOW_MS);
+    let peeked = dev.peek_payload(NOW_MS);
+    let (mut last_register, mut last_ts, mut intermediate) = (i64::MIN, i64::MIN, 0);
+    for seq in 1..=30u64 {
+        let f = dev.next_frame(NOW_MS);
+        if seq == 1 {
+            // same session, same PG; ECDSA signatures are randomised, the payload is not
+            let cut = |b: &[u8]| b[..b.iter().rposition(|&c| c == b'|').unwrap()].to_vec();
+            assert_eq!(cut(&peeked), cut(&f.frame.payload));
+        }
+        assert_eq!(f.frame.seq, seq);
+        assert!(f.frame.signature.is_empty());
+        let mut s = Vec::new();
+        vk.check_shape(seq, &f.frame.payload).unwrap();
+        vk.verify(&mut s, &f.frame.device_id, "k1", seq, &f.frame.payload, &[])
+            .unwrap();
+        let c = feeder_core::ocmf::convert(&f.frame.payload).unwrap();
+        assert_eq!(c.page, ('T', seq));
+        let n = c.frame.readings.len();
+        assert_eq!(f.readings, n);
+        assert!(n >= 2);
+        intermediate += usize::from(n > 2);
+        assert_eq!(c.flags[0][1], "ocmf_tx_B");
+        assert_eq!(c.flags[n - 1][1], "ocmf_tx_E");
+        for r in &c.frame.readings {
+            assert!(r.value >= last_register && r.ts_ms > last_ts);
+            (last_register, last_ts) = (r.value, r.ts_ms);
+        }
+    }
+    assert!(intermediate > 0, "no session had intermediate readings");
 }
 
 fn decode(f: &feeder_sim::SimFrame) -> Frame {

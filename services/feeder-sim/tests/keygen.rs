@@ -188,3 +188,43 @@ fn rejects_bad_configs_without_writing() {
     .unwrap_err();
     assert!(matches!(err, feeder_sim::Error::Io { .. }), "{err}");
 }
+
+/// `--ocmf N`: P-256 keys in the registry (DER, with the serial) and the key file
+/// (PKCS#8), matching each other: the simulated charger's strings verify under the
+/// registry's key.
+#[test]
+fn ocmf_meters_are_provisioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = KeygenConfig {
+        ocmf: 3,
+        ..config(dir.path(), 1, 0, Some(1))
+    };
+    let summary = keygen(&cfg).unwrap();
+    assert_eq!((summary.ed25519_keys, summary.ocmf_keys), (1, 3));
+    let reg = Registry::load(&cfg.registry).unwrap();
+    let keys = load_key_file(&cfg.secrets).unwrap();
+    assert_eq!(keys.len(), 4);
+    for k in keys
+        .into_iter()
+        .filter(|k| k.device_id.starts_with("evse-"))
+    {
+        let d = reg.device(&k.device_id).unwrap();
+        assert_eq!(d.kind, DeviceKind::Meter);
+        let vk = d.keys[0].key.clone();
+        assert_eq!(vk.alg(), Alg::Ocmf);
+        let mut dev = SimDevice::from_key(k, 1_750_000_000_000);
+        let f = dev.next_frame(1_750_000_000_000).frame;
+        vk.check_shape(f.seq, &f.payload).unwrap();
+        let mut s = Vec::new();
+        vk.verify(
+            &mut s,
+            &f.device_id,
+            &f.key_id,
+            f.seq,
+            &f.payload,
+            &f.signature,
+        )
+        .unwrap();
+    }
+    assert!(reg.device("evse-000003").is_some());
+}
