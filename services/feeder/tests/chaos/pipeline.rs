@@ -501,8 +501,12 @@ impl Pipeline {
             let lagging: Vec<String> = jobs
                 .iter()
                 .filter_map(|(t, topic)| {
-                    let c = self.committed(&self.group(*t), topic)?;
-                    let h = self.highs(topic)?;
+                    // a probe the broker does not answer proves nothing: not drained
+                    let (Some(c), Some(h)) =
+                        (self.committed(&self.group(*t), topic), self.highs(topic))
+                    else {
+                        return Some(format!("{} on {topic}: broker not answering", t.name()));
+                    };
                     let done = c.iter().zip(&h).all(|(c, h)| (*c).max(0) >= *h);
                     (!done).then(|| format!("{} on {topic}: committed {c:?} of {h:?}", t.name()))
                 })
