@@ -117,6 +117,18 @@ fn bench(c: &mut Criterion) {
         bytes as f64 / rows as f64
     );
     write_handoff(&readings);
+    let encode_all = || {
+        for batch in &readings {
+            black_box(parquet_file::encode(Dataset::Readings, batch, &PROV).expect("encode"));
+        }
+    };
+    let (best, median) = best_and_median(BEST_OF, encode_all);
+    eprintln!(
+        "encode_parquet: best of {BEST_OF} {:.3} Mrows/s, median {:.3} Mrows/s (set the best \
+         beside pyarrow_baseline.py's best)",
+        rows as f64 / best / 1e6,
+        rows as f64 / median / 1e6
+    );
 
     let mut g = c.benchmark_group("writer_readings");
     g.throughput(Throughput::Elements(rows as u64));
@@ -139,6 +151,23 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// Runs timed for the printed summary (after one warm-up).
+const BEST_OF: usize = 15;
+
+/// The best and the median seconds of `runs` runs of `f`, after one warm-up run.
+fn best_and_median(runs: usize, f: impl Fn()) -> (f64, f64) {
+    f();
+    let mut secs: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    (secs[0], secs[secs.len() / 2])
 }
 
 /// Writes the readings batches, uncompressed, for `pyarrow_baseline.py` to load.

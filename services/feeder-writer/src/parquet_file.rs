@@ -71,6 +71,21 @@ fn distinct_devices(batch: &RecordBatch) -> u64 {
     n.max(1)
 }
 
+/// Columns written without a dictionary: nearly every value is distinct (a frame's
+/// payload and signature, a measured value, a position), so the dictionary encoder
+/// would hash and compare every value, grow to its size limit and fall back to plain
+/// anyway. Everything else keeps the default (dictionary, then RLE of its indices),
+/// which pays off on ids, OBIS codes, the 15-minute time grid, units and flags.
+fn no_dictionary(dataset: Dataset) -> &'static [&'static str] {
+    match dataset {
+        Dataset::Readings => &["value", "value_raw"],
+        Dataset::Telematics => &["lat", "lon", "odometer_m"],
+        Dataset::Frames => &["payload", "signature"],
+        Dataset::Quarantine => &["raw"],
+        _ => &[],
+    }
+}
+
 fn properties(
     dataset: Dataset,
     batch: &RecordBatch,
@@ -104,7 +119,11 @@ fn properties(
             .iter()
             .map(|(k, v)| KeyValue::new((*k).to_string(), v.clone())),
     );
-    let mut builder = WriterProperties::builder()
+    let mut builder = WriterProperties::builder();
+    for column in no_dictionary(dataset) {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+    }
+    let mut builder = builder
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_size(MAX_ROW_GROUP_ROWS)
