@@ -89,6 +89,78 @@ pub enum DevicesCommand {
     /// Create or rotate the edge key file that edges sign raw records with and the stream
     /// checks them against (docs/security.md). Written with mode 0600.
     EdgeKey(EdgeKeyArgs),
+    /// Create a provisioning key that signs registry-topic records: the private key to
+    /// `--out` (mode 0600); prints the public line for the receivers' `--provisioning-keys`.
+    ProvisioningKey(ProvisioningKeyArgs),
+    /// Publish a registry file to the registry topic: only the lines that differ from
+    /// what the topic holds, signed with `--signing-key` when given.
+    Publish(PublishArgs),
+    /// Revoke a device (all its keys, or `--key`) in the registry topic.
+    Revoke(RevokeArgs),
+    /// What the registry topic holds for a device, its history included.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisioningKeyArgs {
+    /// The private key file to create.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Its name, carried in each signed record's `feeder-signer` header.
+    #[arg(long, default_value = "provisioning-1")]
+    pub key_id: String,
+}
+
+/// The registry topic a provisioning command works on.
+#[derive(Debug, Args)]
+pub struct RegistryTopicArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The registry topic (default `<topic prefix>.registry`).
+    #[arg(long, env = "FEEDER_REGISTRY_TOPIC")]
+    pub registry_topic: Option<String>,
+}
+
+impl RegistryTopicArgs {
+    pub fn topic(&self) -> String {
+        self.registry_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.registry", self.kafka.topic_prefix))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub target: RegistryTopicArgs,
+    /// The registry file (JSON Lines); `-` reads standard input.
+    #[arg(long)]
+    pub registry: PathBuf,
+    /// Provisioning key file (`feeder devices provisioning-key`) to sign with.
+    #[arg(long, env = "FEEDER_PROVISIONING_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    pub target: RegistryTopicArgs,
+    /// The device to revoke.
+    pub device: String,
+    /// Only this key of the device.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Provisioning key file to sign with.
+    #[arg(long, env = "FEEDER_PROVISIONING_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub target: RegistryTopicArgs,
+    /// The device to show.
+    pub device: String,
 }
 
 #[derive(Debug, Args)]
@@ -257,9 +329,18 @@ pub struct EdgeArgs {
     /// gRPC listen address.
     #[arg(long, env = "FEEDER_LISTEN", default_value = "0.0.0.0:7443")]
     pub listen: SocketAddr,
-    /// Device registry (JSON Lines).
-    #[arg(long, env = "FEEDER_REGISTRY")]
-    pub registry: PathBuf,
+    /// Device registry (JSON Lines), hot-reloaded; one of it and `--registry-topic` is
+    /// required (checked at start: the config file may supply either).
+    #[arg(long, env = "FEEDER_REGISTRY", conflicts_with = "registry_topic")]
+    pub registry: Option<PathBuf>,
+    /// Read the registry from this compacted Kafka topic instead of a file (device
+    /// contract v1.1): the whole topic before serving, then every update as it comes.
+    #[arg(long, env = "FEEDER_REGISTRY_TOPIC")]
+    pub registry_topic: Option<String>,
+    /// Provisioning public keys (JSON Lines of `key_id`, `public_key`: Ed25519, hex):
+    /// with them, only registry-topic records signed by one of these keys are taken.
+    #[arg(long, env = "FEEDER_PROVISIONING_KEYS", requires = "registry_topic")]
+    pub provisioning_keys: Option<PathBuf>,
     /// Names this edge in the provenance log.
     #[arg(long, env = "FEEDER_EDGE_ID", default_value = "edge-0")]
     pub edge_id: String,

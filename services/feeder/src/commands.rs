@@ -22,8 +22,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edge(a) => {
             let shutdown = on_signals();
             let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;
-            let registry =
-                SharedRegistry::load(&a.registry).context("loading the device registry")?;
+            let registry = match (&a.registry, &a.registry_topic) {
+                (Some(path), _) => {
+                    SharedRegistry::load(path).context("loading the device registry")?
+                }
+                (None, Some(topic)) => {
+                    registry_from_topic(&a.kafka, topic, a.provisioning_keys.as_deref(), &shutdown)
+                        .await?
+                }
+                (None, None) => anyhow::bail!(
+                    "edge settings: a registry (--registry FILE) or a registry topic \
+                     (--registry-topic TOPIC) is required"
+                ),
+            };
             tracing::info!(devices = registry.devices(), "registry loaded");
             let edge_proof = a.edge_proof.load()?;
             let cfg = EdgeConfig {
@@ -37,7 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 device_rate_per_sec: a.device_rate,
                 device_burst: a.device_burst,
                 rate_limiter_capacity: a.rate_limiter_capacity,
-                registry_path: Some(a.registry.clone()),
+                registry_path: a.registry.clone(),
                 registry_poll: a.registry_poll,
                 shutdown_deadline: a.shutdown_deadline,
                 insecure_plaintext: a.insecure_plaintext,
@@ -283,6 +294,71 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Devices {
+            command: DevicesCommand::ProvisioningKey(a),
+        } => {
+            let public = crate::registry_publish::provisioning_key(&a.out, &a.key_id)?;
+            eprintln!(
+                "provisioning key {} written to {} (mode 0600); its public line, for --provisioning-keys:",
+                a.key_id,
+                a.out.display()
+            );
+            println!("{public}");
+        }
+        Command::Devices {
+            command: DevicesCommand::Publish(a),
+        } => {
+            let text = if a.registry.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&a.registry)
+                    .with_context(|| format!("reading {}", a.registry.display()))?
+            };
+            let signer = a
+                .signing_key
+                .as_deref()
+                .map(crate::registry_publish::Signer::load)
+                .transpose()?;
+            let (topic, kafka) = (a.target.topic(), a.target.kafka.kafka());
+            feeder_kafka::ensure_compacted_topics(
+                &kafka,
+                &[&topic],
+                a.target.kafka.partitions,
+                a.target.kafka.replication,
+            )
+            .await?;
+            let (published, unchanged) =
+                crate::registry_publish::publish(&kafka, &topic, &text, signer.as_ref()).await?;
+            println!("{topic}: {published} line(s) published, {unchanged} unchanged");
+        }
+        Command::Devices {
+            command: DevicesCommand::Revoke(a),
+        } => {
+            let signer = a
+                .signing_key
+                .as_deref()
+                .map(crate::registry_publish::Signer::load)
+                .transpose()?;
+            let topic = a.target.topic();
+            let n = crate::registry_publish::revoke(
+                &a.target.kafka.kafka(),
+                &topic,
+                &a.device,
+                a.key.as_deref(),
+                signer.as_ref(),
+            )
+            .await?;
+            println!("{topic}: {n} key(s) of {} revoked", a.device);
+        }
+        Command::Devices {
+            command: DevicesCommand::Show(a),
+        } => {
+            let topic = a.target.topic();
+            print!(
+                "{}",
+                crate::registry_publish::show(&a.target.kafka.kafka(), &topic, &a.device)?
+            );
+        }
+        Command::Devices {
             command: DevicesCommand::EdgeKey(a),
         } => {
             let id = crate::edge_key::create(&a.out, a.key_id, a.rotate)?;
@@ -362,4 +438,38 @@ async fn operations(
         r.mark_stopping();
     });
     Ok(ready)
+}
+
+/// The edge's registry read whole from `topic`, then followed until `shutdown`
+/// (`feeder_edge::registry_topic`).
+async fn registry_from_topic(
+    kafka: &crate::cli::KafkaArgs,
+    topic: &str,
+    provisioning_keys: Option<&std::path::Path>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<SharedRegistry> {
+    use feeder_core::registry_topic::ProvisioningKeys;
+    let keys = match provisioning_keys {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading provisioning keys {}", path.display()))?;
+            ProvisioningKeys::parse(&path.display().to_string(), &text)?
+        }
+        None => {
+            tracing::warn!(
+                topic,
+                "no provisioning keys: any record written to the registry topic is taken"
+            );
+            ProvisioningKeys::default()
+        }
+    };
+    let registry = SharedRegistry::default();
+    let src = feeder_edge::registry_topic::TopicSource {
+        topic: topic.to_string(),
+        keys,
+    };
+    feeder_edge::registry_topic::load(&kafka.kafka(), src, registry.clone(), shutdown.clone())
+        .await
+        .with_context(|| format!("reading the registry topic {topic}"))?;
+    Ok(registry)
 }

@@ -46,7 +46,7 @@ pub fn create(out: &Path, key_id: Option<String>, rotate: bool) -> anyhow::Resul
 }
 
 /// Writes `bytes` to `path` with mode 0600, atomically.
-fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     let tmp = path.with_extension("tmp-edge-key");
     let mut f = std::fs::OpenOptions::new()

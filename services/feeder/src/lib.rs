@@ -12,6 +12,7 @@ pub mod edge_key;
 pub mod group_watch;
 pub mod http;
 pub mod pipeline;
+pub mod registry_publish;
 pub mod shutdown;
 mod stage_runtime;
 pub mod telemetry;
