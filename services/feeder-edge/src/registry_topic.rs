@@ -1,236 +1,25 @@
-//! The registry read from its compacted Kafka topic (device contract v1.1; the records
-//! and their signatures: [`feeder_core::registry_topic`]).
-//!
-//! # Why a topic
-//! A Kubernetes Secret holds about 4,500 registry lines; a utility with millions of
-//! meters and a dozen edges needs a registry that scales and a revocation that reaches
-//! every edge in seconds. Every edge reads the whole topic (no consumer group: each
-//! needs every record), from its beginning before it reports ready, then follows it.
-//!
-//! # How
-//! One thread per edge owns a consumer assigned to every partition of the topic. It
-//! reads up to the ends it saw at start, swaps the registry in ([`SharedRegistry`]), and
-//! signals [`load`]'s caller; then it keeps polling, and swaps a rebuilt registry in
-//! after each burst of changes (at most every [`REBUILD_EVERY`]). Records refused by
-//! the provisioning keys (unsigned, unknown signer, bad signature) or that do not parse
-//! are counted (`feeder_edge_registry_records_refused_total{reason}`) and logged by
-//! record key only (never the line), and the entry in force stays.
-//!
-//! Rebuilding takes the file loader's time (about 7.6 s for 10^6 devices here): fine
-//! for the fleets a Secret cannot hold up to about 10^6 keys; past that an incremental
-//! registry is the next step.
+//! The edge's registry read from its compacted Kafka topic (device contract v1.1):
+//! [`feeder_kafka::registry_follow`] swapping each rebuilt registry into the
+//! [`SharedRegistry`] the calls read, so a revocation written to the topic is refused
+//! within seconds at every edge.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use feeder_core::registry_topic::{
-    ProvisioningKeys, Refused, SIGNATURE_HEADER, SIGNER_HEADER, TopicRegistry,
-};
 use feeder_kafka::KafkaConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+pub use feeder_kafka::registry_follow::{REBUILD_EVERY, TopicSource, TopicStats};
 use tokio_util::sync::CancellationToken;
 
+use crate::Result;
 use crate::server::SharedRegistry;
-use crate::{Error, Result};
 
-/// Changes are swapped in at most this often.
-pub const REBUILD_EVERY: Duration = Duration::from_millis(250);
-
-/// Where the registry comes from.
-#[derive(Debug, Clone)]
-pub struct TopicSource {
-    pub topic: String,
-    /// Empty: records need not be signed.
-    pub keys: ProvisioningKeys,
-}
-
-/// What the follower did, for tests and the health report.
-#[derive(Debug, Default)]
-pub struct TopicStats {
-    pub applied: AtomicU64,
-    pub refused: AtomicU64,
-    pub swaps: AtomicU64,
-}
-
-/// Reads `src` from its beginning and swaps the registry in, then follows the topic on a
-/// thread of its own until `shutdown`. Returns once the first registry is in force.
+/// Reads the topic whole into `registry`, then follows it until `shutdown`. Returns once
+/// the first registry is in force.
 pub async fn load(
     kafka: &KafkaConfig,
     src: TopicSource,
     registry: SharedRegistry,
     shutdown: CancellationToken,
 ) -> Result<Arc<TopicStats>> {
-    let consumer: BaseConsumer = kafka.reader("edge-registry").create()?;
-    let stats = Arc::new(TopicStats::default());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let s = stats.clone();
-    std::thread::Builder::new()
-        .name("registry-topic".into())
-        .spawn(move || {
-            let mut f = Follower {
-                consumer,
-                state: State {
-                    src,
-                    registry,
-                    lines: TopicRegistry::default(),
-                    stats: s,
-                    dirty: false,
-                },
-            };
-            match f.catch_up() {
-                Ok(()) => {
-                    let _ = tx.send(Ok(()));
-                    f.follow(&shutdown);
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        })
-        .map_err(|e| Error::Internal(format!("registry topic thread: {e}")))?;
-    rx.await
-        .map_err(|_| Error::Internal("registry topic thread ended".into()))??;
-    Ok(stats)
-}
-
-struct Follower {
-    consumer: BaseConsumer,
-    state: State,
-}
-
-/// What the follower holds besides its consumer (whose messages borrow it).
-struct State {
-    src: TopicSource,
-    registry: SharedRegistry,
-    lines: TopicRegistry,
-    stats: Arc<TopicStats>,
-    dirty: bool,
-}
-
-impl Follower {
-    /// Assigns every partition from its beginning and reads up to the ends seen now.
-    fn catch_up(&mut self) -> Result<()> {
-        let timeout = Duration::from_secs(30);
-        let md = self
-            .consumer
-            .fetch_metadata(Some(&self.state.src.topic), timeout)?;
-        let partitions: Vec<i32> = md
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(Error::Internal(format!(
-                "registry topic {} has no partitions (does it exist?)",
-                self.state.src.topic
-            )));
-        }
-        let mut tpl = TopicPartitionList::new();
-        let mut ends = Vec::new();
-        for &p in &partitions {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&self.state.src.topic, p, timeout)?;
-            tpl.add_partition_offset(&self.state.src.topic, p, Offset::Beginning)?;
-            if high > low {
-                ends.push((p, high));
-            }
-        }
-        self.consumer.assign(&tpl)?;
-        let started = Instant::now();
-        let mut next: Vec<(i32, i64)> = ends.iter().map(|&(p, _)| (p, -1)).collect();
-        let caught_up = |next: &[(i32, i64)]| {
-            ends.iter()
-                .all(|(p, end)| next.iter().any(|(q, n)| q == p && *n >= *end))
-        };
-        while !caught_up(&next) {
-            match self.consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    if let Some(n) = next.iter_mut().find(|(p, _)| *p == m.partition()) {
-                        n.1 = m.offset() + 1;
-                    }
-                    self.state.take(&m);
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None if started.elapsed() > Duration::from_secs(300) => {
-                    return Err(Error::Internal(format!(
-                        "registry topic {}: no progress reading it to its end",
-                        self.state.src.topic
-                    )));
-                }
-                None => {}
-            }
-        }
-        self.state.swap()
-    }
-
-    /// Polls until `shutdown`, swapping a rebuilt registry in after changes.
-    fn follow(&mut self, shutdown: &CancellationToken) {
-        let mut last_swap = Instant::now();
-        while !shutdown.is_cancelled() {
-            match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => self.state.take(&m),
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "registry topic: consumer error");
-                    metrics::counter!("feeder_edge_registry_topic_errors_total").increment(1);
-                }
-                None => {}
-            }
-            if self.state.dirty && last_swap.elapsed() >= REBUILD_EVERY {
-                if let Err(e) = self.state.swap() {
-                    tracing::error!(error = %e, "registry from the topic refused; the last good registry stays in force");
-                    metrics::counter!("feeder_edge_registry_reload_failures_total").increment(1);
-                    self.state.dirty = false;
-                }
-                last_swap = Instant::now();
-            }
-        }
-    }
-}
-
-impl State {
-    /// Applies one record, or counts why not.
-    fn take(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
-        let key = m.key().unwrap_or_default();
-        let value = m.payload();
-        let header = |name: &str| {
-            m.headers()
-                .and_then(|h| h.iter().find(|h| h.key == name))
-                .and_then(|h| h.value)
-        };
-        let outcome = self
-            .src
-            .keys
-            .check(key, value, header(SIGNER_HEADER), header(SIGNATURE_HEADER))
-            .and_then(|()| self.lines.apply(key, value));
-        match outcome {
-            Ok(()) => {
-                self.stats.applied.fetch_add(1, Ordering::Relaxed);
-                self.dirty = true;
-            }
-            Err(why) => self.refused(key, why),
-        }
-    }
-
-    fn refused(&self, key: &[u8], why: Refused) {
-        self.stats.refused.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("feeder_edge_registry_records_refused_total", "reason" => why.label())
-            .increment(1);
-        // the record key only, cut: never the line
-        let key: String = String::from_utf8_lossy(key).chars().take(64).collect();
-        tracing::warn!(key, reason = %why, "registry record refused; the entry in force stays");
-    }
-
-    fn swap(&mut self) -> Result<()> {
-        let reg = self.lines.registry(&self.src.topic)?;
-        tracing::info!(devices = reg.len(), keys = reg.key_count(), topic = %self.src.topic, "registry from the topic in force");
-        metrics::counter!("feeder_edge_registry_reloads_total").increment(1);
-        self.registry.replace(reg);
-        self.stats.swaps.fetch_add(1, Ordering::Relaxed);
-        self.dirty = false;
-        Ok(())
-    }
+    let sink = Box::new(move |reg| registry.replace(reg));
+    Ok(feeder_kafka::registry_follow::follow(kafka, src, "edge", sink, shutdown).await?)
 }

@@ -8,6 +8,8 @@ pub enum Error {
     Topic { topic: String, reason: String },
     #[error("embedded broker: {0}")]
     Embedded(String),
+    #[error("registry topic: {0}")]
+    Registry(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -9,6 +9,8 @@
 //!   back without waiting for a session timeout and a rebalance ([`membership`]).
 //! - [`fence`]: the zombie fence, claim records and owner headers that let readers
 //!   ignore the outputs of a stream stage that lost its partitions while it stalled.
+//! - [`registry_follow`]: the registry read from its compacted topic and followed, for
+//!   the edge and the stream.
 //! - [`EmbeddedBroker`]: librdkafka's in-process mock cluster, for the demo and fast tests
 //!   only: memory only, evicts old data past ~5 MiB per partition, no transaction isolation.
 
@@ -20,6 +22,7 @@ pub mod fence;
 pub mod lag;
 pub mod membership;
 pub mod redact;
+pub mod registry_follow;
 pub mod tansu;
 pub mod topics;
 

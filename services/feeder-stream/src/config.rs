@@ -54,6 +54,9 @@ pub struct StreamConfig {
     /// The registry file the labels came from, watched for changes (`None`: the labels
     /// are fixed).
     pub registry: Option<crate::labels_reload::RegistrySource>,
+    /// The registry topic to read the labels from instead of a file: read whole before
+    /// the first batch, then followed ([`feeder_kafka::registry_follow`]).
+    pub registry_topic: Option<feeder_kafka::registry_follow::TopicSource>,
     /// Raw records must carry a valid edge proof, or they are quarantined as
     /// `not_from_edge` ([`feeder_core::edge_proof`]).
     pub edge_proof: feeder_core::EdgeProof,
@@ -92,6 +95,7 @@ impl Default for StreamConfig {
             max_output_record_bytes: 1_000_000,
             frame_limits: crate::limits::FrameLimits::default(),
             zombie_fence: crate::fence::enabled(),
+            registry_topic: None,
         }
     }
 }

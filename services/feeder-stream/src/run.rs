@@ -202,6 +202,12 @@ async fn run_partitions(
         tokio::spawn(crate::labels_reload::watch_labels(
             source, labels_tx, watcher,
         ));
+    } else if let Some(src) = cfg.registry_topic.clone() {
+        // the whole topic before the first batch, which takes its labels
+        let sink = Box::new(move |reg: feeder_core::Registry| {
+            let _ = labels_tx.send(crate::config::labels_from_registry(&reg));
+        });
+        feeder_kafka::registry_follow::follow(kafka, src, "stream", sink, watcher).await?;
     }
     let rebalances = Rebalances::default();
     let consumer: StreamConsumer<RebalanceContext> = kafka

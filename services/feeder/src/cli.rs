@@ -111,6 +111,70 @@ pub struct ProvisioningKeyArgs {
     pub key_id: String,
 }
 
+/// Where a stage reads the device registry: a file or the registry topic.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Device registry (JSON Lines), reloaded when it changes; one of it and
+    /// `--registry-topic` is required (checked at start: the config file may supply
+    /// either).
+    #[arg(long, env = "FEEDER_REGISTRY", conflicts_with = "registry_topic")]
+    pub registry: Option<PathBuf>,
+    /// Read the registry from this compacted Kafka topic instead of a file (device
+    /// contract v1.1): the whole topic before starting, then every update as it comes.
+    #[arg(long, env = "FEEDER_REGISTRY_TOPIC")]
+    pub registry_topic: Option<String>,
+    /// Provisioning public keys (JSON Lines of `key_id`, `public_key`: Ed25519, hex):
+    /// with them, only registry-topic records signed by one of these keys are taken.
+    #[arg(long, env = "FEEDER_PROVISIONING_KEYS", requires = "registry_topic")]
+    pub provisioning_keys: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// The registry file, or the topic to follow (with its provisioning keys).
+    pub fn source(&self) -> anyhow::Result<RegistrySource> {
+        use anyhow::Context as _;
+        match (&self.registry, &self.registry_topic) {
+            (Some(path), _) => Ok(RegistrySource::File(path.clone())),
+            (None, Some(topic)) => {
+                let keys = match &self.provisioning_keys {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path).with_context(|| {
+                            format!("reading provisioning keys {}", path.display())
+                        })?;
+                        feeder_core::registry_topic::ProvisioningKeys::parse(
+                            &path.display().to_string(),
+                            &text,
+                        )?
+                    }
+                    None => {
+                        tracing::warn!(
+                            topic,
+                            "no provisioning keys: any record written to the registry topic is taken"
+                        );
+                        Default::default()
+                    }
+                };
+                Ok(RegistrySource::Topic(
+                    feeder_kafka::registry_follow::TopicSource {
+                        topic: topic.clone(),
+                        keys,
+                    },
+                ))
+            }
+            (None, None) => anyhow::bail!(
+                "a registry (--registry FILE) or a registry topic (--registry-topic TOPIC) \
+                 is required"
+            ),
+        }
+    }
+}
+
+/// A stage's registry source ([`RegistryArgs::source`]).
+pub enum RegistrySource {
+    File(PathBuf),
+    Topic(feeder_kafka::registry_follow::TopicSource),
+}
+
 /// The registry topic a provisioning command works on.
 #[derive(Debug, Args)]
 pub struct RegistryTopicArgs {
@@ -329,18 +393,8 @@ pub struct EdgeArgs {
     /// gRPC listen address.
     #[arg(long, env = "FEEDER_LISTEN", default_value = "0.0.0.0:7443")]
     pub listen: SocketAddr,
-    /// Device registry (JSON Lines), hot-reloaded; one of it and `--registry-topic` is
-    /// required (checked at start: the config file may supply either).
-    #[arg(long, env = "FEEDER_REGISTRY", conflicts_with = "registry_topic")]
-    pub registry: Option<PathBuf>,
-    /// Read the registry from this compacted Kafka topic instead of a file (device
-    /// contract v1.1): the whole topic before serving, then every update as it comes.
-    #[arg(long, env = "FEEDER_REGISTRY_TOPIC")]
-    pub registry_topic: Option<String>,
-    /// Provisioning public keys (JSON Lines of `key_id`, `public_key`: Ed25519, hex):
-    /// with them, only registry-topic records signed by one of these keys are taken.
-    #[arg(long, env = "FEEDER_PROVISIONING_KEYS", requires = "registry_topic")]
-    pub provisioning_keys: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: RegistryArgs,
     /// Names this edge in the provenance log.
     #[arg(long, env = "FEEDER_EDGE_ID", default_value = "edge-0")]
     pub edge_id: String,
@@ -495,10 +549,9 @@ fn duration_text(ms: i64) -> String {
 
 #[derive(Debug, Args)]
 pub struct StreamArgs {
-    /// Device registry (JSON Lines): device kinds and labels for the checks. Reloaded
-    /// when the file changes.
-    #[arg(long, env = "FEEDER_REGISTRY")]
-    pub registry: PathBuf,
+    /// The registry gives the checks device kinds and labels.
+    #[command(flatten)]
+    pub source: RegistryArgs,
     /// How often the registry file is checked for changes (new labels apply from the
     /// next batch).
     #[arg(long, env = "FEEDER_REGISTRY_POLL", default_value = "5s", value_parser = parse_duration)]

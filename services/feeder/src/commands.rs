@@ -12,7 +12,7 @@ use feeder_sim::loadgen::{self, LoadgenConfig};
 use feeder_stream::StreamConfig;
 use feeder_writer::WriterConfig;
 
-use crate::cli::{Cli, Command, ConfigCommand, DevicesCommand};
+use crate::cli::{Cli, Command, ConfigCommand, DevicesCommand, RegistrySource};
 use crate::cli::{KafkaArgs, MetricsArgs};
 use crate::http::Readiness;
 use crate::shutdown::on_signals;
@@ -22,18 +22,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edge(a) => {
             let shutdown = on_signals();
             let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;
-            let registry = match (&a.registry, &a.registry_topic) {
-                (Some(path), _) => {
-                    SharedRegistry::load(path).context("loading the device registry")?
+            let registry = match a.source.source().context("edge settings")? {
+                RegistrySource::File(path) => {
+                    SharedRegistry::load(&path).context("loading the device registry")?
                 }
-                (None, Some(topic)) => {
-                    registry_from_topic(&a.kafka, topic, a.provisioning_keys.as_deref(), &shutdown)
-                        .await?
+                RegistrySource::Topic(src) => {
+                    let registry = SharedRegistry::default();
+                    let topic = src.topic.clone();
+                    feeder_edge::registry_topic::load(
+                        &a.kafka.kafka(),
+                        src,
+                        registry.clone(),
+                        shutdown.clone(),
+                    )
+                    .await
+                    .with_context(|| format!("reading the registry topic {topic}"))?;
+                    registry
                 }
-                (None, None) => anyhow::bail!(
-                    "edge settings: a registry (--registry FILE) or a registry topic \
-                     (--registry-topic TOPIC) is required"
-                ),
             };
             tracing::info!(devices = registry.devices(), "registry loaded");
             let edge_proof = a.edge_proof.load()?;
@@ -48,7 +53,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 device_rate_per_sec: a.device_rate,
                 device_burst: a.device_burst,
                 rate_limiter_capacity: a.rate_limiter_capacity,
-                registry_path: a.registry.clone(),
+                registry_path: a.source.registry.clone(),
                 registry_poll: a.registry_poll,
                 shutdown_deadline: a.shutdown_deadline,
                 insecure_plaintext: a.insecure_plaintext,
@@ -98,9 +103,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stream(a) => {
             let shutdown = on_signals();
             let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;
-            let loaded_from = feeder_core::FileStamp::of(&a.registry);
-            let registry = Registry::load(&a.registry).context("loading the device registry")?;
-            tracing::info!(devices = registry.len(), "registry loaded");
+            // a file: loaded now and watched; a topic: read whole by the stage before its
+            // first batch, then followed
+            let (registry, source, registry_topic) =
+                match a.source.source().context("stream settings")? {
+                    RegistrySource::File(path) => {
+                        let loaded_from = feeder_core::FileStamp::of(&path);
+                        let registry =
+                            Registry::load(&path).context("loading the device registry")?;
+                        tracing::info!(devices = registry.len(), "registry loaded");
+                        let source = feeder_stream::labels_reload::RegistrySource {
+                            path,
+                            poll: a.registry_poll,
+                            loaded_from,
+                        };
+                        (Some(registry), Some(source), None)
+                    }
+                    RegistrySource::Topic(src) => (None, None, Some(src)),
+                };
             let edge_proof = a.edge_proof.load()?;
             let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
             let cfg = StreamConfig {
@@ -114,14 +134,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     ts_horizon_past_ms: ms(a.ts_horizon_past),
                     ts_horizon_future_ms: ms(a.ts_horizon_future),
                 },
-                registry: Some(feeder_stream::labels_reload::RegistrySource {
-                    path: a.registry.clone(),
-                    poll: a.registry_poll,
-                    loaded_from,
-                }),
+                registry: source,
+                registry_topic,
                 group_id: a.group,
                 instance_id: a.instance.instance_id,
-                device_labels: feeder_stream::config::labels_from_registry(&registry),
+                device_labels: registry
+                    .as_ref()
+                    .map(feeder_stream::config::labels_from_registry)
+                    .unwrap_or_default(),
                 rules: a.rules.unwrap_or_default(),
                 snapshot_interval: a.state_snapshot_interval,
                 cohort_grace: a.cohort_grace,
@@ -438,38 +458,4 @@ async fn operations(
         r.mark_stopping();
     });
     Ok(ready)
-}
-
-/// The edge's registry read whole from `topic`, then followed until `shutdown`
-/// (`feeder_edge::registry_topic`).
-async fn registry_from_topic(
-    kafka: &crate::cli::KafkaArgs,
-    topic: &str,
-    provisioning_keys: Option<&std::path::Path>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<SharedRegistry> {
-    use feeder_core::registry_topic::ProvisioningKeys;
-    let keys = match provisioning_keys {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading provisioning keys {}", path.display()))?;
-            ProvisioningKeys::parse(&path.display().to_string(), &text)?
-        }
-        None => {
-            tracing::warn!(
-                topic,
-                "no provisioning keys: any record written to the registry topic is taken"
-            );
-            ProvisioningKeys::default()
-        }
-    };
-    let registry = SharedRegistry::default();
-    let src = feeder_edge::registry_topic::TopicSource {
-        topic: topic.to_string(),
-        keys,
-    };
-    feeder_edge::registry_topic::load(&kafka.kafka(), src, registry.clone(), shutdown.clone())
-        .await
-        .with_context(|| format!("reading the registry topic {topic}"))?;
-    Ok(registry)
 }

@@ -1,6 +1,7 @@
 //! Revocation you can trust, on a real broker process (tansu): the registry published to
-//! its topic with `feeder devices publish` (signed by a provisioning key), two edges
-//! reading it (`--registry-topic`, `--provisioning-keys`); `feeder devices revoke` is
+//! its topic with `feeder devices publish` (signed by a provisioning key), two edges and
+//! a stream stage reading it (`--registry-topic`, `--provisioning-keys`; the stream takes
+//! its labels from it and follows it too); `feeder devices revoke` is
 //! refused at both edges within 5 seconds (code 7: the device's every key revoked) while
 //! another device's frames are still acked; an unsigned record that would lift the
 //! revocation is refused by both and counted.
@@ -116,6 +117,25 @@ async fn a_revocation_is_refused_at_every_edge_within_seconds() {
         edges.push((listen, stage));
     }
 
+    let mut args = vec![
+        "stream",
+        "--registry-topic",
+        &topic,
+        "--provisioning-keys",
+        &prov_pub,
+        "--edge-keys",
+        &fleet.edge_keys,
+    ];
+    args.extend(&kafka);
+    let mut stream = Stage::spawn("stream", dir.path(), &args, &[]);
+    stream.wait_ready(Duration::from_secs(60));
+    let stream_reloads = "feeder_stream_registry_reloads_total";
+    wait_until(
+        "the stream reads the topic",
+        Duration::from_secs(30),
+        || metric(stream.metrics, stream_reloads) >= 1.0,
+    );
+
     let mut clock = NOW_MS;
     let (victim, rest) = fleet.devices.split_at_mut(1);
     let victim = &mut victim[0];
@@ -158,6 +178,11 @@ async fn a_revocation_is_refused_at_every_edge_within_seconds() {
         );
     }
     println!("revocation refused at both edges after {refused_after:?} (from the revoke command)");
+    wait_until(
+        "the stream follows the revocation",
+        Duration::from_secs(5),
+        || metric(stream.metrics, stream_reloads) >= 2.0,
+    );
 
     // an unsigned line that would lift the revocation: refused by both, counted
     let lifted = dir.path().join("lifted.jsonl");

@@ -80,7 +80,7 @@ fn the_file_sets_every_stage_and_flags_override_it() {
     // Required flags come from the file.
     assert_eq!(e.kafka.brokers, "kafka-0:9093,kafka-1:9093");
     assert_eq!(
-        e.registry,
+        e.source.registry,
         Some(PathBuf::from("/etc/feeder/registry/registry.jsonl"))
     );
     assert_eq!((e.device_rate, e.device_burst), (2.5, 20));
