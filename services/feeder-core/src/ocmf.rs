@@ -228,7 +228,8 @@ pub struct Converted {
     pub page: (char, u64),
     /// `MS`, else `GS`.
     pub serial: Option<String>,
-    /// The readings (`sent_at_ms` is the last reading's time, `firmware` `MF` else `GV`).
+    /// The readings; `firmware` is `MF` else `GV`, `sent_at_ms` 0: an OCMF string has no
+    /// send time (a charger uploads a session when it can), so no clock-skew check.
     pub frame: Frame,
     /// Per reading: `ocmf_time_<TM status>`, `ocmf_tx_<TX>`, `ocmf_st_<ST>` and, for a unit
     /// outside the datasets' list, `ocmf_unit_<unit in lower case>`.
@@ -276,7 +277,6 @@ pub fn convert(ocmf: &[u8]) -> Result<Converted, ShapeError> {
             unit: unit as i32,
             status: 0,
         });
-        frame.sent_at_ms = frame.sent_at_ms.max(ts_ms);
         flags.push(f);
     }
     Ok(Converted {

@@ -98,6 +98,9 @@ pub struct Admitted {
     pub raw: RawFrame,
     pub signed: SignedFrame,
     pub frame: Frame,
+    /// An OCMF fiscal page: its seq counts in a replay window of its own
+    /// (`feeder_core::payload::window_key`).
+    pub separate_window: bool,
 }
 
 /// Admits the raw record `value`, or says why not.
@@ -135,15 +138,32 @@ pub fn admit(
     let signed = SignedFrame::decode(raw.signed_frame.clone())
         .map_err(|e| refuse(&raw, Reason::MalformedFrame, e.to_string(), "", 0))?;
     let at = |reason, detail| refuse(&raw, reason, detail, &signed.device_id, signed.seq);
-    let rows = count_rows(&signed.payload).map_err(|e| at(Reason::MalformedPayload, e))?;
+    // an OCMF string (a meter signing in its own format) holds at most
+    // `ocmf::MAX_READINGS` readings, bounded by its parser
+    let ocmf = feeder_core::ocmf::is_ocmf(&signed.payload);
+    let rows = match ocmf {
+        true => 0,
+        false => count_rows(&signed.payload).map_err(|e| at(Reason::MalformedPayload, e))?,
+    };
     if rows > u64::from(limits.max_rows) {
         return Err(at(
             Reason::TooManyRows,
             format!("{rows} rows, more than {}", limits.max_rows),
         ));
     }
-    let frame = Frame::decode(signed.payload.clone())
-        .map_err(|e| at(Reason::MalformedPayload, e.to_string()))?;
+    let (frame, separate_window) = match ocmf {
+        true => feeder_core::payload::decode(&signed.payload)
+            .map(|d| {
+                let separate = d.separate_window();
+                (d.frame, separate)
+            })
+            .map_err(|e| at(Reason::MalformedPayload, e))?,
+        false => (
+            Frame::decode(signed.payload.clone())
+                .map_err(|e| at(Reason::MalformedPayload, e.to_string()))?,
+            false,
+        ),
+    };
     if let Some(ts) = out_of_horizon(&frame, raw.received_at_ms, limits) {
         return Err(at(
             Reason::TsOutOfHorizon,
@@ -153,7 +173,12 @@ pub fn admit(
             ),
         ));
     }
-    Ok(Admitted { raw, signed, frame })
+    Ok(Admitted {
+        raw,
+        signed,
+        frame,
+        separate_window,
+    })
 }
 
 /// The first row timestamp outside the horizon, if any.

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use feeder_core::EdgeProof;
 use feeder_proto::pipeline::{Anomaly, CheckedFrame, QuarantinedFrame, RawFrame};
 use feeder_proto::v1::{Frame, SignedFrame};
-use prost::Message;
 
 use crate::admit::{Admitted, Reason, Refusal, admit};
 use crate::config::{DeviceLabels, StreamConfig};
@@ -206,11 +205,13 @@ impl PartitionState {
     /// with what the anomalies topic holds.
     pub fn replay_checked(&mut self, c: &CheckedFrame) -> Vec<Anomaly> {
         let window = self.window;
-        self.device_mut(&c.device_id).window.accept(c.seq, window);
-        let Ok(frame) = Frame::decode(c.payload.clone()) else {
+        let Ok(decoded) = feeder_core::payload::decode(&c.payload) else {
+            self.device_mut(&c.device_id).window.accept(c.seq, window);
             return Vec::new(); // cannot happen: only decodable payloads are checked
         };
-        let findings = self.evaluate(&c.device_id, c.received_at_ms, &frame);
+        let key = feeder_core::payload::window_key(&c.device_id, decoded.separate_window());
+        self.device_mut(&key).window.accept(c.seq, window);
+        let findings = self.evaluate(&key, c.received_at_ms, &decoded.frame);
         findings.anomaly_records(&c.device_id, c.seq, c.received_at_ms, c.source_offset)
     }
 
@@ -392,16 +393,19 @@ impl PartitionState {
             raw,
             signed: sf,
             frame,
+            separate_window,
         } = match admit(value, &self.edge_proof, &self.limits) {
             Ok(a) => a,
             Err(r) => return self.refused(offset, *r),
         };
         let (window, max_ahead) = (self.window, self.limits.max_seq_ahead);
-        let w = &mut self.device_mut(&sf.device_id).window;
+        let key = feeder_core::payload::window_key(&sf.device_id, separate_window);
+        let w = &mut self.device_mut(&key).window;
         let (reason, detail) = match w.classify(sf.seq, window, max_ahead) {
             Verdict::New { gap_before } => {
                 w.accept(sf.seq, window);
-                return self.accepted(offset, raw, sf, &frame, gap_before);
+                let key = key.into_owned();
+                return self.accepted(offset, raw, sf, &key, &frame, gap_before);
             }
             Verdict::Duplicate => (Reason::Duplicate, "seq already accepted".to_string()),
             Verdict::TooOld => (
@@ -473,10 +477,11 @@ impl PartitionState {
         offset: i64,
         raw: RawFrame,
         sf: SignedFrame,
+        state_key: &str,
         frame: &Frame,
         gap_before: bool,
     ) -> Outcome {
-        let mut findings = self.evaluate(&sf.device_id, raw.received_at_ms, frame);
+        let mut findings = self.evaluate(state_key, raw.received_at_ms, frame);
         let estimates = std::mem::take(&mut findings.estimates);
         for run in &estimates {
             let key = (run.method().name(), run.status().name());
@@ -519,6 +524,7 @@ impl PartitionState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
 
     fn raw(device: &str, seq: u64, payload: Vec<u8>) -> Vec<u8> {
         let sf = SignedFrame {

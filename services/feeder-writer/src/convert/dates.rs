@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 use chrono::NaiveDate;
 use feeder_core::validate_device_id;
 use feeder_proto::pipeline::{Anomaly, CheckedFrame, QuarantinedFrame};
-use feeder_proto::v1::Frame;
 use prost::Message;
 
 use super::partition_date;
@@ -54,7 +53,8 @@ pub fn record_dates(
 fn checked_dates(cf: &CheckedFrame, limit: usize, dates: &mut BTreeSet<NaiveDate>) {
     // the frames row, or the quarantine row of an undecodable payload
     dates.insert(partition_date(cf.received_at_ms));
-    let Ok(frame) = Frame::decode(cf.payload.as_ref()) else {
+    let Ok(feeder_core::payload::Decoded { frame, .. }) = feeder_core::payload::decode(&cf.payload)
+    else {
         return;
     };
     let times = frame
@@ -74,7 +74,7 @@ fn checked_dates(cf: &CheckedFrame, limit: usize, dates: &mut BTreeSet<NaiveDate
 
 #[cfg(test)]
 mod tests {
-    use feeder_proto::v1::{Event, Reading, Sample};
+    use feeder_proto::v1::{Event, Frame, Reading, Sample};
 
     use super::*;
 

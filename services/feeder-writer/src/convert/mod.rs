@@ -33,7 +33,7 @@ use chrono::NaiveDate;
 use feeder_core::units::{scaled_value, unit_name};
 use feeder_core::validate_device_id;
 use feeder_proto::pipeline::{CheckedFrame, QuarantinedFrame};
-use feeder_proto::v1::{EventKind, Frame, SignedFrame};
+use feeder_proto::v1::{EventKind, SignedFrame};
 use prost::Message;
 
 pub use self::anomalies::anomalies_to_batches;
@@ -215,8 +215,9 @@ impl Rows {
             seq: cf.seq,
             received_at_ms: cf.received_at_ms,
         };
-        let frame = match Frame::decode(cf.payload.as_ref()) {
-            Ok(frame) => frame,
+        // Feeder's own Frame, or a meter's own format (OCMF) with the flags it implies
+        let decoded = match feeder_core::payload::decode(&cf.payload) {
+            Ok(decoded) => decoded,
             Err(e) => {
                 self.undecodable_payloads += 1;
                 let raw = SignedFrame {
@@ -233,14 +234,24 @@ impl Rows {
                 return;
             }
         };
+        let frame = &decoded.frame;
         self.frames
             .append(key, &cf.key_id, &cf.edge_id, &cf.payload, &cf.signature);
 
         let mut flags = RecordFlags::new(&cf.frame_flags, record_bytes);
         let mut row_flags = Vec::new();
         let reading_flags = flags_by_index(frame.readings.len(), &cf.reading_flags);
+        let mut merged = Vec::new();
         for (i, r) in (0u32..).zip(&frame.readings) {
-            flags.row(own_flags(&reading_flags, i), &mut row_flags);
+            match decoded.reading_flags.get(i as usize) {
+                None => flags.row(own_flags(&reading_flags, i), &mut row_flags),
+                Some(format_flags) => {
+                    merged.clear();
+                    merged.extend_from_slice(own_flags(&reading_flags, i));
+                    merged.extend(format_flags.iter().map(String::as_str));
+                    flags.row(&merged, &mut row_flags);
+                }
+            }
             let row = ReadingRow {
                 ts_ms: r.ts_ms,
                 interval_s: r.interval_s,
