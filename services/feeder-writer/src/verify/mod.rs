@@ -43,9 +43,7 @@ use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use feeder_core::{KeyStatus, Registry};
 use feeder_proto::pipeline::CheckedFrame;
-use feeder_proto::v1::Frame;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use prost::Message;
 
 pub use self::digest::Digest;
 use self::digest::RowHasher;
@@ -388,7 +386,7 @@ impl Verifier<'_> {
                     ..Entry::default()
                 },
             );
-            if Frame::decode(payload.value(i)).is_err() {
+            if feeder_core::payload::decode(payload.value(i)).is_err() {
                 // reported below if in scope
                 continue;
             }
@@ -447,17 +445,19 @@ impl Verifier<'_> {
                     key_id: kid.to_string(),
                 }),
                 Some(key) => {
-                    let ok = key
-                        .key
-                        .verify(
-                            &mut self.scratch,
-                            dev,
-                            kid,
-                            s,
-                            payload.value(i),
-                            signature.value(i),
-                        )
-                        .is_ok();
+                    // a native format's bindings (OCMF: PG = seq, the serial) first
+                    let ok = key.key.check_shape(s, payload.value(i)).is_ok()
+                        && key
+                            .key
+                            .verify(
+                                &mut self.scratch,
+                                dev,
+                                kid,
+                                s,
+                                payload.value(i),
+                                signature.value(i),
+                            )
+                            .is_ok();
                     if ok && key.status == KeyStatus::Revoked {
                         self.report.frames_with_revoked_key += 1;
                     }
@@ -467,7 +467,7 @@ impl Verifier<'_> {
                 }
             };
             let problem = problem.or_else(|| {
-                Frame::decode(payload.value(i))
+                feeder_core::payload::decode(payload.value(i))
                     .is_err()
                     .then_some(Problem::UndecodablePayload)
             });
