@@ -262,8 +262,13 @@ async fn sigkill_while_buffering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_after_a_temp_file_is_written() {
     crash_at("life-writer-tmp", "after_temp_write:2", |s| {
+        // the writer stores up to 4 files of a range at once (feeder-writer's
+        // `parallel`): the crash leaves the stopped one's temp file and maybe others'
         let temps = files(&s.data, |n| n.starts_with(".tmp-"));
-        assert_eq!(temps.len(), 1, "the crash leaves one temp file");
+        assert!(
+            (1..=4).contains(&temps.len()),
+            "the crash leaves 1 to 4 temp files: {temps:?}"
+        );
     })
     .await;
 }
