@@ -68,6 +68,24 @@ pub fn tampered(frame: &SignedFrame) -> SignedFrame {
     }
 }
 
+/// An OCMF frame with one digit of its first reading value changed, the string's
+/// signature kept: well formed (it passes the edge's shape checks) but refused by the
+/// signature check (16). A frame that is not OCMF is returned unchanged.
+pub fn tampered_ocmf(frame: &SignedFrame) -> SignedFrame {
+    let mut payload = frame.payload.to_vec();
+    let rv = payload.windows(5).position(|w| w == b"\"RV\":");
+    if let Some(at) = rv.map(|i| i + 5)
+        && let Some(b) = payload.get_mut(at)
+        && b.is_ascii_digit()
+    {
+        *b = if *b == b'9' { b'8' } else { *b + 1 };
+    }
+    SignedFrame {
+        payload: payload.into(),
+        ..frame.clone()
+    }
+}
+
 fn random_key(alg: Alg) -> SigningKey {
     let bytes: [u8; 32] = rand::rng().random();
     match alg {

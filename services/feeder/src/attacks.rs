@@ -147,7 +147,17 @@ pub async fn run(
         .next_frame(now)
         .frame;
 
-    let plan: Vec<Planned> = vec![
+    // a charger signing in OCMF, when the fleet has one: its string with a reading changed
+    let ocmf_key = load_key_file(secrets)?
+        .into_iter()
+        .find(|k| k.key.alg() == feeder_core::Alg::Ocmf);
+    let tampered_ocmf = ocmf_key.map(|k| {
+        let mut charger = SimDevice::from_key(k, start);
+        charger.skip_to_seq(FRESH_SEQ);
+        attacks::tampered_ocmf(&charger.next_frame(now).frame)
+    });
+
+    let mut plan: Vec<Planned> = vec![
         ("fresh", fresh.frame.clone(), 0, Some(fresh.readings), None),
         (
             "replay",
@@ -175,6 +185,9 @@ pub async fn run(
         ("revoked_key", with_revoked_key, 16, None, None),
         ("revoked_device", revoked_device, 7, None, None),
     ];
+    if let Some(frame) = tampered_ocmf {
+        plan.push(("tampered_ocmf", frame, 16, None, None));
+    }
     let mut client = IngestClient::connect(url.to_string()).await?;
     let mut out = Vec::new();
     for (case, frame, expected_code, stored_readings, quarantine_reason) in plan {

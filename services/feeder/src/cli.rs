@@ -682,6 +682,9 @@ pub struct DemoArgs {
     pub meters: usize,
     #[arg(long, default_value_t = 40)]
     pub vehicles: usize,
+    /// EV chargers whose meters sign in OCMF (contract v1.1).
+    #[arg(long, default_value_t = 20)]
+    pub ocmf: usize,
     /// How long the simulated fleet sends.
     #[arg(long, default_value_t = 20.0)]
     pub seconds: f64,
@@ -744,6 +747,9 @@ pub struct KeygenArgs {
     pub meters: usize,
     #[arg(long)]
     pub vehicles: usize,
+    /// EV chargers whose meters sign in OCMF (P-256 keys, ids `evse-…`, serial `SIM…`).
+    #[arg(long, default_value_t = 0)]
+    pub ocmf: usize,
     #[arg(long)]
     pub registry: PathBuf,
     #[arg(long)]

@@ -398,15 +398,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = keygen(&KeygenConfig {
                 meters: a.meters,
                 vehicles: a.vehicles,
+                ocmf: a.ocmf,
                 registry: a.registry,
                 secrets: a.secrets,
                 seed: a.seed,
                 ..KeygenConfig::default()
             })?;
             println!(
-                "provisioned {} meters and {} vehicles: registry {}, device keys {}",
+                "provisioned {} meters, {} vehicles and {} OCMF meters: registry {}, device keys {}",
                 s.meters,
                 s.vehicles,
+                s.ocmf_keys,
                 s.registry.display(),
                 s.secrets.display()
             );

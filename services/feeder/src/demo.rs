@@ -52,6 +52,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let summary = keygen(&KeygenConfig {
         meters: args.meters,
         vehicles: args.vehicles,
+        ocmf: args.ocmf,
         registry: registry.clone(),
         secrets: secrets.clone(),
         ..KeygenConfig::default()
@@ -59,11 +60,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let victim = "mtr-000001";
     let revoked = attacks::provision_revocations(&registry, victim)?;
     println!(
-        "fleet: {} meters, {} vehicles ({} ed25519 + {} hmac-sha256 keys) -> {}",
+        "fleet: {} meters, {} vehicles, {} EV chargers signing in OCMF ({} ed25519 + {} hmac-sha256 + {} P-256 keys) -> {}",
         summary.meters,
         summary.vehicles,
+        summary.ocmf_keys,
         summary.ed25519_keys,
         summary.hmac_keys,
+        summary.ocmf_keys,
         fleet.display()
     );
 
@@ -266,7 +269,10 @@ async fn skipped_day(url: &str, secrets: &Path) -> anyhow::Result<String> {
     const DAY_MS: i64 = 86_400_000;
     let key = feeder_core::keyfile::load_key_file(secrets)?
         .into_iter()
-        .rfind(|k| k.kind == feeder_core::DeviceKind::Meter)
+        // a household meter (an OCMF charger reports sessions, not days)
+        .rfind(|k| {
+            k.kind == feeder_core::DeviceKind::Meter && k.key.alg() != feeder_core::Alg::Ocmf
+        })
         .context("no meter in the key file")?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?

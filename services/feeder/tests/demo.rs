@@ -49,7 +49,13 @@ fn demo_stores_every_acked_frame_once_and_exits_0() {
     assert!(acked > 0);
     assert!(line("exactly once:").ends_with("(ok)"), "{stdout}");
     assert!(!stdout.contains("UNEXPECTED"), "{stdout}");
-    for case in ["forged", "tampered", "unknown_device", "revoked_key"] {
+    for case in [
+        "forged",
+        "tampered",
+        "unknown_device",
+        "revoked_key",
+        "tampered_ocmf",
+    ] {
         assert!(line(&format!("  {case}")).contains("code 16"), "{case}");
     }
     assert!(line("  revoked_device").contains("code  7"));
