@@ -95,6 +95,17 @@ impl Tansu {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The broker's process id (for SIGSTOP/SIGCONT in tests that stall it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The broker's log (stdout and stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("tansu-{}.log", self.port)))
+            .unwrap_or_default()
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
