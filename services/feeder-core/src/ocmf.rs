@@ -240,7 +240,12 @@ pub struct Converted {
 pub fn convert(ocmf: &[u8]) -> Result<Converted, ShapeError> {
     let (payload, _) = split(ocmf)?;
     let p: PayloadJson<'_> = serde_json::from_slice(payload)
-        .map_err(|e| ShapeError::new("ocmf_payload", format!("OCMF payload JSON: {e}")))?;
+        // the error says where and what was expected, never the value found: bounded, and
+        // a device's string is not echoed into acks and logs
+        .map_err(|e| {
+            let why = crate::line_error::json_line_error(&e);
+            ShapeError::new("ocmf_payload", format!("OCMF payload JSON: {why}"))
+        })?;
     let page = parse_page(&p.pg)?;
     if p.rd.len() > MAX_READINGS {
         return Err(ShapeError::new(
@@ -338,7 +343,8 @@ pub fn parse_decimal(text: &str) -> Result<(i64, i32), String> {
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(text);
-    let bad = || format!("RV {text:?} is not a decimal number");
+    // never the value: a refusal is bounded whatever the device sent
+    let bad = || "RV is not a decimal number".to_string();
     let (neg, body) = match text.strip_prefix('-') {
         Some(b) => (true, b),
         None => (false, text),
@@ -359,7 +365,7 @@ pub fn parse_decimal(text: &str) -> Result<(i64, i32), String> {
         value = value
             .checked_mul(10)
             .and_then(|v| v.checked_add(i64::from(b - b'0')))
-            .ok_or_else(|| format!("RV {text:?} has too many digits"))?;
+            .ok_or_else(|| "RV has too many digits for a 64-bit value".to_string())?;
     }
     let frac_len = i32::try_from(frac.len()).map_err(|_| bad())?;
     let scaler = exp.checked_sub(frac_len).ok_or_else(bad)?;

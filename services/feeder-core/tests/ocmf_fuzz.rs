@@ -54,6 +54,8 @@ fn field_value() -> impl Strategy<Value = String> {
         Just("1234.5670".to_string()),
         Just("-0.0e-99999".to_string()),
         Just("9".repeat(40)),
+        Just(format!("\"{}\"", "x".repeat(600))),
+        Just("x".repeat(600)),
         Just("\"B\"".to_string()),
         Just("null".to_string()),
         Just("[]".to_string()),
