@@ -20,6 +20,7 @@ use feeder_core::registry_topic::{
 };
 use feeder_kafka::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -130,10 +131,16 @@ pub fn read_topic(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<TopicR
                 t0.elapsed() < Duration::from_secs(120),
                 "{topic}: read stalled"
             );
-            let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
+            let m = match consumer.poll(Duration::from_millis(200)) {
+                None => continue,
+                // a broker that is slow or restarting: retried until the stall bound
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "{topic}: read error, retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+                Some(Ok(m)) => m,
             };
-            let m = m?;
             last = m.offset();
             let signer = m
                 .headers()
@@ -253,7 +260,8 @@ async fn produce(
     let producer: FutureProducer = kafka
         .producer("registry-publish", 100_000, 30_000)
         .create()?;
-    let mut acks = Vec::with_capacity(records.len());
+    // acks awaited oldest first; a full local queue waits for the oldest (bounded memory)
+    let mut acks = std::collections::VecDeque::new();
     for (key, value) in records {
         let mut rec = FutureRecord::<str, str>::to(topic).key(key);
         if let Some(v) = value {
@@ -262,7 +270,24 @@ async fn produce(
         if let Some(s) = signer {
             rec = rec.headers(s.headers(key, value.as_deref())?);
         }
-        acks.push(producer.send_result(rec).map_err(|(e, _)| e)?);
+        loop {
+            match producer.send_result(rec) {
+                Ok(ack) => {
+                    acks.push_back(ack);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    match acks.pop_front() {
+                        Some(oldest) => {
+                            oldest.await?.map_err(|(e, _)| e)?;
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
     }
     for a in acks {
         a.await?.map_err(|(e, _)| e)?;
