@@ -3,11 +3,21 @@
 //! NOT DURABLE. It keeps data in memory, evicts old data past ~5 MiB per partition, and
 //! does not isolate aborted transactions. It exists so `feeder demo` and fast tests run
 //! with no external service; production and the durability tests use a real broker.
+//!
+//! A new consumer group's first join is answered at once: librdkafka's mock holds it for
+//! `group.initial.rebalance.delay.ms` (3 s, Kafka's default), which made every demo and
+//! every test with a consumer wait 3 s before the stream or writer saw a record (the
+//! demo's start-up stall, acks held by the lag bound meanwhile). Kafka's default is there
+//! so a group of many members starting together rebalances once; the embedded broker
+//! serves one process, so it uses 0, as the `server.properties` shipped with Kafka
+//! sets for development. The setting
+//! has no safe binding in rust-rdkafka, hence the one FFI call below.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::{ClientConfig, bindings};
 
 use crate::{Error, Result};
 
@@ -35,8 +45,12 @@ impl EmbeddedBroker {
         let (stop_tx, stop_rx) = mpsc::channel::<Command>();
         let thread = std::thread::Builder::new()
             .name("embedded-broker".into())
-            .spawn(move || match MockCluster::new(brokers) {
-                Ok(cluster) => {
+            .spawn(move || match new_cluster(brokers) {
+                Ok(owner) => {
+                    let Some(cluster) = owner.client().mock_cluster() else {
+                        let _ = ready_tx.send(Err(Error::Embedded("no mock cluster".into())));
+                        return;
+                    };
                     for t in &topics {
                         if let Err(e) = cluster.create_topic(t, partitions, 1) {
                             let _ = ready_tx.send(Err(Error::Embedded(format!("{t}: {e}"))));
@@ -58,6 +72,7 @@ impl EmbeddedBroker {
                         }
                     }
                     drop(cluster);
+                    drop(owner);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(Error::Embedded(e.to_string())));
@@ -108,6 +123,33 @@ impl EmbeddedBroker {
         self.stop.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Milliseconds the mock holds a new group's first join (see the module docs).
+const GROUP_INITIAL_REBALANCE_DELAY_MS: i32 = 0;
+
+/// A client owning a mock cluster of `brokers` brokers (the cluster lives as long as the
+/// client), with the first-join delay set.
+fn new_cluster(brokers: i32) -> std::result::Result<BaseProducer, rdkafka::error::KafkaError> {
+    let owner: BaseProducer = ClientConfig::new()
+        .set("test.mock.num.brokers", brokers.to_string())
+        .create()?;
+    set_initial_rebalance_delay(&owner, GROUP_INITIAL_REBALANCE_DELAY_MS);
+    Ok(owner)
+}
+
+/// The mock cluster's `group.initial.rebalance.delay.ms`.
+#[allow(unsafe_code)]
+fn set_initial_rebalance_delay(owner: &BaseProducer, delay_ms: i32) {
+    // SAFETY: `native_ptr` is the live handle of `owner`, borrowed for this call;
+    // `rd_kafka_handle_mock_cluster` returns the cluster that handle owns (or null, then
+    // nothing is called); the setter takes the cluster's own lock (rdkafka_mock.c).
+    unsafe {
+        let cluster = bindings::rd_kafka_handle_mock_cluster(owner.client().native_ptr());
+        if !cluster.is_null() {
+            bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, delay_ms);
         }
     }
 }
