@@ -44,6 +44,16 @@ pub enum KeyStatus {
     Revoked,
 }
 
+impl KeyStatus {
+    /// The registry's name of the status (its `status` field).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Revoked => "revoked",
+        }
+    }
+}
+
 /// One line of the registry file. `Debug` never prints the secret.
 #[derive(Clone, Deserialize, serde::Serialize)]
 pub struct RegistryLine {

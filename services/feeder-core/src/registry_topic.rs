@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryLine};
 use crate::{Error, Result};
 
 /// Domain separation of the signing input.
@@ -52,7 +52,7 @@ pub fn signing_input(key: &[u8], value: Option<&[u8]>) -> Option<Vec<u8>> {
 
 /// The provisioning public keys a receiver accepts, by name. Empty: updates are not
 /// required to be signed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProvisioningKeys {
     keys: HashMap<String, [u8; crate::ed25519::PUBLIC_KEY_LEN]>,
 }
@@ -162,6 +162,52 @@ impl Refused {
     }
 }
 
+/// One registry record, parsed: what a receiver (or the registry audit) takes from it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A tombstone: the key's line is removed.
+    Removed { key: String },
+    /// A line for the key, valid on its own and naming the record key's device and key.
+    Line {
+        key: String,
+        line: String,
+        parsed: Box<RegistryLine>,
+    },
+}
+
+impl Change {
+    /// The record key, `<device_id>/<key_id>`.
+    pub fn key(&self) -> &str {
+        match self {
+            Change::Removed { key } | Change::Line { key, .. } => key,
+        }
+    }
+}
+
+/// Parses one record (after [`ProvisioningKeys::check`]) with the file loader's rules for
+/// its line; a line that does not parse, or whose device and key differ from its record
+/// key, is [`Refused::Malformed`].
+pub fn parse_record(key: &[u8], value: Option<&[u8]>) -> std::result::Result<Change, Refused> {
+    let key = std::str::from_utf8(key).map_err(|_| Refused::Malformed)?;
+    let Some(value) = value else {
+        return Ok(Change::Removed {
+            key: key.to_string(),
+        });
+    };
+    let line = std::str::from_utf8(value).map_err(|_| Refused::Malformed)?;
+    // the line alone must make a registry, and name the record key's device and key
+    Registry::parse("record", line).map_err(|_| Refused::Malformed)?;
+    let parsed: RegistryLine = serde_json::from_str(line).map_err(|_| Refused::Malformed)?;
+    if record_key(&parsed.device_id, &parsed.key_id) != key {
+        return Err(Refused::Malformed);
+    }
+    Ok(Change::Line {
+        key: key.to_string(),
+        line: line.trim().to_string(),
+        parsed: Box::new(parsed),
+    })
+}
+
 /// The registry lines a receiver holds, by record key, fed in topic order.
 #[derive(Debug, Default)]
 pub struct TopicRegistry {
@@ -173,22 +219,14 @@ impl TopicRegistry {
     /// line, a tombstone (`None`) removes it. A line that does not parse, or whose device
     /// and key differ from its record key, is refused and the entry in force stays.
     pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> std::result::Result<(), Refused> {
-        let key = std::str::from_utf8(key).map_err(|_| Refused::Malformed)?;
-        let Some(value) = value else {
-            self.lines.remove(key);
-            return Ok(());
-        };
-        let line = std::str::from_utf8(value).map_err(|_| Refused::Malformed)?;
-        // the line alone must make a registry, and name the record key's device and key
-        let one = Registry::parse("record", line).map_err(|_| Refused::Malformed)?;
-        let named = one
-            .iter()
-            .flat_map(|(d, e)| e.keys.iter().map(move |k| record_key(d, &k.key_id)))
-            .next();
-        if named.as_deref() != Some(key) {
-            return Err(Refused::Malformed);
+        match parse_record(key, value)? {
+            Change::Removed { key } => {
+                self.lines.remove(&key);
+            }
+            Change::Line { key, line, .. } => {
+                self.lines.insert(key, line);
+            }
         }
-        self.lines.insert(key.to_string(), line.to_string());
         Ok(())
     }
 

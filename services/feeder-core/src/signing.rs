@@ -39,6 +39,15 @@ pub enum Alg {
 }
 
 impl Alg {
+    /// The registry's name of the algorithm (its `alg` field).
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::Ed25519 => "ed25519",
+            Alg::HmacSha256 => "hmac-sha256",
+            Alg::Ocmf => "ocmf",
+        }
+    }
+
     pub fn signature_len(self) -> usize {
         match self {
             Alg::Ed25519 => ED25519_SIG_LEN,

@@ -40,7 +40,7 @@ use crate::{Error, KafkaConfig, Result};
 pub const REBUILD_EVERY: Duration = Duration::from_millis(250);
 
 /// Where the registry comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSource {
     pub topic: String,
     /// Empty: records need not be signed.

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::encryption::Encryption;
+use crate::iceberg::TableFormat;
 use crate::{Error, Result};
 
 /// Writer settings. `Default` gives the production defaults with `data_root = "data"`.
@@ -40,6 +41,10 @@ pub struct WriterConfig {
     pub max_dates_per_flush: usize,
     /// Which datasets are encrypted, with which keys (default: none, all plaintext).
     pub encryption: Encryption,
+    /// What the files become: Hive-partitioned Parquet (default) or Iceberg tables.
+    pub tables: TableFormat,
+    /// The registry topic to audit into `registry_changes` (none: no such dataset).
+    pub registry_audit: Option<crate::registry_changes::RegistryAudit>,
 }
 
 impl Default for WriterConfig {
@@ -55,6 +60,8 @@ impl Default for WriterConfig {
             max_buffered_bytes: 256 * 1024 * 1024,
             max_dates_per_flush: 64,
             encryption: Encryption::none(),
+            tables: TableFormat::Parquet,
+            registry_audit: None,
         }
     }
 }
@@ -83,6 +90,14 @@ impl WriterConfig {
         }
         if self.flush_max_age.is_zero() {
             return fail("flush_max_age must be positive");
+        }
+        if let TableFormat::Iceberg(s) = &self.tables {
+            s.validate()?;
+            if self.encryption.is_enabled() {
+                return fail(
+                    "encryption: this writer cannot encrypt iceberg tables (docs/datasets.md)",
+                );
+            }
         }
         Ok(())
     }

@@ -7,7 +7,12 @@
 //! different state behind:
 //! - `buffering`: records are buffered, no file of theirs exists yet;
 //! - `after_temp_write`: a temporary file is written and fsynced, not yet renamed;
-//! - `after_rename`: a range's files are in place, its offsets not yet committed.
+//! - `after_rename`: a range's files are in place (Iceberg: every table's snapshot is
+//!   committed), its offsets not yet committed;
+//! - `after_data_files` (Iceberg): a table's data files of a range are written, its
+//!   snapshot not yet committed;
+//! - `after_snapshot` (Iceberg): one table's snapshot of a range is committed, the
+//!   range's other tables maybe not.
 //!
 //! Production never sets the variable; it is read once, and an unknown value is
 //! reported on stderr and ignored rather than failing a writer.
@@ -20,6 +25,8 @@ pub enum Point {
     Buffering,
     AfterTempWrite,
     AfterRename,
+    AfterDataFiles,
+    AfterSnapshot,
 }
 
 impl Point {
@@ -28,12 +35,20 @@ impl Point {
             Point::Buffering => "buffering",
             Point::AfterTempWrite => "after_temp_write",
             Point::AfterRename => "after_rename",
+            Point::AfterDataFiles => "after_data_files",
+            Point::AfterSnapshot => "after_snapshot",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Point::Buffering, Point::AfterTempWrite, Point::AfterRename]
-            .into_iter()
+        [
+            Point::Buffering,
+            Point::AfterTempWrite,
+            Point::AfterRename,
+            Point::AfterDataFiles,
+            Point::AfterSnapshot,
+        ]
+        .into_iter()
             .find(|p| p.name() == s)
     }
 }
@@ -80,6 +95,8 @@ mod tests {
     fn specs_parse_or_are_refused() {
         assert_eq!(parse("buffering"), Some((Point::Buffering, 1)));
         assert_eq!(parse("after_rename:3"), Some((Point::AfterRename, 3)));
+        assert_eq!(parse("after_snapshot:2"), Some((Point::AfterSnapshot, 2)));
+        assert_eq!(parse("after_data_files"), Some((Point::AfterDataFiles, 1)));
         assert_eq!(
             parse("after_temp_write:1"),
             Some((Point::AfterTempWrite, 1))

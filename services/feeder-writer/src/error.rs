@@ -29,6 +29,10 @@ pub enum Error {
     KeyFile { path: PathBuf, message: String },
     #[error("encryption: {0}")]
     Encryption(String),
+    #[error("iceberg: {0}")]
+    Iceberg(String),
+    #[error("registry topic: {0}")]
+    Registry(String),
     #[error("rebalance handling failed: {0}")]
     Rebalance(String),
     #[error("background task failed: {0}")]

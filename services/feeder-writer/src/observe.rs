@@ -65,6 +65,13 @@ pub(crate) fn claim() {
     counter!("feeder_writer_fence_claims_total").increment(1);
 }
 
+/// A registry-topic record refused by the provisioning keys or the line rules: no
+/// `registry_changes` row (rare: once per record is bounded by the topic's write rate).
+pub(crate) fn registry_refused(why: feeder_core::registry_topic::Refused) {
+    counter!("feeder_writer_registry_records_refused_total", "reason" => why.label())
+        .increment(1);
+}
+
 /// A record of a replaced stream owner ignored (exceptional: a stalled stream stage).
 pub(crate) fn superseded() {
     counter!("feeder_writer_superseded_records_total").increment(1);
@@ -90,4 +97,19 @@ pub(crate) fn buffered(bytes: usize) {
 
 pub(crate) fn consumer_error() {
     counter!("feeder_writer_consumer_errors_total").increment(1);
+}
+
+/// One Iceberg snapshot committed (one per table and flushed range), after `conflicts`
+/// commits lost to concurrent ones.
+pub(crate) fn iceberg_committed(dataset: crate::schema::Dataset, conflicts: u32) {
+    counter!("feeder_writer_iceberg_snapshots_total", "dataset" => dataset.name()).increment(1);
+    if conflicts > 0 {
+        counter!("feeder_writer_iceberg_commit_conflicts_total").increment(u64::from(conflicts));
+    }
+}
+
+/// A table already held a flushed range (a replay after a crash, or a zombie's range).
+pub(crate) fn iceberg_already_held(dataset: crate::schema::Dataset) {
+    counter!("feeder_writer_iceberg_ranges_already_held_total", "dataset" => dataset.name())
+        .increment(1);
 }

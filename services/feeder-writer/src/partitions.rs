@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 use crate::buffer::{Batch, FlushReason, Limits, Offered, PartitionBuffer};
 use crate::cap::{self, Candidate};
 use crate::flush::{FlushReport, RangeSpec, write_range_encrypted};
+use crate::iceberg::IcebergTables;
 use crate::observe;
 use crate::record::{SourceRecord, TopicKind};
 use crate::recovery::{Container, RecoveryPlan};
@@ -60,6 +61,8 @@ pub(crate) struct Shared {
     /// Payload bytes in all buffers; changed only while `partitions` is locked.
     buffered: AtomicUsize,
     fatal: Mutex<Option<String>>,
+    /// Iceberg mode: ranges are appended to these tables instead of stored as files.
+    tables: Option<Arc<IcebergTables>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,7 +87,19 @@ impl Shared {
             partitions: Mutex::new(HashMap::new()),
             buffered: AtomicUsize::new(0),
             fatal: Mutex::new(None),
+            tables: None,
         }
+    }
+
+    /// Iceberg mode: each range goes to `tables`.
+    pub fn with_tables(mut self, tables: Option<Arc<IcebergTables>>) -> Self {
+        self.tables = tables;
+        self
+    }
+
+    /// Every topic the writer reads.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.kinds.keys().map(String::as_str)
     }
 
     pub fn kind_of(&self, topic: &str) -> Option<TopicKind> {
@@ -245,6 +260,10 @@ impl Shared {
             last: batch.last,
             writer_id: &self.cfg.writer_id,
         };
+        if let Some(tables) = &self.tables {
+            // the tables' snapshots say what is held; no files to contain it
+            return tables.write_range(spec, &batch.records);
+        }
         // Only a replayed piece can lie inside a container (pieces cover every container),
         // and a replay is never flushed on revocation, when the state is already removed.
         let containers: Vec<Container> = lock(&self.partitions)

@@ -11,6 +11,8 @@ pub enum TopicKind {
     Quarantine,
     /// `Anomaly` records: anomalies rows.
     Anomalies,
+    /// Registry-topic records, judged on arrival (`registry_changes`): registry_changes rows.
+    Registry,
 }
 
 impl TopicKind {
@@ -19,6 +21,7 @@ impl TopicKind {
             TopicKind::Checked => "checked",
             TopicKind::Quarantine => "quarantine",
             TopicKind::Anomalies => "anomalies",
+            TopicKind::Registry => "registry",
         }
     }
 }

@@ -20,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::buffer::{Batch, FlushReason};
+use crate::iceberg::{IcebergTables, TableFormat};
 use crate::partitions::{Shared, TpKey, WriterContext, commit};
 use crate::record::{SourceRecord, TopicKind};
+use crate::registry_changes::{Auditor, RegistryRecord};
 use crate::storage::{LocalFs, Storage};
 use crate::{Error, Result, WriterConfig, WriterStats, crashpoint, fences, observe, recovery};
 
@@ -63,12 +65,24 @@ pub async fn run_with_storage(
     shutdown: CancellationToken,
 ) -> Result<()> {
     cfg.validate()?;
-    let kinds = HashMap::from([
+    let mut kinds = HashMap::from([
         (topics.checked.clone(), TopicKind::Checked),
         (topics.quarantine.clone(), TopicKind::Quarantine),
         (topics.anomalies.clone(), TopicKind::Anomalies),
     ]);
-    let shared = Arc::new(Shared::new(storage, cfg, stats, kinds));
+    let mut auditor = cfg.registry_audit.clone().map(|a| {
+        kinds.insert(a.topic.clone(), TopicKind::Registry);
+        Auditor::new(a, kafka.clone())
+    });
+    let tables = match &cfg.tables {
+        TableFormat::Parquet => None,
+        TableFormat::Iceberg(s) => {
+            let t = IcebergTables::open(s, &cfg.data_root, &cfg.writer_id).await?;
+            info!(namespace = %t.namespace(), "iceberg catalog open");
+            Some(Arc::new(t))
+        }
+    };
+    let shared = Arc::new(Shared::new(storage, cfg, stats, kinds).with_tables(tables));
     let consumer: StreamConsumer<WriterContext> = kafka
         .group_member(
             &shared.cfg.group_id,
@@ -76,7 +90,8 @@ pub async fn run_with_storage(
             shared.cfg.instance_id.as_ref(),
         )
         .create_with_context(WriterContext::new(Arc::clone(&shared)))?;
-    consumer.subscribe(&[&topics.checked, &topics.quarantine, &topics.anomalies])?;
+    let subscribed: Vec<&str> = shared.topics().collect();
+    consumer.subscribe(&subscribed)?;
     info!(
         group = %shared.cfg.group_id,
         writer = %shared.cfg.writer_id,
@@ -94,7 +109,7 @@ pub async fn run_with_storage(
         let event = tokio::select! {
             biased;
             () = shutdown.cancelled() => Event::Shutdown,
-            msg = consumer.recv() => Event::from_message(msg),
+            msg = consumer.recv() => Event::from_message(msg, auditor.as_ref().map(Auditor::topic)),
             _ = tick.tick() => Event::Tick,
         };
         match event {
@@ -104,8 +119,14 @@ pub async fn run_with_storage(
                 partition,
                 rec,
                 mark,
+                registry,
             } => {
-                on_record(&shared, &consumer, (topic, partition), rec, mark).await?;
+                let key = (topic, partition);
+                let rec = match (registry, auditor.as_mut()) {
+                    (Some(r), Some(a)) => judged(&shared, a, &key, rec, &r).await?,
+                    _ => rec,
+                };
+                on_record(&shared, &consumer, key, rec, mark).await?;
             }
             Event::Tick => {
                 for (key, batch) in shared.due(Instant::now()) {
@@ -145,12 +166,14 @@ enum Event {
         partition: i32,
         rec: SourceRecord,
         mark: Mark,
+        /// What the registry audit needs of a registry-topic record.
+        registry: Option<RegistryRecord>,
     },
     Error(KafkaError),
 }
 
 impl Event {
-    fn from_message(msg: Result<BorrowedMessage<'_>, KafkaError>) -> Self {
+    fn from_message(msg: Result<BorrowedMessage<'_>, KafkaError>, registry: Option<&str>) -> Self {
         match msg {
             Ok(m) => Event::Record {
                 topic: m.topic().to_string(),
@@ -161,10 +184,28 @@ impl Event {
                     payload: m.payload().map(<[u8]>::to_vec),
                 },
                 mark: Mark::of(m.headers(), m.offset()),
+                registry: (registry == Some(m.topic())).then(|| RegistryRecord::of(&m)),
             },
             Err(e) => Event::Error(e),
         }
     }
+}
+
+/// A registry-topic record judged by the audit, in offset order: its buffered value
+/// becomes the judged change (or none). A partition first seen, or rewound, has its audit
+/// state rebuilt from the topic first.
+async fn judged(
+    shared: &Shared,
+    auditor: &mut Auditor,
+    key: &TpKey,
+    mut rec: SourceRecord,
+    raw: &RegistryRecord,
+) -> Result<SourceRecord> {
+    if shared.needs_plan(key, rec.offset) {
+        auditor.restart(key.1, rec.offset).await?;
+    }
+    rec.payload = auditor.take(key.1, raw);
+    Ok(rec)
 }
 
 async fn on_record(

@@ -18,10 +18,12 @@ pub enum Dataset {
     Anomalies,
     /// VEE estimates and their supersessions (`CheckedFrame.estimates`).
     Estimates,
+    /// Accepted changes of the device registry (the registry topic).
+    RegistryChanges,
 }
 
 impl Dataset {
-    pub const ALL: [Dataset; 7] = [
+    pub const ALL: [Dataset; 8] = [
         Dataset::Readings,
         Dataset::Telematics,
         Dataset::Events,
@@ -29,6 +31,7 @@ impl Dataset {
         Dataset::Quarantine,
         Dataset::Anomalies,
         Dataset::Estimates,
+        Dataset::RegistryChanges,
     ];
 
     /// The directory name under the data root.
@@ -41,6 +44,7 @@ impl Dataset {
             Dataset::Quarantine => "quarantine",
             Dataset::Anomalies => "anomalies",
             Dataset::Estimates => "estimates",
+            Dataset::RegistryChanges => "registry_changes",
         }
     }
 
@@ -53,6 +57,7 @@ impl Dataset {
             Dataset::Quarantine => quarantine_schema(),
             Dataset::Anomalies => anomalies_schema(),
             Dataset::Estimates => estimates_schema(),
+            Dataset::RegistryChanges => registry_changes_schema(),
         }
     }
 
@@ -63,6 +68,7 @@ impl Dataset {
             Dataset::Readings | Dataset::Telematics | Dataset::Events | Dataset::Estimates => "ts",
             Dataset::Frames | Dataset::Quarantine => "received_at",
             Dataset::Anomalies => "ts_from",
+            Dataset::RegistryChanges => "changed_at",
         }
     }
 }
@@ -219,6 +225,24 @@ pub fn estimates_schema() -> SchemaRef {
     ESTIMATES.clone()
 }
 
+/// `registry_changes` (contract 1.1): one row per accepted change of the registry topic.
+static REGISTRY_CHANGES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    schema(vec![
+        ts("changed_at"),
+        Field::new("device_id", DataType::Utf8, false),
+        Field::new("key_id", DataType::Utf8, false),
+        Field::new("alg", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("previous_status", DataType::Utf8, true),
+        Field::new("labels", DataType::Utf8, false),
+        Field::new("signer", DataType::Utf8, true),
+    ])
+});
+
+pub fn registry_changes_schema() -> SchemaRef {
+    REGISTRY_CHANGES.clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,19 +345,35 @@ mod tests {
                 "seq"
             ]
         );
+        assert_eq!(
+            columns(Dataset::RegistryChanges),
+            [
+                "changed_at",
+                "device_id",
+                "key_id",
+                "alg",
+                "status",
+                "previous_status",
+                "labels",
+                "signer"
+            ]
+        );
     }
 
     #[test]
     fn types_match_the_contract() {
         for d in Dataset::ALL {
             let s = d.schema();
-            assert_eq!(
-                s.field_with_name("seq").unwrap().data_type(),
-                &DataType::UInt64
-            );
+            if d != Dataset::RegistryChanges {
+                assert_eq!(
+                    s.field_with_name("seq").unwrap().data_type(),
+                    &DataType::UInt64
+                );
+            }
             let provenance = match d {
                 Dataset::Anomalies => "detected_at",
                 Dataset::Estimates => "created_at",
+                Dataset::RegistryChanges => "changed_at",
                 _ => "received_at",
             };
             assert_eq!(

@@ -17,6 +17,7 @@ pub struct WriterStats {
     pub quarantine_written: AtomicU64,
     pub anomalies_written: AtomicU64,
     pub estimates_written: AtomicU64,
+    pub registry_changes_written: AtomicU64,
     /// Kafka records whose offsets were committed after their files became durable.
     pub records_committed: AtomicU64,
 }
@@ -31,6 +32,7 @@ impl WriterStats {
             Dataset::Quarantine => &self.quarantine_written,
             Dataset::Anomalies => &self.anomalies_written,
             Dataset::Estimates => &self.estimates_written,
+            Dataset::RegistryChanges => &self.registry_changes_written,
         };
         counter.fetch_add(rows, Ordering::Relaxed);
     }

@@ -119,8 +119,15 @@ pub struct RegistryArgs {
     /// either).
     #[arg(long, env = "FEEDER_REGISTRY", conflicts_with = "registry_topic")]
     pub registry: Option<PathBuf>,
-    /// Read the registry from this compacted Kafka topic instead of a file (device
-    /// contract v1.1): the whole topic before starting, then every update as it comes.
+    #[command(flatten)]
+    pub topic: RegistryTopicSourceArgs,
+}
+
+/// The registry topic a stage follows, and the keys its records must be signed with.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RegistryTopicSourceArgs {
+    /// Read the registry from this compacted Kafka topic (device contract v1.1): the
+    /// whole topic before starting, then every update as it comes.
     #[arg(long, env = "FEEDER_REGISTRY_TOPIC")]
     pub registry_topic: Option<String>,
     /// Provisioning public keys (JSON Lines of `key_id`, `public_key`: Ed25519, hex):
@@ -129,38 +136,43 @@ pub struct RegistryArgs {
     pub provisioning_keys: Option<PathBuf>,
 }
 
+impl RegistryTopicSourceArgs {
+    /// The topic and its provisioning keys, when a topic is set.
+    pub fn source(&self) -> anyhow::Result<Option<feeder_kafka::registry_follow::TopicSource>> {
+        use anyhow::Context as _;
+        let Some(topic) = &self.registry_topic else {
+            return Ok(None);
+        };
+        let keys = match &self.provisioning_keys {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading provisioning keys {}", path.display()))?;
+                feeder_core::registry_topic::ProvisioningKeys::parse(
+                    &path.display().to_string(),
+                    &text,
+                )?
+            }
+            None => {
+                tracing::warn!(
+                    topic,
+                    "no provisioning keys: any record written to the registry topic is taken"
+                );
+                Default::default()
+            }
+        };
+        Ok(Some(feeder_kafka::registry_follow::TopicSource {
+            topic: topic.clone(),
+            keys,
+        }))
+    }
+}
+
 impl RegistryArgs {
     /// The registry file, or the topic to follow (with its provisioning keys).
     pub fn source(&self) -> anyhow::Result<RegistrySource> {
-        use anyhow::Context as _;
-        match (&self.registry, &self.registry_topic) {
+        match (&self.registry, self.topic.source()?) {
             (Some(path), _) => Ok(RegistrySource::File(path.clone())),
-            (None, Some(topic)) => {
-                let keys = match &self.provisioning_keys {
-                    Some(path) => {
-                        let text = std::fs::read_to_string(path).with_context(|| {
-                            format!("reading provisioning keys {}", path.display())
-                        })?;
-                        feeder_core::registry_topic::ProvisioningKeys::parse(
-                            &path.display().to_string(),
-                            &text,
-                        )?
-                    }
-                    None => {
-                        tracing::warn!(
-                            topic,
-                            "no provisioning keys: any record written to the registry topic is taken"
-                        );
-                        Default::default()
-                    }
-                };
-                Ok(RegistrySource::Topic(
-                    feeder_kafka::registry_follow::TopicSource {
-                        topic: topic.clone(),
-                        keys,
-                    },
-                ))
-            }
+            (None, Some(topic)) => Ok(RegistrySource::Topic(topic)),
             (None, None) => anyhow::bail!(
                 "a registry (--registry FILE) or a registry topic (--registry-topic TOPIC) \
                  is required"
@@ -665,9 +677,66 @@ pub struct WriterArgs {
     #[arg(long, env = "FEEDER_ENCRYPTION_KEYS")]
     pub encryption_keys: Option<PathBuf>,
     #[command(flatten)]
+    pub tables: TableArgs,
+    /// The registry topic to audit: every accepted change becomes a `registry_changes`
+    /// row (docs/datasets.md); none: no such dataset.
+    #[command(flatten)]
+    pub registry: RegistryTopicSourceArgs,
+    #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+}
+
+/// The Iceberg settings' defaults, defined once (`feeder_writer::iceberg`).
+static ICEBERG: std::sync::LazyLock<feeder_writer::iceberg::IcebergSettings> =
+    std::sync::LazyLock::new(feeder_writer::iceberg::IcebergSettings::default);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableFormatArg {
+    /// `<data>/<dataset>/date=YYYY-MM-DD/*.parquet` (Hive partitioning).
+    Parquet,
+    /// Iceberg tables (format v2) in a catalog (docs/datasets.md, "Iceberg tables").
+    Iceberg,
+}
+
+/// What the writer's files become, and the Iceberg catalog.
+#[derive(Debug, Clone, Args)]
+pub struct TableArgs {
+    #[arg(
+        long,
+        env = "FEEDER_TABLE_FORMAT",
+        value_enum,
+        default_value = "parquet"
+    )]
+    pub table_format: TableFormatArg,
+    /// `sqlite:///path/catalog.db`, `postgres://...` (SQL catalog) or `https://...` (REST
+    /// catalog). Default: `sqlite://<data>/iceberg/catalog.db`.
+    #[arg(long, env = "FEEDER_ICEBERG_CATALOG")]
+    pub iceberg_catalog: Option<String>,
+    /// The catalog's name (pyiceberg's `SqlCatalog(name, ...)`).
+    #[arg(long, env = "FEEDER_ICEBERG_CATALOG_NAME", default_value = ICEBERG.catalog_name.as_str())]
+    pub iceberg_catalog_name: String,
+    #[arg(long, env = "FEEDER_ICEBERG_NAMESPACE", default_value = ICEBERG.namespace.as_str())]
+    pub iceberg_namespace: String,
+    /// Where new tables' files go. Default: `<data>/iceberg/warehouse`.
+    #[arg(long, env = "FEEDER_ICEBERG_WAREHOUSE")]
+    pub iceberg_warehouse: Option<String>,
+}
+
+impl TableArgs {
+    pub fn table_format(&self) -> feeder_writer::iceberg::TableFormat {
+        use feeder_writer::iceberg::{IcebergSettings, TableFormat};
+        match self.table_format {
+            TableFormatArg::Parquet => TableFormat::Parquet,
+            TableFormatArg::Iceberg => TableFormat::Iceberg(IcebergSettings {
+                catalog_uri: self.iceberg_catalog.clone(),
+                catalog_name: self.iceberg_catalog_name.clone(),
+                namespace: self.iceberg_namespace.clone(),
+                warehouse: self.iceberg_warehouse.clone(),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

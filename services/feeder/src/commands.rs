@@ -184,6 +184,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_buffered_bytes: a.max_buffered_bytes,
                 max_dates_per_flush: a.max_dates_per_flush,
                 encryption: encryption_keys(a.encryption_keys.as_deref())?,
+                tables: a.tables.table_format(),
+                registry_audit: a.registry.source().context("writer settings")?,
             };
             cfg.validate().context("writer settings")?;
             let ready = operations(&a.metrics, &a.kafka, &shutdown).await?;

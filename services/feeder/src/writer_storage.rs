@@ -36,6 +36,11 @@ pub fn storage(a: &WriterArgs) -> anyhow::Result<Storage> {
             Ok(Storage::Local)
         }
         StorageKind::S3 => {
+            anyhow::ensure!(
+                a.tables.table_format == crate::cli::TableFormatArg::Parquet,
+                "--table-format iceberg writes its warehouse on local disk only (--storage local): \
+                 this build has no S3 FileIO for Iceberg (docs/datasets.md, \"Iceberg tables\")"
+            );
             let bucket = a
                 .s3_bucket
                 .clone()

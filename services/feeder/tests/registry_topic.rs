@@ -5,6 +5,11 @@
 //! refused at both edges within 5 seconds (code 7: the device's every key revoked) while
 //! another device's frames are still acked; an unsigned record that would lift the
 //! revocation is refused by both and counted.
+//!
+//! A writer audits the topic into `registry_changes` (`--registry-topic` on the writer);
+//! it is killed with SIGKILL after the enrolments are stored and restarted, so the
+//! revocation's `previous_status` comes from the state it rebuilt from the topic. DuckDB
+//! then finds exactly one row per accepted change, none for the unsigned record.
 
 mod support;
 
@@ -14,6 +19,7 @@ use std::time::{Duration, Instant};
 use feeder_proto::v1::PushRequest;
 use feeder_proto::v1::ingest_client::IngestClient;
 use feeder_sim::SimDevice;
+use feeder_testkit::python;
 
 use support::*;
 
@@ -97,6 +103,43 @@ async fn a_revocation_is_refused_at_every_edge_within_seconds() {
     assert!(out.contains("0 line(s) published, 3 unchanged"), "{out}");
 
     let topic = format!("{PREFIX}.registry");
+    let data = dir.path().join("data").display().to_string();
+    let writer_args = {
+        let mut a = vec![
+            "writer",
+            "--data",
+            &data,
+            "--flush-max-age",
+            "300ms",
+            "--registry-topic",
+            &topic,
+            "--provisioning-keys",
+            &prov_pub,
+            "--instance-id",
+            "writer-0",
+        ];
+        a.extend(&kafka);
+        a
+    };
+    let changes_written = "feeder_writer_rows_written_total{dataset=\"registry_changes\"}";
+    let mut writer = Stage::spawn("writer", dir.path(), &writer_args, &[]);
+    writer.wait_ready(Duration::from_secs(60));
+    wait_until("the enrolments stored", Duration::from_secs(30), || {
+        metric(writer.metrics, changes_written) >= 3.0
+    });
+    let enrolled_files = std::fs::read_dir(dir.path().join("data/registry_changes"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(enrolled_files >= 1);
+    // killed without a goodbye; the restart resumes from the committed offset, with the
+    // audit state rebuilt from the topic before it
+    wait_until("the enrolments committed", Duration::from_secs(30), || {
+        metric(writer.metrics, "feeder_writer_records_committed_total") >= 3.0
+    });
+    writer.sigkill();
+    let mut writer = Stage::spawn("writer", dir.path(), &writer_args, &[]);
+    writer.wait_ready(Duration::from_secs(60));
+
     let mut edges = Vec::new();
     for name in ["edge-a", "edge-b"] {
         let listen = format!("127.0.0.1:{}", free_port());
@@ -215,4 +258,38 @@ async fn a_revocation_is_refused_at_every_edge_within_seconds() {
         );
         assert_eq!(push(addr, victim, &mut clock).await, 7, "still revoked");
     }
+
+    // the audit: the restarted writer stored the revocation and refused the unsigned line
+    wait_until("the revocation stored", Duration::from_secs(30), || {
+        metric(writer.metrics, changes_written) >= 1.0
+            && metric(
+                writer.metrics,
+                "feeder_writer_registry_records_refused_total{reason=\"unsigned\"}",
+            ) >= 1.0
+    });
+    writer.sigterm();
+    writer.wait_exit(Duration::from_secs(30));
+    let script = format!(
+        "import duckdb\n\
+         rows = duckdb.sql(\"SELECT device_id, key_id, alg, status, coalesce(previous_status, '-'), signer \
+         FROM read_parquet('{data}/registry_changes/**/*.parquet', hive_partitioning = true) \
+         ORDER BY changed_at, device_id\").fetchall()\n\
+         for r in rows: print(' '.join(r))\n"
+    );
+    let out = python(&["-c", &script]);
+    let rows: Vec<&str> = out.lines().collect();
+    let victim_id = &victim.device_id;
+    assert_eq!(rows.len(), 4, "three enrolments and one revocation:\n{out}");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.ends_with("ed25519 active - prov-1"))
+            .count(),
+        3,
+        "{out}"
+    );
+    assert_eq!(
+        rows[3],
+        format!("{victim_id} k1 ed25519 revoked active prov-1"),
+        "{out}"
+    );
 }

@@ -47,6 +47,10 @@ pub fn record_dates(
             let at = Anomaly::decode(bytes).map_or(undecodable, |a| a.ts_from_ms);
             dates.insert(partition_date(at));
         }
+        TopicKind::Registry => {
+            // a judged change is dated by its record's timestamp (`changed_at`)
+            dates.insert(partition_date(undecodable));
+        }
     }
 }
 

@@ -23,6 +23,7 @@ mod builders;
 mod dates;
 mod estimates;
 mod flags;
+pub mod registry_changes;
 mod split;
 
 use std::borrow::Cow;
@@ -96,15 +97,17 @@ impl Converted {
 
 /// Converts consumed records of one topic (in offset order) to sorted, date-split batches.
 pub fn records_to_batches(kind: TopicKind, records: &[SourceRecord]) -> Result<Converted> {
-    if kind == TopicKind::Anomalies {
-        return anomalies::records_to_batches(records);
+    match kind {
+        TopicKind::Anomalies => return anomalies::records_to_batches(records),
+        TopicKind::Registry => return registry_changes::records_to_batches(records),
+        TopicKind::Checked | TopicKind::Quarantine => {}
     }
     let mut rows = Rows::default();
     for rec in records {
         match kind {
             TopicKind::Checked => rows.add_checked_record(rec),
             TopicKind::Quarantine => rows.add_quarantine_record(rec),
-            TopicKind::Anomalies => {} // converted above
+            TopicKind::Anomalies | TopicKind::Registry => {} // converted above
         }
     }
     rows.finish()

@@ -62,10 +62,14 @@ pub(crate) fn sort_and_split(
         .column_by_name(time_col)
         .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
         .ok_or_else(|| missing(dataset, time_col))?;
-    let seq = batch
-        .column_by_name("seq")
-        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
-        .ok_or_else(|| missing(dataset, "seq"))?;
+    // every dataset but `registry_changes` (ordered by offset within a change time)
+    let seq = match batch.column_by_name("seq") {
+        None if dataset == Dataset::RegistryChanges => None,
+        c => Some(
+            c.and_then(|c| c.as_primitive_opt::<UInt64Type>())
+                .ok_or_else(|| missing(dataset, "seq"))?,
+        ),
+    };
     let n = u32::try_from(n)
         .map_err(|_| ArrowError::InvalidArgumentError(format!("{n} rows do not fit one file")))?;
 
@@ -76,7 +80,7 @@ pub(crate) fn sort_and_split(
             .value(a)
             .cmp(device.value(b))
             .then(time.value(a).cmp(&time.value(b)))
-            .then(seq.value(a).cmp(&seq.value(b)))
+            .then_with(|| seq.map_or(std::cmp::Ordering::Equal, |s| s.value(a).cmp(&s.value(b))))
     });
 
     let mut by_date: BTreeMap<NaiveDate, Vec<u32>> = BTreeMap::new();
