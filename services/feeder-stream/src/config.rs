@@ -1,24 +1,9 @@
 //! Stream-stage settings.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::labels::{DeviceLabels, labels_from_registry};
 use crate::rules::RulesConfig;
-
-/// Registry labels by device id, shared by every partition (rules are overridden by
-/// label, e.g. `net_metered=true`). Devices missing from it get the default rules.
-pub type DeviceLabels = Arc<HashMap<String, Arc<BTreeMap<String, String>>>>;
-
-/// Labels of every device in a registry.
-pub fn labels_from_registry(registry: &feeder_core::Registry) -> DeviceLabels {
-    Arc::new(
-        registry
-            .iter()
-            .map(|(id, e)| (id.to_string(), e.labels.clone()))
-            .collect(),
-    )
-}
 
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
@@ -64,7 +49,7 @@ pub struct StreamConfig {
     /// and framing included, becomes an `output_too_large` quarantine entry; the
     /// producer's `message.max.bytes` is set to it ([`crate::outputs`]). Just under
     /// Kafka's default 1 MiB message size; at least
-    /// [`crate::outputs::MIN_MAX_OUTPUT_RECORD_BYTES`].
+    /// [`crate::limits::MIN_MAX_OUTPUT_RECORD_BYTES`].
     pub max_output_record_bytes: usize,
     /// Per-frame bounds: rows, row flags, anomalies, seq jump, date horizon
     /// ([`crate::limits`]).
@@ -94,16 +79,16 @@ impl Default for StreamConfig {
             edge_proof: feeder_core::EdgeProof::Off,
             max_output_record_bytes: 1_000_000,
             frame_limits: crate::limits::FrameLimits::default(),
-            zombie_fence: crate::fence::enabled(),
+            zombie_fence: zombie_fence_default(),
             registry_topic: None,
         }
     }
 }
 
 impl StreamConfig {
-    /// Refuses settings the stage cannot work with (checked by [`crate::run`] at start).
+    /// Refuses settings the stage cannot work with (checked by `crate::run` at start).
     pub fn validate(&self) -> Result<(), String> {
-        let min = crate::outputs::MIN_MAX_OUTPUT_RECORD_BYTES;
+        let min = crate::limits::MIN_MAX_OUTPUT_RECORD_BYTES;
         // librdkafka's own ceiling for message.max.bytes
         let max = 1_000_000_000;
         if !(min..=max).contains(&self.max_output_record_bytes) {
@@ -115,4 +100,17 @@ impl StreamConfig {
         self.frame_limits.validate()?;
         Ok(())
     }
+}
+
+/// The default of [`StreamConfig::zombie_fence`]: on unless `FEEDER_ZOMBIE_FENCE=off`
+/// ([`crate::fence`]).
+pub fn zombie_fence_default() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| match std::env::var("FEEDER_ZOMBIE_FENCE").as_deref() {
+        Ok("off") => {
+            eprintln!("FEEDER_ZOMBIE_FENCE=off: the zombie fence is disabled (measurement only)");
+            false
+        }
+        _ => true,
+    })
 }

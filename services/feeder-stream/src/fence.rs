@@ -34,20 +34,8 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureProducer;
 
 use crate::changelog::ClaimRecord;
-use crate::run::{acked, enqueue};
+use crate::outputs::produce::{acked, enqueue};
 use crate::{Error, Result};
-
-/// The default of `StreamConfig::zombie_fence`: on unless `FEEDER_ZOMBIE_FENCE=off`.
-pub fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| match std::env::var("FEEDER_ZOMBIE_FENCE").as_deref() {
-        Ok("off") => {
-            eprintln!("FEEDER_ZOMBIE_FENCE=off: the zombie fence is disabled (measurement only)");
-            false
-        }
-        _ => true,
-    })
-}
 
 /// Claims partition `p` of the output topics; returns the mark every output of the
 /// new owner carries ([`Mark::Unowned`] with the fence off).
@@ -95,7 +83,7 @@ pub async fn claim(producer: &FutureProducer, topics: &Topics, p: i32, on: bool)
     .await
     .map_err(at("stream-state"))?;
     tracing::info!(partition = p, token = checked, "partition claimed");
-    metrics::counter!("feeder_stream_partition_claims_total").increment(1);
+    crate::observe::partition_claimed();
     Ok(Mark::Owner(checked))
 }
 

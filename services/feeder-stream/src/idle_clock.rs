@@ -32,19 +32,17 @@
 //! partition away a moment before this member noticed (rebalances are seen in `recv`).
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use feeder_kafka::{KafkaConfig, Topics};
+use feeder_kafka::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::outputs::{Output, Outputs};
+use crate::partition::{Context, Partitions};
 use crate::rebalance::RebalanceContext;
-use crate::run::{Partition, Pending, acked, send_tallies};
-use crate::{Error, Result, StreamConfig, StreamStats};
+use crate::{Error, Result, StreamConfig, observe};
 
 /// How long a committed-offset or watermark query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,23 +92,22 @@ impl IdleClock {
         }
     }
 
-    /// Closes the windows ending at or before `now − lateness` on every caught-up
-    /// partition assigned to this member, and waits for their tallies' acks.
-    #[allow(clippy::too_many_arguments)]
+    /// Closes the windows ending at or before `now − lateness` (now by `ctx.clock`) on
+    /// every caught-up partition assigned to this member, and waits for their tallies'
+    /// acks.
     pub(crate) async fn close_windows(
         &mut self,
-        topics: &Topics,
-        cfg: &StreamConfig,
+        ctx: &Context,
         consumer: &StreamConsumer<RebalanceContext>,
-        producer: &FutureProducer,
-        parts: &mut HashMap<i32, Partition>,
-        stats: &StreamStats,
+        outputs: &mut Outputs,
+        parts: &mut Partitions,
     ) -> Result<()> {
+        let raw = ctx.topics.raw.clone();
         let assigned: Vec<i32> = consumer
             .assignment()?
             .elements()
             .iter()
-            .filter(|e| e.topic() == topics.raw)
+            .filter(|e| e.topic() == raw)
             .map(|e| e.partition())
             .collect();
         if assigned.is_empty() {
@@ -119,10 +116,9 @@ impl IdleClock {
         let unheld: Vec<i32> = assigned
             .iter()
             .copied()
-            .filter(|p| !parts.contains_key(p))
+            .filter(|p| !parts.holds(*p))
             .collect();
         let reader = self.reader()?;
-        let raw = topics.raw.clone();
         let ends = tokio::task::spawn_blocking(move || ends(&reader, &raw, &assigned, &unheld))
             .await
             .map_err(|e| Error::Recovery {
@@ -135,12 +131,11 @@ impl IdleClock {
                 // the broker is unreachable or slow: this tick closes nothing, and the
                 // next one (or the frames, once they flow again) catches up
                 tracing::warn!(error = %e, "idle clock: watermark query failed; no window closed this tick");
-                metrics::counter!("feeder_stream_cohort_idle_query_failures_total").increment(1);
+                observe::idle_query_failed();
                 return Ok(());
             }
         };
-        let until = now_ms().saturating_sub(self.lateness_ms);
-        let mut pending: Pending = Vec::new();
+        let until = ctx.clock.now_ms().saturating_sub(self.lateness_ms);
         let mut closed = 0;
         for End {
             partition,
@@ -148,43 +143,30 @@ impl IdleClock {
             high,
         } in ends
         {
-            let next = parts
-                .get(&partition)
-                .map_or(committed, |part| part.raw_next);
+            let next = parts.raw_next(partition).unwrap_or(committed);
             if next < high {
                 continue; // records unread: the frames' clock decides
             }
-            let part = match parts.entry(partition) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => e.insert(
-                    Partition::recover(&self.kafka, producer, topics, partition, next, cfg, stats)
-                        .await?,
-                ),
-            };
+            let part = parts.get_or_recover(ctx, partition, next).await?;
             let n = part.state.advance_cohort_clock(until);
             if n > 0 {
                 closed += n as u64;
                 let last = part.raw_next.saturating_sub(1);
-                send_tallies(
-                    producer,
-                    topics,
-                    partition,
-                    last,
-                    &mut part.state,
-                    part.owner,
-                    &mut pending,
-                )
-                .await?;
+                outputs
+                    .tallies(partition, last, part.owner, &mut part.state)
+                    .await?;
             }
         }
-        for (offset, _, _, fut) in pending {
-            acked(offset, fut).await?;
-            stats.tallies_sent.fetch_add(1, Ordering::Relaxed);
-        }
+        // tallies are not guarded: any refusal fails the tick
+        let acked = outputs.acks(|_, _| None).await?;
+        let tallies = acked
+            .iter()
+            .filter(|a| a.landed.output == Output::Tally)
+            .count() as u64;
         if closed > 0 {
             tracing::debug!(windows = closed, "idle clock closed cohort windows");
-            metrics::counter!("feeder_stream_cohort_idle_closed_windows_total").increment(closed);
         }
+        observe::idle_closed(&ctx.stats, tallies, closed);
         Ok(())
     }
 
@@ -236,11 +218,4 @@ fn ends(reader: &BaseConsumer, raw: &str, assigned: &[i32], unheld: &[i32]) -> R
         });
     }
     Ok(out)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

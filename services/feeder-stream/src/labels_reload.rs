@@ -15,7 +15,7 @@ use feeder_core::{FileStamp, Registry};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DeviceLabels, labels_from_registry};
+use crate::labels::{DeviceLabels, labels_from_registry};
 
 /// Where the labels come from, for hot reload.
 #[derive(Debug, Clone)]
@@ -54,18 +54,18 @@ pub async fn watch_labels(
         match tokio::task::spawn_blocking(move || Registry::load(&path)).await {
             Ok(Ok(reg)) => {
                 tracing::info!(devices = reg.len(), file = %source.path.display(), "registry reloaded: device labels updated");
-                metrics::counter!("feeder_stream_registry_reloads_total").increment(1);
+                crate::observe::registry_reload(true);
                 if tx.send(labels_from_registry(&reg)).is_err() {
                     return; // the stage has stopped
                 }
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "registry reload refused; the labels in force stay");
-                metrics::counter!("feeder_stream_registry_reload_failures_total").increment(1);
+                crate::observe::registry_reload(false);
             }
             Err(e) => {
                 tracing::error!(error = %e, "registry reload task failed");
-                metrics::counter!("feeder_stream_registry_reload_failures_total").increment(1);
+                crate::observe::registry_reload(false);
             }
         }
     }

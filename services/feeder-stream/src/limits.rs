@@ -35,6 +35,44 @@ pub const ANOMALIES_TRUNCATED: &str = "anomalies_truncated";
 /// Longest anomaly detail kept (device event details are free text).
 pub const MAX_DETAIL_BYTES: usize = 512;
 
+/// Room kept within `message.max.bytes` for an output's key and framing (librdkafka
+/// counts both; its own overhead is under 100 bytes) ([`crate::outputs`]).
+pub const RECORD_OVERHEAD: usize = 512;
+
+/// Raw bytes kept by a quarantine entry the output size guard writes.
+pub const RAW_CAP: usize = 64 * 1024;
+
+/// Raw bytes kept by the replacement of an output the broker refused (its limit is
+/// unknown, so the replacement is small).
+pub const REFUSED_RAW_CAP: usize = 1024;
+
+/// The smallest `max_output_record_bytes` accepted: a guard entry (raw cap and fields)
+/// must fit under it.
+pub const MIN_MAX_OUTPUT_RECORD_BYTES: usize = RAW_CAP + 4 * 1024;
+
+/// The quarantine reason of a record whose output would be too large.
+pub const OUTPUT_TOO_LARGE: &str = "output_too_large";
+
+/// Which output of a raw record was too large (the metric's `output` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TooLarge {
+    Checked,
+    Quarantine,
+    Anomaly,
+}
+
+impl TooLarge {
+    pub const ALL: [TooLarge; 3] = [TooLarge::Checked, TooLarge::Quarantine, TooLarge::Anomaly];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TooLarge::Checked => "checked",
+            TooLarge::Quarantine => "quarantine",
+            TooLarge::Anomaly => "anomaly",
+        }
+    }
+}
+
 const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -1,4 +1,5 @@
-//! Counting consumer-group rebalances, so a loop can tell that what it holds may be stale.
+//! Counting consumer-group rebalances, so a loop can tell that what it holds may be stale;
+//! and riding out consumer errors (`ride_out`).
 //!
 //! Why: the stream stage keeps per-partition state, and the cohort aggregator keeps the
 //! fleet's open windows. With the eager (`range`) assignment every rebalance revokes every
@@ -44,7 +45,18 @@ impl ConsumerContext for RebalanceContext {
             Rebalance::Error(e) => format!("error: {e}"),
         };
         let g = self.rebalances.0.fetch_add(1, Ordering::AcqRel) + 1;
-        metrics::counter!("feeder_stream_rebalances_total").increment(1);
+        crate::observe::rebalance();
         tracing::info!(generation = g, "rebalance: {what}");
     }
+}
+
+/// A consumer error: waited out (logged, counted, a short pause) unless it is fatal,
+/// which stops the stage (`feeder_kafka::consumer_error`). `consumer` names which one
+/// for the metric: `raw` (the partition loop) or `cohort_tallies` (the aggregator).
+pub(crate) async fn ride_out(
+    e: rdkafka::error::KafkaError,
+    consumer: &'static str,
+) -> crate::Result<()> {
+    crate::observe::consumer_error(consumer);
+    Ok(feeder_kafka::consumer_error::wait_out(e, consumer).await?)
 }

@@ -175,7 +175,7 @@ pub async fn recover(
             // a stage that lost the partition while stalled wrote these after the next
             // owner's claim: nobody uses them (`crate::fence`)
             tracing::warn!(partition, superseded, "outputs of a replaced owner ignored");
-            metrics::counter!("feeder_stream_superseded_outputs_total").increment(superseded);
+            crate::observe::superseded_outputs(superseded);
         }
         tracing::info!(
             partition,
@@ -186,8 +186,6 @@ pub async fn recover(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partition state recovered"
         );
-        metrics::histogram!("feeder_stream_recovery_seconds")
-            .record(started.elapsed().as_secs_f64());
         Ok(Recovered {
             state,
             already_output,
@@ -229,8 +227,7 @@ pub fn restore(
                 "state changelog not usable (no checkpoint, or another state format): \
                  replaying the whole checked partition"
             );
-            metrics::counter!("feeder_stream_state_rejected_total", "cause" => "unusable")
-                .increment(1);
+            crate::observe::state_rejected("unusable");
         }
         return full_replay;
     };
@@ -238,7 +235,7 @@ pub fn restore(
         // positions past the logs' ends: another cluster's changelog, topics deleted and
         // made again, or a forged record; the checked log is the truth
         tracing::warn!(partition, error = %e, "state changelog invalid: replaying the whole checked partition");
-        metrics::counter!("feeder_stream_state_rejected_total", "cause" => e.label()).increment(1);
+        crate::observe::state_rejected(e.label());
         return full_replay;
     }
     let mut restored = || -> std::result::Result<(), postcard::Error> {
@@ -252,8 +249,7 @@ pub fn restore(
         // `restore_*` validate what they decode (a window whose fields contradict each
         // other is refused like bytes that do not decode)
         tracing::warn!(partition, error = %e, "state changelog does not decode or is invalid: replaying the whole checked partition");
-        metrics::counter!("feeder_stream_state_rejected_total", "cause" => "invalid_state")
-            .increment(1);
+        crate::observe::state_rejected("invalid_state");
         let fresh = state.emptied();
         *state = fresh;
         return full_replay;

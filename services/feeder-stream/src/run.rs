@@ -1,140 +1,58 @@
-//! The consumer loop: batch, recover partitions on first sight, decide, produce, wait for
-//! every output ack, then commit. Offsets are committed only after what they cover is
+//! The partition loop: what woke it (`Event`), then for a batch of raw records:
+//! recover partitions on first sight, decide each record (`crate::partition`), queue
+//! its outputs and the tallies of the windows the batch closed, wait for every ack, then
+//! commit ([`crate::outputs`]). Offsets are committed only after what they cover is
 //! durable in the output topics. After a commit, once per `snapshot_interval`, changed
-//! state goes to the state changelog ([`crate::changelog`]): after, so a checkpoint never
-//! covers raw records whose offsets are not committed. Between batches, the cohort idle
-//! clock ([`crate::idle_clock`]) closes cohort windows on partitions that have read
-//! everything.
+//! state goes to the state changelog (`crate::partition::snapshot`): after, so a
+//! checkpoint never covers raw records whose offsets are not committed. Between batches,
+//! the cohort idle clock ([`crate::idle_clock`]) closes cohort windows on partitions that
+//! have read everything. Metrics and [`StreamStats`] are fed once per batch
+//! (`crate::observe`).
+//!
+//! Beside the loop runs the fleet cohort aggregator ([`crate::fleet`]).
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use feeder_kafka::fence::Mark;
 use feeder_kafka::{KafkaConfig, Topics, ensure_compacted_topics, ensure_topics};
-use feeder_proto::pipeline::Anomaly;
-use prost::Message as _;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{OwnedHeaders, OwnedMessage};
-use rdkafka::producer::future_producer::Delivery;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::admit::Reason;
-use crate::changelog::{CHECKPOINT_KEY, DeviceSnapshot, OutputPositions, STATE_FORMAT};
-use crate::checks::{Outcome, PartitionState};
-use crate::fleet::{FLEET_PARTITION, FleetConfig, FleetStats, run_fleet};
+use crate::clock::Clock;
+use crate::fleet::{FleetConfig, run_fleet};
 use crate::idle_clock::IdleClock;
-use crate::outputs::{self, OUTPUT_TOO_LARGE, TooLarge, anomaly_key};
-use crate::rebalance::{RebalanceContext, Rebalances};
-use crate::recovery::recover;
-use crate::rules::cohort_fleet::WindowTally;
-use crate::{Error, Result, StreamConfig};
+use crate::observe::BatchCounts;
+use crate::outputs::{Committed, Outputs, commit};
+use crate::partition::snapshot::snapshot;
+use crate::partition::{Context, Partitions};
+use crate::rebalance::{RebalanceContext, Rebalances, ride_out};
+use crate::{Error, Result, StreamConfig, StreamStats, observe};
 
-/// Counters the demo and tests read; Prometheus metrics carry the same numbers.
-#[derive(Debug, Default)]
-pub struct StreamStats {
-    pub records_in: AtomicU64,
-    pub checked: AtomicU64,
-    pub quarantined: AtomicU64,
-    pub gaps: AtomicU64,
-    /// Anomaly records produced.
-    pub anomalies: AtomicU64,
-    /// Checked frames carrying any rule flag (besides `gap_before`) on the frame or a row.
-    pub flagged: AtomicU64,
-    /// Estimate rows (VEE) in checked records: intervals estimated...
-    pub estimated: AtomicU64,
-    /// ...and estimates superseded by late actuals.
-    pub superseded: AtomicU64,
-    /// Devices restored from the state changelog when partitions were assigned.
-    pub restored_devices: AtomicU64,
-    /// Checked records replayed on top of the changelog (all of them without one).
-    pub replayed_checked: AtomicU64,
-    /// Cohort window tallies sent to the fleet aggregator.
-    pub tallies_sent: AtomicU64,
-    /// Records fetched before a rebalance and left to the partition's next owner.
-    pub dropped_on_rebalance: AtomicU64,
-    /// Outputs over the size limit (or refused by the broker for their size): their raw
-    /// record went to quarantine as `output_too_large`, or an anomaly was cut
-    /// ([`crate::outputs`]).
-    pub outputs_too_large: AtomicU64,
-    /// Records of the stage's own topics (checked, quarantine, anomalies, changelog,
-    /// cohort topics) that did not decode and were skipped.
-    pub undecodable_skipped: AtomicU64,
-    /// The fleet cohort aggregator of this process.
-    pub fleet: FleetStats,
-}
-
-pub(crate) struct Partition {
-    pub(crate) state: PartitionState,
-    /// Decided before a crash: produce only the anomalies listed (see `recovery`).
-    already_output: HashMap<i64, Vec<Anomaly>>,
-    /// Not decided, but this many of its anomalies are already in the log.
-    anomalies_present: HashMap<i64, usize>,
-    /// Next offsets of this partition's outputs, as acknowledged.
-    positions: OutputPositions,
-    /// Next raw offset to process.
-    pub(crate) raw_next: i64,
-    /// What this owner's outputs carry: its claim token ([`crate::fence`]).
-    pub(crate) owner: Mark,
-}
-
-impl Partition {
-    /// Claims partition `p` ([`crate::fence::claim`]), then rebuilds its state from the
-    /// logs ([`recover`]); processing resumes at raw offset `next`.
-    pub(crate) async fn recover(
-        kafka: &KafkaConfig,
-        producer: &FutureProducer,
-        topics: &Topics,
-        p: i32,
-        next: i64,
-        cfg: &StreamConfig,
-        stats: &StreamStats,
-    ) -> Result<Self> {
-        let owner = crate::fence::claim(producer, topics, p, cfg.zombie_fence).await?;
-        let r = recover(kafka, topics, p, next, cfg).await?;
-        r.skipped.emit(p, &stats.undecodable_skipped);
-        stats
-            .restored_devices
-            .fetch_add(r.restored_devices as u64, Ordering::Relaxed);
-        stats
-            .replayed_checked
-            .fetch_add(r.checked_records, Ordering::Relaxed);
-        Ok(Self {
-            state: r.state,
-            already_output: r.already_output,
-            anomalies_present: r.anomalies_present,
-            positions: r.positions,
-            raw_next: next,
-            owner,
-        })
-    }
-}
-
-/// Which output a produced record went to (to track [`OutputPositions`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    Checked,
-    Quarantine,
-    Anomalies,
-    /// A cohort tally (not a per-partition output: its position is not tracked).
-    Tally,
-}
-
-/// Records produced and not yet acknowledged: (raw offset, partition, output, ack).
-pub(crate) type Pending = Vec<(i64, i32, Output, DeliveryFuture)>;
-
-/// Runs the stage: the partition loop and, beside it, the fleet cohort aggregator
-/// ([`crate::fleet`]), until `shutdown`. Either failing stops both.
+/// Runs the stage on the system clock until `shutdown` ([`run_with_clock`]).
 pub async fn run(
     kafka: &KafkaConfig,
     topics: &Topics,
     cfg: StreamConfig,
     stats: Arc<StreamStats>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    run_with_clock(kafka, topics, cfg, stats, crate::clock::system(), shutdown).await
+}
+
+/// Runs the stage: the partition loop and, beside it, the fleet cohort aggregator
+/// ([`crate::fleet`]), until `shutdown`. Either failing stops both. `clock` is the wall
+/// clock of the idle clock and the aggregator's grace ([`crate::clock`]).
+pub async fn run_with_clock(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    cfg: StreamConfig,
+    stats: Arc<StreamStats>,
+    clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     cfg.validate().map_err(Error::Config)?;
@@ -153,8 +71,21 @@ pub async fn run(
     )
     .await?;
     let cohorts = cfg.rules.cohort.clone();
+    let producer: FutureProducer = kafka
+        .producer(&cfg.client_id, 200_000, 30_000)
+        // what the output guard lets through, the client sends (crate::outputs::guard)
+        .set("message.max.bytes", cfg.max_output_record_bytes.to_string())
+        .create()?;
     if cohorts.groupings.is_empty() {
-        return run_partitions(kafka, topics, cfg, stats, shutdown).await;
+        let ctx = Context {
+            kafka: kafka.clone(),
+            topics: topics.clone(),
+            cfg,
+            stats,
+            clock,
+            producer,
+        };
+        return run_partitions(ctx, shutdown).await;
     }
     let fleet_cfg = FleetConfig {
         grace: cfg.cohort_grace,
@@ -162,10 +93,18 @@ pub async fn run(
         instance_id: cfg.instance_id.as_ref().map(|id| id.for_group("cohorts")),
         ..FleetConfig::for_stream_group(&cfg.group_id, &cfg.client_id)
     };
+    let ctx = Context {
+        kafka: kafka.clone(),
+        topics: topics.clone(),
+        cfg,
+        stats: stats.clone(),
+        clock: clock.clone(),
+        producer,
+    };
     // a failure of either stops the other, then the first error is returned
     let stop = shutdown.child_token();
     let partitions = async {
-        let r = run_partitions(kafka, topics, cfg, stats.clone(), stop.clone()).await;
+        let r = run_partitions(ctx, stop.clone()).await;
         stop.cancel();
         r
     };
@@ -175,7 +114,8 @@ pub async fn run(
             topics,
             cohorts,
             fleet_cfg,
-            stats.clone(),
+            stats,
+            clock,
             stop.clone(),
         )
         .await;
@@ -186,74 +126,84 @@ pub async fn run(
     a.and(b)
 }
 
+/// What woke the partition loop.
+enum Event {
+    Shutdown,
+    /// The idle clock's tick ([`IdleClock`]).
+    Tick,
+    /// A raw record, with the rebalance generation current when it was received.
+    Record(u64, OwnedMessage),
+    Error(KafkaError),
+}
+
 /// The partition loop: batches of raw records in, outputs and tallies out, commit.
-async fn run_partitions(
-    kafka: &KafkaConfig,
-    topics: &Topics,
-    mut cfg: StreamConfig,
-    stats: Arc<StreamStats>,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let (labels_tx, mut labels) = tokio::sync::watch::channel(cfg.device_labels.clone());
+async fn run_partitions(mut ctx: Context, shutdown: CancellationToken) -> Result<()> {
+    let (labels_tx, mut labels) = tokio::sync::watch::channel(ctx.cfg.device_labels.clone());
     // the watcher stops with this loop, however it ends
     let watcher = shutdown.child_token();
     let _stop_watcher = watcher.clone().drop_guard();
-    if let Some(source) = cfg.registry.clone() {
+    if let Some(source) = ctx.cfg.registry.clone() {
         tokio::spawn(crate::labels_reload::watch_labels(
             source, labels_tx, watcher,
         ));
-    } else if let Some(src) = cfg.registry_topic.clone() {
+    } else if let Some(src) = ctx.cfg.registry_topic.clone() {
         // the whole topic before the first batch, which takes its labels
         let sink = Box::new(move |reg: feeder_core::Registry| {
             let _ = labels_tx.send(crate::config::labels_from_registry(&reg));
         });
-        feeder_kafka::registry_follow::follow(kafka, src, "stream", sink, watcher).await?;
+        feeder_kafka::registry_follow::follow(&ctx.kafka, src, "stream", sink, watcher).await?;
     }
     let rebalances = Rebalances::default();
-    let consumer: StreamConsumer<RebalanceContext> = kafka
-        .group_member(&cfg.group_id, &cfg.client_id, cfg.instance_id.as_ref())
-        .create_with_context(RebalanceContext::new(rebalances.clone()))?;
-    consumer.subscribe(&[&topics.raw])?;
-    let producer: FutureProducer = kafka
-        .producer(&cfg.client_id, 200_000, 30_000)
-        // what the output guard lets through, the client sends (crate::outputs)
-        .set("message.max.bytes", cfg.max_output_record_bytes.to_string())
-        .create()?;
-    let mut parts: HashMap<i32, Partition> = HashMap::new();
-    let mut held_generation = rebalances.generation();
-    tracing::info!(topic = %topics.raw, group = %cfg.group_id, "stream stage consuming");
+    let consumer: Arc<StreamConsumer<RebalanceContext>> = Arc::new(
+        ctx.kafka
+            .group_member(
+                &ctx.cfg.group_id,
+                &ctx.cfg.client_id,
+                ctx.cfg.instance_id.as_ref(),
+            )
+            .create_with_context(RebalanceContext::new(rebalances.clone()))?,
+    );
+    consumer.subscribe(&[&ctx.topics.raw])?;
+    let mut outputs = Outputs::new(ctx.producer.clone(), &ctx.topics);
+    let mut parts = Partitions::new(&rebalances);
+    tracing::info!(topic = %ctx.topics.raw, group = %ctx.cfg.group_id, "stream stage consuming");
 
-    let mut idle = IdleClock::new(kafka, &cfg);
+    let mut idle = IdleClock::new(&ctx.kafka, &ctx.cfg);
     let mut last_snapshot = Instant::now();
     loop {
-        let first = tokio::select! {
+        let event = tokio::select! {
             // a stop request wins over records that are ready: finish the batch in hand,
             // take no new one
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => Event::Shutdown,
             // before records, or a busy stage would never tick (a tick is ready once per
             // period); `recv` is cancel-safe, so losing this race loses no record
-            _ = idle.tick() => {
-                drop_if_rebalanced(&rebalances, &mut held_generation, &mut parts);
-                idle.close_windows(topics, &cfg, &consumer, &producer, &mut parts, &stats).await?;
-                continue;
-            }
+            _ = idle.tick() => Event::Tick,
             m = consumer.recv() => match m {
-                Ok(m) => (rebalances.generation(), m.detach()),
-                Err(e) => {
-                    ride_out(e, "raw").await?;
-                    continue;
-                }
+                Ok(m) => Event::Record(rebalances.generation(), m.detach()),
+                Err(e) => Event::Error(e),
             },
         };
-        let batch = next_batch(first, &consumer, &cfg, &rebalances).await?;
-        let generation = drop_if_rebalanced(&rebalances, &mut held_generation, &mut parts);
+        let first = match event {
+            Event::Shutdown => break,
+            Event::Tick => {
+                parts.drop_if_rebalanced(&rebalances);
+                idle.close_windows(&ctx, &consumer, &mut outputs, &mut parts)
+                    .await?;
+                continue;
+            }
+            Event::Error(e) => {
+                ride_out(e, "raw").await?;
+                continue;
+            }
+            Event::Record(generation, m) => (generation, m),
+        };
+        let batch = next_batch(first, &consumer, &ctx.cfg, &rebalances).await?;
+        let generation = parts.drop_if_rebalanced(&rebalances);
         if labels.has_changed().unwrap_or(false) {
             // one set of labels per batch; recovery of a new partition uses them too
-            cfg.device_labels = labels.borrow_and_update().clone();
-            for part in parts.values_mut() {
-                part.state.set_labels(cfg.device_labels.clone());
-            }
+            ctx.cfg.device_labels = labels.borrow_and_update().clone();
+            parts.set_labels(&ctx.cfg.device_labels);
         }
         let fetched = batch.len();
         let batch: Vec<OwnedMessage> = batch
@@ -261,48 +211,30 @@ async fn run_partitions(
             .filter(|(g, _)| *g == generation)
             .map(|(_, m)| m)
             .collect();
-        stats
-            .dropped_on_rebalance
-            .fetch_add((fetched - batch.len()) as u64, Ordering::Relaxed);
+        let mut counts = BatchCounts::default();
+        counts.dropped_on_rebalance = (fetched - batch.len()) as u64;
         if batch.is_empty() {
+            observe::dropped_on_rebalance(&ctx.stats, counts.dropped_on_rebalance);
             continue;
         }
         process_batch(
-            kafka, topics, &cfg, &consumer, &producer, &mut parts, &stats, batch,
+            &ctx,
+            &consumer,
+            &mut outputs,
+            &mut parts,
+            batch,
+            &mut counts,
         )
         .await?;
-        if last_snapshot.elapsed() >= cfg.snapshot_interval {
-            snapshot(&producer, topics, &mut parts).await?;
+        if last_snapshot.elapsed() >= ctx.cfg.snapshot_interval {
+            snapshot(&mut parts, &mut outputs).await?;
             last_snapshot = Instant::now();
         }
     }
     // a clean stop leaves a fresh checkpoint: the next owner replays nothing
-    snapshot(&producer, topics, &mut parts).await?;
+    snapshot(&mut parts, &mut outputs).await?;
     tracing::info!("stream stage stopped");
     Ok(())
-}
-
-/// After a rebalance, state and records fetched before it may be stale: another member
-/// may have processed those partitions since. Drops the state (the records are dropped
-/// by the caller, fetched again from the committed offsets; the state is rebuilt from
-/// the logs). Returns the current generation.
-fn drop_if_rebalanced(
-    rebalances: &Rebalances,
-    held_generation: &mut u64,
-    parts: &mut HashMap<i32, Partition>,
-) -> u64 {
-    let generation = rebalances.generation();
-    if generation != *held_generation {
-        if !parts.is_empty() {
-            tracing::info!(
-                partitions = parts.len(),
-                "rebalance: partition state dropped, rebuilt on next record"
-            );
-        }
-        parts.clear();
-        *held_generation = generation;
-    }
-    generation
 }
 
 /// Given the first record (with its rebalance generation), collects more until the batch
@@ -330,503 +262,69 @@ async fn next_batch(
     Ok(batch)
 }
 
-/// A consumer error: waited out (logged, counted, a short pause) unless it is fatal,
-/// which stops the stage (`feeder_kafka::consumer_error`). `consumer` names which one
-/// for the metric: `raw` (the partition loop) or `cohort_tallies` (the aggregator).
-pub(crate) async fn ride_out(e: KafkaError, consumer: &'static str) -> Result<()> {
-    metrics::counter!("feeder_stream_consumer_errors_total", "consumer" => consumer).increment(1);
-    Ok(feeder_kafka::consumer_error::wait_out(e, consumer).await?)
-}
-
-#[allow(clippy::too_many_arguments)]
+/// One batch: decide, produce, wait for every ack, commit, count.
 async fn process_batch(
-    kafka: &KafkaConfig,
-    topics: &Topics,
-    cfg: &StreamConfig,
-    consumer: &StreamConsumer<RebalanceContext>,
-    producer: &FutureProducer,
-    parts: &mut HashMap<i32, Partition>,
-    stats: &StreamStats,
+    ctx: &Context,
+    consumer: &Arc<StreamConsumer<RebalanceContext>>,
+    outputs: &mut Outputs,
+    parts: &mut Partitions,
     batch: Vec<OwnedMessage>,
+    counts: &mut BatchCounts,
 ) -> Result<()> {
     let started = Instant::now();
     let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut pending = Vec::with_capacity(batch.len());
-    let mut counts = BatchCounts::default();
-    // Partitions first seen in this batch are recovered together, not one after another:
-    // each recovery reads four topics, mostly waiting on the broker, and a stage that is
-    // assigned six partitions at start waited for six recoveries in a row before its
-    // first decision (the start-up stall of issue 13).
     let mut first_seen: BTreeMap<i32, i64> = BTreeMap::new();
-    for m in batch.iter().filter(|m| !parts.contains_key(&m.partition())) {
+    for m in batch.iter().filter(|m| !parts.holds(m.partition())) {
         first_seen.entry(m.partition()).or_insert(m.offset());
     }
-    let recovered =
-        futures::future::try_join_all(first_seen.into_iter().map(|(p, next)| async move {
-            Ok::<_, Error>((
-                p,
-                Partition::recover(kafka, producer, topics, p, next, cfg, stats).await?,
-            ))
-        }))
-        .await?;
-    parts.extend(recovered);
+    parts.recover_all(ctx, first_seen).await?;
     crate::fence::pause_point();
+    let max = ctx.cfg.max_output_record_bytes;
     for m in &batch {
         let p = m.partition();
-        let part = match parts.entry(p) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(
-                Partition::recover(kafka, producer, topics, p, m.offset(), cfg, stats).await?,
-            ),
-        };
+        let part = parts.get_or_recover(ctx, p, m.offset()).await?;
         next_offsets.insert(p, m.offset().saturating_add(1));
-        part.raw_next = m.offset().saturating_add(1);
-        if let Some(missing) = part.already_output.remove(&m.offset()) {
-            // decided by a run that crashed before committing: only what it left out
-            send_anomalies(
-                producer,
-                &topics.anomalies,
-                p,
-                m.offset(),
-                &missing,
-                part.owner,
-                &mut pending,
-            )
-            .await?;
-            counts.anomalies += missing.len() as u64;
-        } else {
-            let max = cfg.max_output_record_bytes;
-            decide(part, p, m, topics, producer, max, &mut pending, &mut counts).await?;
-        }
+        let value = m.payload().unwrap_or_default();
+        let records = part.decide(p, (m.offset(), value), max, counts);
+        let owner = part.owner;
+        outputs.send(p, m.offset(), owner, &records).await?;
     }
     // windows the batch closed (and those a recovery replayed), once per batch
-    for (&p, part) in parts.iter_mut() {
+    for (p, part) in parts.iter_mut() {
         let last = part.raw_next.saturating_sub(1);
-        send_tallies(
-            producer,
-            topics,
-            p,
-            last,
-            &mut part.state,
-            part.owner,
-            &mut pending,
-        )
-        .await?;
+        outputs
+            .tallies(p, last, part.owner, &mut part.state)
+            .await?;
     }
-    for (offset, p, output, fut) in pending {
-        let raw = || {
-            let m = batch
-                .iter()
-                .find(|m| m.partition() == p && m.offset() == offset)?;
-            Some(m.payload().unwrap_or_default().to_vec())
-        };
-        let landed =
-            outputs::settle(producer, &topics.quarantine, offset, output, fut, raw).await?;
-        if let Some(what) = landed.replaced {
-            counts.refused(what, output);
+    let raw = |p: i32, offset: i64| {
+        let m = batch
+            .iter()
+            .find(|m| m.partition() == p && m.offset() == offset)?;
+        Some(m.payload().unwrap_or_default().to_vec())
+    };
+    for acked in outputs.acks(raw).await? {
+        if let Some(what) = acked.landed.replaced {
+            counts.refused(what);
         }
-        let (output, at) = (landed.output, landed.offset);
-        if let Some(part) = parts.get_mut(&p) {
-            let next = match output {
-                Output::Checked => &mut part.positions.checked,
-                Output::Quarantine => &mut part.positions.quarantine,
-                Output::Anomalies => &mut part.positions.anomalies,
-                Output::Tally => {
-                    stats.tallies_sent.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-            };
-            *next = (*next).max(at.saturating_add(1));
+        if acked.landed.output == crate::outputs::Output::Tally {
+            counts.tallies_sent += 1;
         }
+        parts.landed(&acked);
     }
     let mut tpl = TopicPartitionList::new();
     for (p, next) in &next_offsets {
-        tpl.add_partition_offset(&topics.raw, *p, Offset::Offset(*next))?;
+        tpl.add_partition_offset(&ctx.topics.raw, *p, Offset::Offset(*next))?;
     }
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-        if !lost_to_rebalance(&e) {
-            return Err(e.into());
-        }
+    if let Committed::LostToRebalance(e) = commit(consumer, tpl).await? {
         // The group moved partitions while the batch was in hand. Its outputs are
         // durable and tagged with their source offsets: whoever owns each partition now
         // (this member included) skips them on recovery. Held state may be stale.
         tracing::warn!(error = %e, "commit refused by a rebalance; partition state dropped");
-        metrics::counter!("feeder_stream_commits_lost_to_rebalance_total").increment(1);
+        observe::commit_lost_to_rebalance();
         parts.clear();
     }
-
-    stats
-        .records_in
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    stats.checked.fetch_add(counts.checked, Ordering::Relaxed);
-    stats
-        .quarantined
-        .fetch_add(counts.quarantined, Ordering::Relaxed);
-    stats.gaps.fetch_add(counts.gaps, Ordering::Relaxed);
-    stats
-        .anomalies
-        .fetch_add(counts.anomalies, Ordering::Relaxed);
-    stats.flagged.fetch_add(counts.flagged, Ordering::Relaxed);
-    metrics::counter!("feeder_stream_anomalies_total").increment(counts.anomalies);
-    metrics::counter!("feeder_stream_flagged_frames_total").increment(counts.flagged);
-    for part in parts.values_mut() {
-        for (rule, n) in part.state.take_rule_counts() {
-            metrics::counter!("feeder_stream_rule_findings_total", "rule" => rule).increment(n);
-        }
-        for ((method, status), n) in part.state.take_estimate_counts() {
-            metrics::counter!("feeder_stream_estimates_total", "method" => method, "status" => status)
-                .increment(n);
-            let total = match status {
-                "superseded" => &stats.superseded,
-                _ => &stats.estimated,
-            };
-            total.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-    metrics::counter!("feeder_stream_records_total").increment(batch.len() as u64);
-    metrics::counter!("feeder_stream_checked_total").increment(counts.checked);
-    metrics::counter!("feeder_stream_gap_flags_total").increment(counts.gaps);
-    stats
-        .outputs_too_large
-        .fetch_add(counts.too_large.iter().sum(), Ordering::Relaxed);
-    for what in TooLarge::ALL {
-        let n = counts.too_large[what as usize];
-        if n > 0 {
-            metrics::counter!("feeder_stream_outputs_too_large_total", "output" => what.label())
-                .increment(n);
-        }
-    }
-    if counts.quarantined_too_large > 0 {
-        *counts
-            .quarantined_by_reason
-            .entry(OUTPUT_TOO_LARGE)
-            .or_default() += counts.quarantined_too_large;
-    }
-    for (reason, n) in &counts.quarantined_by_reason {
-        metrics::counter!("feeder_stream_quarantined_total", "reason" => *reason).increment(*n);
-    }
-    for (reason, n) in &counts.replays_absorbed {
-        metrics::counter!("feeder_stream_replays_counted_total", "reason" => *reason).increment(*n);
-    }
-    metrics::histogram!("feeder_stream_batch_seconds").record(started.elapsed().as_secs_f64());
+    parts.take_counts(counts);
+    counts.records_in = batch.len() as u64;
+    observe::batch(&ctx.stats, counts, started.elapsed());
     Ok(())
-}
-
-/// What a batch produced, for stats and metrics.
-#[derive(Debug, Default)]
-struct BatchCounts {
-    checked: u64,
-    quarantined: u64,
-    gaps: u64,
-    anomalies: u64,
-    flagged: u64,
-    /// Outputs over the size limit or refused for their size, by output.
-    too_large: [u64; 3],
-    /// Raw records quarantined as `output_too_large` for it.
-    quarantined_too_large: u64,
-    /// Quarantined records by reason label, and replays absorbed (counted, not
-    /// written) by reason: emitted once per batch.
-    quarantined_by_reason: BTreeMap<&'static str, u64>,
-    replays_absorbed: BTreeMap<&'static str, u64>,
-}
-
-impl BatchCounts {
-    /// The guard replaced a record's outputs by an `output_too_large` entry.
-    fn guarded(&mut self, what: TooLarge) {
-        self.too_large[what as usize] += 1;
-        self.quarantined += 1;
-        self.quarantined_too_large += 1;
-    }
-
-    /// The broker refused an output of kind `output` for its size and it was replaced.
-    fn refused(&mut self, what: TooLarge, output: Output) {
-        self.too_large[what as usize] += 1;
-        if what == TooLarge::Anomaly {
-            return; // replaced by a cut anomaly: the frame's own output stands
-        }
-        self.quarantined_too_large += 1;
-        if output == Output::Checked {
-            self.checked = self.checked.saturating_sub(1);
-            self.quarantined += 1;
-        }
-    }
-}
-
-/// Decides raw record `m` of partition `p` and enqueues its outputs, each at most
-/// `max_bytes` ([`outputs::encode`]).
-#[allow(clippy::too_many_arguments)]
-async fn decide(
-    part: &mut Partition,
-    p: i32,
-    m: &OwnedMessage,
-    topics: &Topics,
-    producer: &FutureProducer,
-    max_bytes: usize,
-    pending: &mut Pending,
-    counts: &mut BatchCounts,
-) -> Result<()> {
-    let value = m.payload().unwrap_or_default();
-    let outcome = part.state.process(m.offset(), value);
-    let mut found = part.state.take_anomalies();
-    if let Some(n) = part.anomalies_present.remove(&m.offset()) {
-        found.drain(..n.min(found.len()));
-    }
-    let out = outputs::encode(&outcome, &found, value, m.offset(), max_bytes);
-    if let Some(what) = out.too_large {
-        counts.guarded(what);
-        tracing::warn!(
-            offset = m.offset(),
-            partition = p,
-            output = what.label(),
-            "output over the size limit: quarantined as output_too_large"
-        );
-    }
-    match &outcome {
-        _ if out.too_large.is_some() => {}
-        Outcome::Checked(c) => {
-            counts.checked += 1;
-            counts.gaps += u64::from(c.frame_flags.iter().any(|f| f == "gap_before"));
-            counts.flagged += u64::from(
-                c.frame_flags.iter().any(|f| f != "gap_before")
-                    || !c.reading_flags.is_empty()
-                    || !c.sample_flags.is_empty(),
-            );
-        }
-        Outcome::Quarantined(q) => {
-            counts.quarantined += 1;
-            *counts
-                .quarantined_by_reason
-                .entry(reason_label(&q.reason))
-                .or_default() += 1;
-        }
-        Outcome::Absorbed { reason, .. } => {
-            counts.quarantined += 1;
-            *counts.replays_absorbed.entry(reason.as_str()).or_default() += 1;
-        }
-    }
-    for r in out.primary.iter().chain(&out.anomalies) {
-        let topic = match r.output {
-            Output::Checked => &topics.checked,
-            Output::Quarantine => &topics.quarantine,
-            _ => &topics.anomalies,
-        };
-        let fut = send(producer, topic, p, &r.key, &r.bytes, m.offset(), part.owner).await?;
-        pending.push((m.offset(), p, r.output, fut));
-    }
-    counts.anomalies += out.anomalies.len() as u64;
-    Ok(())
-}
-
-/// Enqueues the anomalies raised by the raw record at `offset` (partition `partition`).
-async fn send_anomalies(
-    producer: &FutureProducer,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    anomalies: &[Anomaly],
-    owner: Mark,
-    pending: &mut Pending,
-) -> Result<()> {
-    for a in anomalies {
-        let bytes = a.encode_to_vec();
-        let fut = send(
-            producer,
-            topic,
-            partition,
-            anomaly_key(a),
-            &bytes,
-            offset,
-            owner,
-        )
-        .await?;
-        pending.push((offset, partition, Output::Anomalies, fut));
-    }
-    Ok(())
-}
-
-/// Enqueues the cohort tallies of the windows partition `partition` closed (at least
-/// once: acknowledged before the batch that closed them is committed); `offset` names
-/// the batch's last raw record in errors.
-pub(crate) async fn send_tallies(
-    producer: &FutureProducer,
-    topics: &Topics,
-    partition: i32,
-    offset: i64,
-    state: &mut PartitionState,
-    owner: Mark,
-    pending: &mut Pending,
-) -> Result<()> {
-    for (window, counts) in state.take_tallies() {
-        let t = WindowTally::new(window, partition as u32, counts);
-        let bytes = serde_json::to_vec(&t).map_err(|e| Error::Delivery {
-            offset,
-            reason: format!("cohort tally: {e}"),
-        })?;
-        let key = format!("{window}/{partition}");
-        let fut = send(
-            producer,
-            &topics.cohort_tallies,
-            FLEET_PARTITION,
-            &key,
-            &bytes,
-            offset,
-            owner,
-        )
-        .await?;
-        pending.push((offset, partition, Output::Tally, fut));
-    }
-    Ok(())
-}
-
-/// Writes every partition's changed device state, then its checkpoint, to the state
-/// changelog, and waits for the acks. Called only after the raw offsets the state
-/// covers are committed.
-async fn snapshot(
-    producer: &FutureProducer,
-    topics: &Topics,
-    parts: &mut HashMap<i32, Partition>,
-) -> Result<()> {
-    let started = Instant::now();
-    let mut pending = Vec::new();
-    let mut written = 0u64;
-    for (&p, part) in parts.iter_mut() {
-        if part.state.dirty_devices() == 0 {
-            continue;
-        }
-        let encode = |e: postcard::Error| Error::Snapshot {
-            partition: p,
-            reason: e.to_string(),
-        };
-        let devices = part.state.take_dirty().map_err(encode)?;
-        let checked_next = part.positions.checked;
-        for (id, state) in devices {
-            let rec = DeviceSnapshot {
-                checked_next,
-                format: STATE_FORMAT,
-                state,
-            };
-            let fut = send(
-                producer,
-                &topics.stream_state,
-                p,
-                &id,
-                &rec.encode_to_vec(),
-                part.raw_next,
-                part.owner,
-            )
-            .await?;
-            pending.push((part.raw_next, fut));
-            written += 1;
-        }
-        let cp = part
-            .positions
-            .checkpoint(part.state.partition_bytes().map_err(encode)?, part.raw_next);
-        let fut = send(
-            producer,
-            &topics.stream_state,
-            p,
-            CHECKPOINT_KEY,
-            &cp.encode_to_vec(),
-            part.raw_next,
-            part.owner,
-        )
-        .await?;
-        pending.push((part.raw_next, fut));
-    }
-    for (offset, fut) in pending {
-        acked(offset, fut).await?;
-    }
-    if written > 0 {
-        metrics::counter!("feeder_stream_state_snapshot_devices_total").increment(written);
-        metrics::histogram!("feeder_stream_state_snapshot_seconds")
-            .record(started.elapsed().as_secs_f64());
-    }
-    Ok(())
-}
-
-/// Waits for the broker's ack of the record produced for raw offset `offset`.
-pub(crate) async fn acked(offset: i64, fut: DeliveryFuture) -> Result<Delivery> {
-    match fut.await {
-        Ok(Ok(d)) => Ok(d),
-        Ok(Err((e, _))) => Err(Error::Delivery {
-            offset,
-            reason: e.to_string(),
-        }),
-        Err(_) => Err(Error::Delivery {
-            offset,
-            reason: "producer dropped".into(),
-        }),
-    }
-}
-
-/// Queues one output record ([`enqueue`]) carrying `mark` ([`crate::fence`]); `offset`
-/// names the raw record in errors.
-pub(crate) async fn send(
-    producer: &FutureProducer,
-    topic: &str,
-    partition: i32,
-    key: &str,
-    payload: &[u8],
-    offset: i64,
-    mark: Mark,
-) -> Result<DeliveryFuture> {
-    enqueue(producer, topic, partition, key, payload, mark.headers())
-        .await
-        .map_err(|e| Error::Delivery {
-            offset,
-            reason: e.to_string(),
-        })
-}
-
-/// Queues one record; a full local queue means the broker is slow: wait for room (the
-/// queue is bounded), never drop.
-pub(crate) async fn enqueue(
-    producer: &FutureProducer,
-    topic: &str,
-    partition: i32,
-    key: &str,
-    payload: &[u8],
-    headers: Option<OwnedHeaders>,
-) -> std::result::Result<DeliveryFuture, KafkaError> {
-    let mut rec = FutureRecord::to(topic)
-        .partition(partition)
-        .key(key)
-        .payload(payload);
-    if let Some(h) = headers {
-        rec = rec.headers(h);
-    }
-    loop {
-        match producer.send_result(rec) {
-            Ok(f) => return Ok(f),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                rec = back;
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
-}
-
-/// A commit refused because the member's assignment changed under it: not a failure of
-/// the stage (see the caller).
-pub(crate) fn lost_to_rebalance(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::RebalanceInProgress
-                | RDKafkaErrorCode::IllegalGeneration
-                | RDKafkaErrorCode::UnknownMemberId
-                | RDKafkaErrorCode::AssignmentLost
-                | RDKafkaErrorCode::State
-        )
-    )
-}
-
-/// Quarantine reasons are a closed set ([`Reason`] and `output_too_large`); anything
-/// else is folded into "other".
-fn reason_label(reason: &str) -> &'static str {
-    if reason == OUTPUT_TOO_LARGE {
-        return OUTPUT_TOO_LARGE;
-    }
-    Reason::label(reason)
 }

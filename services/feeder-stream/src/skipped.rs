@@ -18,9 +18,7 @@
 //! - cohort progress: the last record that decodes (and is valid) is used.
 //!
 //! Each skip is counted in `feeder_stream_undecodable_records_total{topic}` and in
-//! [`crate::StreamStats::undecodable_skipped`].
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! [`crate::StreamStats::undecodable_skipped`] (`crate::observe::skipped`).
 
 /// A topic the stage reads records of its own from (the metric's `topic` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,24 +69,5 @@ impl Skipped {
 
     pub fn total(&self) -> u64 {
         self.0.iter().fold(0, |a, n| a.saturating_add(*n))
-    }
-
-    /// Emits the counts (metric, log, `stats`); once per recovery or batch, not per
-    /// record.
-    pub fn emit(&self, partition: i32, stats: &AtomicU64) {
-        for topic in ReadTopic::ALL {
-            let n = self.get(topic);
-            if n > 0 {
-                tracing::warn!(
-                    partition,
-                    topic = topic.label(),
-                    records = n,
-                    "undecodable records skipped"
-                );
-                metrics::counter!("feeder_stream_undecodable_records_total", "topic" => topic.label())
-                    .increment(n);
-            }
-        }
-        stats.fetch_add(self.total(), Ordering::Relaxed);
     }
 }

@@ -3,8 +3,10 @@
 //! while 600 others keep reporting. The silence is raised once for the fleet, not once
 //! per partition, and neither a clean restart nor a crash of the stage raises it again.
 //!
-//! Then the wall-clock idle clock, with 2-second windows and frames stamped with the real
-//! time: the whole fleet going silent is judged (no partition has a frame to close a
+//! Then the wall-clock idle clock, with 2-second windows on a manual clock (the stage's
+//! injected `Clock`): it stands still while a test reports a window's frames, stamped
+//! with its time, and moves on only while the test waits for a judgement, so no test
+//! races the real clock and they run in parallel. The whole fleet going silent is judged (no partition has a frame to close a
 //! window with) and raises `fleet_silence`, on the embedded broker and on tansu (real
 //! watermarks over TCP decide when a partition is caught up); a partition without any
 //! traffic does not hold the judgement back until the grace; a fleet rule switched off
@@ -22,9 +24,9 @@ use feeder_kafka::{
     ensure_topics,
 };
 use feeder_proto::pipeline::Anomaly;
-use feeder_stream::StreamConfig;
 use feeder_stream::rules::RulesConfig;
 use feeder_stream::rules::cohort::CohortConfig;
+use feeder_stream::{Clock, ManualClock, StreamConfig};
 use prost::Message as _;
 use rdkafka::producer::FutureProducer;
 use support::{Stage, produce, raw_frame, read_topic, wait_for};
@@ -246,24 +248,37 @@ async fn scenario(kafka: KafkaConfig, topics: Topics) {
     stage.task.await.unwrap().unwrap();
 }
 
-// ---- the idle clock: real time, 2-second windows ----
+// ---- the idle clock: a manual wall clock, 2-second windows ----
 
 const WINDOW_MS: i64 = 2000;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+/// Where the manual clock starts (a window boundary).
+const CLOCK_START: i64 = 1_764_000_000_000;
+
+/// The stage's wall clock in these tests ([`feeder_stream::ManualClock`]).
+fn manual_clock() -> ManualClock {
+    ManualClock::at(CLOCK_START)
 }
 
-/// The real-time tests run one at a time: each must keep up with 2-second windows, and
-/// on a 2-core machine two of them beside the other tests could fall behind the clock.
-static REALTIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Starts the stage on `clock`.
+fn start_on(kafka: &KafkaConfig, topics: &Topics, cfg: StreamConfig, clock: &ManualClock) -> Stage {
+    support::start_with_clock(kafka, topics, cfg, Arc::new(clock.clone()))
+}
+
+/// Waits for `cond` while the clock moves on at 5 times real time (windows end and their
+/// lateness passes; the 10-minute grace is never reached within a test's 60-second wait).
+async fn wait_advancing(clock: &ManualClock, what: &str, mut cond: impl FnMut() -> bool) {
+    let (from, t0) = (clock.now_ms(), std::time::Instant::now());
+    wait_for(what, || {
+        clock.set(from + 5 * t0.elapsed().as_millis() as i64);
+        cond()
+    })
+    .await;
+}
 
 /// 2-second windows and a 3-window baseline; a grace of 10 minutes, so within a test
 /// only complete windows (every partition closed them) can be judged.
-fn realtime_config() -> StreamConfig {
+fn clock_config() -> StreamConfig {
     StreamConfig {
         rules: RulesConfig {
             cohort: CohortConfig {
@@ -281,21 +296,20 @@ fn realtime_config() -> StreamConfig {
     }
 }
 
-/// Waits until window `w` has begun (plus a margin), then sends one frame stamped now
-/// from each device `reports(i)` picks, device `i` on partition `partition(i)`.
+/// Moves the clock to window `w`'s start (plus a margin), then sends one frame stamped
+/// now from each device `reports(i)` picks, device `i` on partition `partition(i)`.
 async fn report_in_window(
-    producer: &FutureProducer,
+    (clock, producer): (&ManualClock, &FutureProducer),
     topic: &str,
     w: i64,
     reports: impl Fn(usize) -> bool,
     partition: impl Fn(usize) -> i32,
 ) {
     let start = w * WINDOW_MS + 100;
-    let wait = start - now_ms();
-    if wait > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+    if start > clock.now_ms() {
+        clock.set(start);
     }
-    let at = now_ms();
+    let at = clock.now_ms();
     assert_eq!(
         at.div_euclid(WINDOW_MS),
         w,
@@ -310,7 +324,6 @@ async fn report_in_window(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_fleet_going_silent_is_judged_by_the_clock_and_raises_fleet_silence() {
-    let _one_at_a_time = REALTIME.lock().await;
     let (_broker, kafka, topics) = embedded("fleet-silent");
     whole_fleet_silence(kafka, topics).await;
 }
@@ -320,7 +333,6 @@ async fn the_whole_fleet_going_silent_is_judged_by_the_clock_and_raises_fleet_si
 /// a compacted topic tansu keeps in SQLite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_fleet_going_silent_on_tansu() {
-    let _one_at_a_time = REALTIME.lock().await;
     let work = tempfile::tempdir().unwrap();
     let (_broker, kafka, topics) = tansu_with_topics(work.path(), "fleet-silent-tansu").await;
     whole_fleet_silence(kafka, topics).await;
@@ -328,13 +340,14 @@ async fn the_whole_fleet_going_silent_on_tansu() {
 
 async fn whole_fleet_silence(kafka: KafkaConfig, topics: Topics) {
     let producer = producer(&kafka);
-    let stage = support::start(&kafka, &topics, realtime_config());
+    let clock = manual_clock();
+    let stage = start_on(&kafka, &topics, clock_config(), &clock);
     // 4 windows of everyone reporting (3 shares of history after the first), then
     // silence: every module at once, so no cohort is silent relative to the others
-    let w0 = now_ms().div_euclid(WINDOW_MS) + 1;
+    let w0 = clock.now_ms().div_euclid(WINDOW_MS) + 1;
     for w in w0..w0 + 4 {
         report_in_window(
-            &producer,
+            (&clock, &producer),
             &topics.raw,
             w,
             |_| true,
@@ -344,7 +357,7 @@ async fn whole_fleet_silence(kafka: KafkaConfig, topics: Topics) {
     }
     let silent = (w0 + 4) * WINDOW_MS;
     let t = std::time::Instant::now();
-    wait_for("fleet_silence raised", || {
+    wait_advancing(&clock, "fleet_silence raised", || {
         fleet_findings(&kafka, &topics.anomalies)
             .iter()
             .any(|(rule, _, from)| rule == "fleet_silence" && *from == silent)
@@ -393,14 +406,15 @@ async fn whole_fleet_silence(kafka: KafkaConfig, topics: Topics) {
 /// `bricky` (200 devices) is silent in the third window. Returns the silent window's
 /// start, and the window count by which it has been judged.
 async fn bricky_silent_on_three_partitions(
+    clock: &ManualClock,
     producer: &FutureProducer,
     topics: &Topics,
 ) -> (i64, u64) {
     let on_three = |i: usize| i as i32 % 3;
-    let w0 = now_ms().div_euclid(WINDOW_MS) + 1;
+    let w0 = clock.now_ms().div_euclid(WINDOW_MS) + 1;
     for w in w0..w0 + 3 {
         report_in_window(
-            producer,
+            (clock, producer),
             &topics.raw,
             w,
             |i| w < w0 + 2 || i >= BRICKED,
@@ -415,13 +429,13 @@ async fn bricky_silent_on_three_partitions(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_without_traffic_does_not_hold_the_judgement_until_the_grace() {
-    let _one_at_a_time = REALTIME.lock().await;
     let (_broker, kafka, topics) = embedded("fleet-idle");
     let producer = producer(&kafka);
-    let stage = support::start(&kafka, &topics, realtime_config());
-    let (silent, _) = bricky_silent_on_three_partitions(&producer, &topics).await;
+    let clock = manual_clock();
+    let stage = start_on(&kafka, &topics, clock_config(), &clock);
+    let (silent, _) = bricky_silent_on_three_partitions(&clock, &producer, &topics).await;
     let t = std::time::Instant::now();
-    wait_for("cohort_silence raised", || {
+    wait_advancing(&clock, "cohort_silence raised", || {
         fleet_findings(&kafka, &topics.anomalies)
             .iter()
             .any(|(rule, _, from)| rule == "cohort_silence" && *from == silent)
@@ -459,14 +473,14 @@ async fn a_partition_without_traffic_does_not_hold_the_judgement_until_the_grace
 /// nothing for it. With the rule on, the same scenario raises it three times (above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_rule_switched_off_is_judged_but_raises_nothing() {
-    let _one_at_a_time = REALTIME.lock().await;
     let (_broker, kafka, topics) = embedded("fleet-off");
     let producer = producer(&kafka);
-    let mut cfg = realtime_config();
+    let mut cfg = clock_config();
     cfg.rules.disabled = vec!["cohort_silence".into()];
-    let stage = support::start(&kafka, &topics, cfg);
-    let (_, judged_by) = bricky_silent_on_three_partitions(&producer, &topics).await;
-    wait_for("the silent window judged", || {
+    let clock = manual_clock();
+    let stage = start_on(&kafka, &topics, cfg, &clock);
+    let (_, judged_by) = bricky_silent_on_three_partitions(&clock, &producer, &topics).await;
+    wait_advancing(&clock, "the silent window judged", || {
         stage.stats.fleet.windows_judged.load(Ordering::Relaxed) >= judged_by
     })
     .await;
@@ -486,24 +500,24 @@ async fn a_fleet_rule_switched_off_is_judged_but_raises_nothing() {
 /// consumer's error, or a failed watermark query, stops the stage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stage_rides_out_a_broker_outage() {
-    let _one_at_a_time = REALTIME.lock().await;
     let (broker, kafka, topics) = embedded("fleet-outage");
     let producer = producer(&kafka);
-    let mut stage = support::start(&kafka, &topics, realtime_config());
+    let clock = manual_clock();
+    let mut stage = start_on(&kafka, &topics, clock_config(), &clock);
     let everyone = |w: i64| {
         report_in_window(
-            &producer,
+            (&clock, &producer),
             &topics.raw,
             w,
             |_| true,
             |i| i as i32 % PARTITIONS,
         )
     };
-    let w0 = now_ms().div_euclid(WINDOW_MS) + 1;
+    let w0 = clock.now_ms().div_euclid(WINDOW_MS) + 1;
     for w in w0..w0 + 2 {
         everyone(w).await;
     }
-    wait_for("the first window judged", || {
+    wait_advancing(&clock, "the first window judged", || {
         stage.stats.fleet.windows_judged.load(Ordering::Relaxed) >= 1
     })
     .await;
@@ -512,8 +526,9 @@ async fn the_stage_rides_out_a_broker_outage() {
     assert_running(&mut stage, "during the outage").await;
     broker.broker_up(1).unwrap();
     let judged = stage.stats.fleet.windows_judged.load(Ordering::Relaxed);
-    everyone(now_ms().div_euclid(WINDOW_MS) + 1).await;
-    wait_for(
+    everyone(clock.now_ms().div_euclid(WINDOW_MS) + 1).await;
+    wait_advancing(
+        &clock,
         "the frames after the outage checked, windows judged",
         || {
             stage.task.is_finished()

@@ -39,71 +39,30 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
 
+use super::produce::{Output, Record, delivered, enqueue};
 use crate::checks::Outcome;
-use crate::run::{Output, enqueue};
+pub use crate::limits::{
+    MIN_MAX_OUTPUT_RECORD_BYTES, OUTPUT_TOO_LARGE, RAW_CAP, RECORD_OVERHEAD, REFUSED_RAW_CAP,
+    TooLarge,
+};
 use crate::{Error, Result};
-
-/// The quarantine reason of a record whose output would be too large.
-pub const OUTPUT_TOO_LARGE: &str = "output_too_large";
-
-/// Room kept within `message.max.bytes` for the key and the record's framing
-/// (librdkafka counts both; its own overhead is under 100 bytes).
-pub const RECORD_OVERHEAD: usize = 512;
-
-/// Raw bytes kept by a quarantine entry the guard writes.
-pub const RAW_CAP: usize = 64 * 1024;
-
-/// Raw bytes kept by the replacement of a record the broker refused (its limit is
-/// unknown, so the replacement is small).
-pub const REFUSED_RAW_CAP: usize = 1024;
 
 /// Longest device id, edge id or anomaly detail a replacement keeps.
 const FIELD_CAP: usize = 256;
 
-/// The smallest `max_output_record_bytes` accepted: a guard entry (raw cap and fields)
-/// must fit under it.
-pub const MIN_MAX_OUTPUT_RECORD_BYTES: usize = RAW_CAP + 4 * 1024;
-
-/// Which output of a raw record was too large (the metric's `output` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TooLarge {
-    Checked,
-    Quarantine,
-    Anomaly,
-}
-
-impl TooLarge {
-    pub const ALL: [TooLarge; 3] = [TooLarge::Checked, TooLarge::Quarantine, TooLarge::Anomaly];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            TooLarge::Checked => "checked",
-            TooLarge::Quarantine => "quarantine",
-            TooLarge::Anomaly => "anomaly",
-        }
+/// Which guarded output `output` is (tallies, state and fleet records are not guarded).
+fn too_large_of(output: Output) -> Option<TooLarge> {
+    match output {
+        Output::Checked => Some(TooLarge::Checked),
+        Output::Quarantine => Some(TooLarge::Quarantine),
+        Output::Anomalies => Some(TooLarge::Anomaly),
+        Output::Tally | Output::State | Output::Finding | Output::Progress => None,
     }
-
-    fn of(output: Output) -> Option<Self> {
-        match output {
-            Output::Checked => Some(TooLarge::Checked),
-            Output::Quarantine => Some(TooLarge::Quarantine),
-            Output::Anomalies => Some(TooLarge::Anomaly),
-            Output::Tally => None,
-        }
-    }
-}
-
-/// One record to produce: where, under which key, what.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub output: Output,
-    pub key: String,
-    pub bytes: Vec<u8>,
 }
 
 /// The encoded outputs of one raw record.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outputs {
+pub struct Encoded {
     /// Its checked or quarantine record; none for a replay only counted
     /// ([`Outcome::Absorbed`]).
     pub primary: Option<Record>,
@@ -130,7 +89,7 @@ pub fn encode(
     raw_value: &[u8],
     offset: i64,
     max: usize,
-) -> Outputs {
+) -> Encoded {
     let primary = match outcome {
         Outcome::Checked(c) => Some(Record {
             output: Output::Checked,
@@ -157,14 +116,14 @@ pub fn encode(
         .chain(&anomalies)
         .find(|r| !fits(&r.key, &r.bytes, max));
     let Some(over) = over else {
-        return Outputs {
+        return Encoded {
             primary,
             anomalies,
             too_large: None,
         };
     };
     // invariant: `over` is the primary or an anomaly, never a tally
-    let what = TooLarge::of(over.output).unwrap_or(TooLarge::Checked);
+    let what = too_large_of(over.output).unwrap_or(TooLarge::Checked);
     let detail = format!(
         "{} record of {} bytes over the {max}-byte output limit{}",
         what.label(),
@@ -175,7 +134,7 @@ pub fn encode(
         }
     );
     let q = replacement(Base::of(outcome, raw_value), RAW_CAP, detail, offset);
-    Outputs {
+    Encoded {
         primary: Some(Record {
             output: Output::Quarantine,
             key: q.device_id.clone(),
@@ -320,7 +279,7 @@ pub async fn settle(
                 replaced: None,
             });
         }
-        Ok(Err((e, msg))) if is_too_large(&e) && TooLarge::of(output).is_some() => msg,
+        Ok(Err((e, msg))) if is_too_large(&e) && too_large_of(output).is_some() => msg,
         Ok(Err((e, _))) => {
             return Err(Error::Delivery {
                 offset,
@@ -359,7 +318,7 @@ pub async fn settle(
             );
         }
     }
-    let what = TooLarge::of(output).unwrap_or(TooLarge::Checked);
+    let what = too_large_of(output).unwrap_or(TooLarge::Checked);
     let (landed_in, candidates) =
         replacements(&refused, output, quarantine_topic, offset, raw_value)?;
     for (topic, key, bytes) in candidates {
@@ -458,16 +417,8 @@ async fn try_send(
         }
     };
     match fut.await {
-        Ok(Ok(d)) => Ok(Some(d.offset)),
         Ok(Err((e, _))) if is_too_large(&e) => Ok(None),
-        Ok(Err((e, _))) => Err(Error::Delivery {
-            offset,
-            reason: e.to_string(),
-        }),
-        Err(_) => Err(Error::Delivery {
-            offset,
-            reason: "producer dropped".into(),
-        }),
+        other => delivered(offset, other).map(|d| Some(d.offset)),
     }
 }
 
@@ -517,7 +468,7 @@ mod tests {
         }
     }
 
-    fn quarantined(out: &Outputs) -> QuarantinedFrame {
+    fn quarantined(out: &Encoded) -> QuarantinedFrame {
         assert_eq!(out.primary.as_ref().unwrap().output, Output::Quarantine);
         QuarantinedFrame::decode(out.primary.as_ref().unwrap().bytes.as_slice()).unwrap()
     }

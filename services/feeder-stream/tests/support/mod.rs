@@ -10,7 +10,7 @@ use feeder_kafka::fence::Mark;
 use feeder_kafka::{KafkaConfig, Topics};
 use feeder_proto::pipeline::RawFrame;
 use feeder_proto::v1::{Frame, SignedFrame};
-use feeder_stream::{StreamConfig, StreamStats};
+use feeder_stream::{Clock, StreamConfig, StreamStats};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -24,10 +24,22 @@ pub struct Stage {
 }
 
 pub fn start(kafka: &KafkaConfig, topics: &Topics, cfg: StreamConfig) -> Stage {
+    start_with_clock(kafka, topics, cfg, feeder_stream::clock::system())
+}
+
+/// [`start`] on the given wall clock (a `ManualClock` the test moves).
+pub fn start_with_clock(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    cfg: StreamConfig,
+    clock: Arc<dyn Clock>,
+) -> Stage {
     let stats = Arc::new(StreamStats::default());
     let stop = CancellationToken::new();
     let (kafka, topics, s, t) = (kafka.clone(), topics.clone(), stats.clone(), stop.clone());
-    let task = tokio::spawn(async move { feeder_stream::run(&kafka, &topics, cfg, s, t).await });
+    let task = tokio::spawn(async move {
+        feeder_stream::run_with_clock(&kafka, &topics, cfg, s, clock, t).await
+    });
     Stage { stats, stop, task }
 }
 
