@@ -15,10 +15,10 @@
 //! - Open loop (`feeder loadgen --scenario steady`): requests are due at the offered
 //!   rate whatever the pipeline does; latency counts from the intended send time.
 //! - Each load's fresh pipeline is first warmed up by a small fleet of its own (1 s at
-//!   100 frames/s, then drained; not measured): a new consumer group's first join waits
-//!   the broker's `group.initial.rebalance.delay` (3 s on the embedded broker, as on
-//!   Kafka by default), and that is start-up, not throughput. The warm-up's length is
-//!   printed; the demo shows the cold start.
+//!   100 frames/s, then drained; not measured): consumer groups joined (the embedded
+//!   broker answers a first join at once, `feeder_kafka::embedded`), partitions
+//!   recovered, producers connected; that is start-up, not throughput. The warm-up's
+//!   length is printed; the demo shows the cold start.
 //! - Readings are meter readings plus vehicle samples, offered and stored alike (the
 //!   demo's end-to-end figure counts meter readings only); end to end is from
 //!   the first send to the moment both consumer groups have no lag.
@@ -216,9 +216,8 @@ async fn one_load(
     cfg.writer.group_id = format!("{run_id}-writer");
     cfg.stage_workers = Some(workers);
     let pipeline = Pipeline::start(cfg).await?;
-    // warm-up, not measured: consumer groups joined (the broker holds a new group's first
-    // join for group.initial.rebalance.delay, 3 s on the embedded broker as on Kafka),
-    // partitions recovered, producers connected
+    // warm-up, not measured: consumer groups joined, partitions recovered, producers
+    // connected
     let warm_started = Instant::now();
     play(&pipeline, &fleets.warm, WARM_RATE, WARM_SECONDS).await?;
     pipeline.wait_drained(DRAIN_TIMEOUT).await?;

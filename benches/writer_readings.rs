@@ -4,8 +4,11 @@
 //! the very same Arrow data (read back from the file this bench leaves behind) with the
 //! same settings; bytes per row are printed for both.
 //!
-//! `cargo bench -p feeder-benches --bench writer_readings`, then
-//! `python benches/pyarrow_baseline.py` (the venv python of tests/setup-python.sh).
+//! `cargo bench -p feeder-benches --bench writer_readings` runs the baseline itself when
+//! `FEEDER_PYTHON` names a python with pyarrow (the venv of tests/setup-python.sh):
+//! Feeder's encode and pyarrow's, alternating [`ROUNDS`] times in the same run, best
+//! against best, and prints the ratio. Without `FEEDER_PYTHON`, run
+//! `python benches/pyarrow_baseline.py` after it.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -122,13 +125,34 @@ fn bench(c: &mut Criterion) {
             black_box(parquet_file::encode(Dataset::Readings, batch, &PROV).expect("encode"));
         }
     };
-    let (best, median) = best_and_median(BEST_OF, encode_all);
-    eprintln!(
-        "encode_parquet: best of {BEST_OF} {:.3} Mrows/s, median {:.3} Mrows/s (set the best \
-         beside pyarrow_baseline.py's best)",
-        rows as f64 / best / 1e6,
-        rows as f64 / median / 1e6
-    );
+    let python = std::env::var_os("FEEDER_PYTHON");
+    let (mut feeder_best, mut pyarrow_best) = (0.0f64, 0.0f64);
+    for round in 1..=if python.is_some() { ROUNDS } else { 1 } {
+        let (best, median) = best_and_median(BEST_OF, encode_all);
+        let best = rows as f64 / best / 1e6;
+        feeder_best = feeder_best.max(best);
+        eprintln!(
+            "round {round}: encode_parquet: best of {BEST_OF} {best:.3} Mrows/s, median {:.3} \
+             Mrows/s",
+            rows as f64 / median / 1e6
+        );
+        if let Some(py) = &python {
+            match pyarrow_best_mrows(py) {
+                Some(b) => {
+                    pyarrow_best = pyarrow_best.max(b);
+                    eprintln!("round {round}: pyarrow best {b:.3} Mrows/s (feeder's settings)");
+                }
+                None => eprintln!("round {round}: pyarrow baseline did not run"),
+            }
+        }
+    }
+    if pyarrow_best > 0.0 {
+        eprintln!(
+            "writer vs pyarrow, same rows, same settings, best against best over {ROUNDS} \
+             alternating rounds: {feeder_best:.3} vs {pyarrow_best:.3} Mrows/s = {:.2}x",
+            feeder_best / pyarrow_best
+        );
+    }
 
     let mut g = c.benchmark_group("writer_readings");
     g.throughput(Throughput::Elements(rows as u64));
@@ -155,6 +179,24 @@ fn bench(c: &mut Criterion) {
 
 /// Runs timed for the printed summary (after one warm-up).
 const BEST_OF: usize = 15;
+/// Alternating rounds of Feeder's encode and pyarrow's, so load from elsewhere on the
+/// machine falls on both.
+const ROUNDS: usize = 3;
+
+/// Runs `benches/pyarrow_baseline.py` on the hand-off file; its best Mrows/s with
+/// Feeder's settings (the script's last line).
+fn pyarrow_best_mrows(python: &std::ffi::OsStr) -> Option<f64> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pyarrow_baseline.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .env("FEEDER_BENCH_READINGS", handoff_path())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("pyarrow best Mrows/s (feeder's settings): "))
+        .and_then(|v| v.trim().parse().ok())
+}
 
 /// The best and the median seconds of `runs` runs of `f`, after one warm-up run.
 fn best_and_median(runs: usize, f: impl Fn()) -> (f64, f64) {
