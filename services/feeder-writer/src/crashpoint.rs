@@ -49,7 +49,7 @@ impl Point {
             Point::AfterSnapshot,
         ]
         .into_iter()
-            .find(|p| p.name() == s)
+        .find(|p| p.name() == s)
     }
 }
 

@@ -757,6 +757,10 @@ pub struct DemoArgs {
     /// How long the simulated fleet sends.
     #[arg(long, default_value_t = 20.0)]
     pub seconds: f64,
+    /// Store the datasets as Iceberg tables (SQLite catalog under --data) and print a
+    /// pyiceberg snippet to read them.
+    #[arg(long)]
+    pub iceberg: bool,
 }
 
 #[derive(Debug, Args)]

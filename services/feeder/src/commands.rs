@@ -258,6 +258,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Verify(a) => {
+            refuse_iceberg_root(&a.data, "verify")?;
             let registry = Registry::load(&a.registry).context("loading the device registry")?;
             let opts = feeder_writer::verify::VerifyOptions {
                 date: a.date,
@@ -273,6 +274,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Compact(a) => {
+            refuse_iceberg_root(&a.data, "compact")?;
             use feeder_writer::compact;
             let dataset = compact::dataset_by_name(&a.dataset)
                 .with_context(|| format!("no dataset named {:?}", a.dataset))?;
@@ -421,6 +423,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Loads `--encryption-keys` (none: every dataset plaintext). A bad file stops the command
 /// at start with the line or key at fault; key bytes are never logged.
+/// `verify` and `compact` read the Hive layout; on a root of Iceberg tables they would
+/// find nothing and report success, so they stop and say what to use.
+fn refuse_iceberg_root(root: &std::path::Path, tool: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !feeder_writer::iceberg::IcebergSettings::is_iceberg_root(root),
+        "{} holds Iceberg tables (written with --table-format iceberg): `feeder {tool}` reads \
+         the Hive layout only. Read the tables with pyiceberg or your engine, and compact \
+         with its rewrite_data_files (docs/datasets.md, \"Iceberg tables\")",
+        root.display()
+    );
+    Ok(())
+}
+
 fn encryption_keys(path: Option<&std::path::Path>) -> anyhow::Result<feeder_writer::Encryption> {
     let Some(path) = path else {
         return Ok(feeder_writer::Encryption::none());

@@ -103,6 +103,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut cfg = PipelineConfig::new(kafka.clone(), topics, registry.clone(), root.clone());
     cfg.stream.group_id = format!("{run_id}-stream");
     cfg.writer.group_id = format!("{run_id}-writer");
+    if args.iceberg {
+        cfg.writer.tables = feeder_writer::iceberg::TableFormat::Iceberg(Default::default());
+    }
     let pipeline = Pipeline::start(cfg).await?;
     println!(
         "edge: {}  datasets: {}",
@@ -245,7 +248,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "MISMATCH"
         }
     );
-    print_queries(&root);
+    if args.iceberg {
+        print_iceberg_snippet(&root);
+    } else {
+        print_queries(&root);
+    }
     if stored_frames != expected_frames {
         anyhow::bail!("{stored_frames} frames stored, {expected_frames} expected");
     }
@@ -350,6 +357,29 @@ async fn hold_while_lagging(
         }
     }
     let _ = hold.send(false);
+}
+
+/// The pyiceberg lines that open the demo's tables through its SQLite catalog.
+fn print_iceberg_snippet(root: &Path) {
+    use feeder_writer::iceberg::IcebergSettings;
+    let s = IcebergSettings::default();
+    let db = IcebergSettings::default_catalog_file(root);
+    println!("\nRead the Iceberg tables (pip install \"pyiceberg[sql-sqlite]\" pandas):");
+    println!("python3 - <<'PY'");
+    println!("from pyiceberg.catalog.sql import SqlCatalog");
+    println!(
+        "cat = SqlCatalog({:?}, uri=\"sqlite:///{}\", warehouse={:?})",
+        s.catalog_name,
+        db.display(),
+        s.warehouse(root)
+    );
+    println!("readings = cat.load_table(\"{}.readings\")", s.namespace);
+    println!(
+        "print(readings.scan(selected_fields=(\"device_id\", \"ts\", \"obis\", \"value\")).to_pandas().head())"
+    );
+    println!("for snap in readings.snapshots()[-3:]:");
+    println!("    print(snap.snapshot_id, dict(snap.summary.additional_properties))");
+    println!("PY");
 }
 
 fn print_queries(root: &Path) {

@@ -110,6 +110,26 @@ mod tests {
         }
     }
 
+    /// `--table-format` and the catalog flags become the writer's one `TableFormat`.
+    #[test]
+    fn table_format_flags_parse() {
+        use feeder_writer::iceberg::{IcebergSettings, TableFormat};
+        assert_eq!(args(&[]).tables.table_format(), TableFormat::Parquet);
+        let ice = args(&[
+            "--table-format",
+            "iceberg",
+            "--iceberg-catalog",
+            "postgres://feeder@db/lake",
+        ]);
+        assert_eq!(
+            ice.tables.table_format(),
+            TableFormat::Iceberg(IcebergSettings {
+                catalog_uri: Some("postgres://feeder@db/lake".into()),
+                ..IcebergSettings::default()
+            })
+        );
+    }
+
     #[test]
     fn storage_flags_parse_and_bad_combinations_are_refused() {
         let s3 = args(&[
@@ -164,6 +184,17 @@ mod tests {
                 "prefix",
             ),
             (vec!["--data", "/d", "--s3-bucket", "b"], "add --storage s3"),
+            (
+                vec![
+                    "--storage",
+                    "s3",
+                    "--s3-bucket",
+                    "b",
+                    "--table-format",
+                    "iceberg",
+                ],
+                "local disk only",
+            ),
         ];
         for (flags, want) in refused {
             let err = storage(&args(&flags)).unwrap_err();

@@ -73,7 +73,11 @@ impl IcebergTables {
     }
 
     /// [`Self::append_range`] from a blocking thread (the writer's flush threads).
-    pub fn write_range(&self, spec: RangeSpec<'_>, records: &[SourceRecord]) -> Result<FlushReport> {
+    pub fn write_range(
+        &self,
+        spec: RangeSpec<'_>,
+        records: &[SourceRecord],
+    ) -> Result<FlushReport> {
         self.handle.block_on(self.append_range(spec, records))
     }
 
@@ -86,7 +90,11 @@ impl IcebergTables {
             .contains(&dataset);
         if known {
             let id = tables::ident(&self.namespace, dataset);
-            return self.catalog.load_table(&id).await.map_err(|e| err("load_table", e));
+            return self
+                .catalog
+                .load_table(&id)
+                .await
+                .map_err(|e| err("load_table", e));
         }
         let t = tables::load_or_create(self.catalog.as_ref(), &self.namespace, dataset).await?;
         self.known
@@ -135,12 +143,10 @@ impl IcebergTables {
         let mut conflicts = 0u32;
         loop {
             let table = self.table(dataset).await?;
-            let committed =
-                offsets::committed(table.metadata()).map_err(|m| Error::Iceberg(format!(
-                    "{}: {m}",
-                    dataset.name()
-                )))?;
-            let Some(first) = offsets::first_missing(committed.get(&key).copied(), spec.first, spec.last)
+            let committed = offsets::committed(table.metadata())
+                .map_err(|m| Error::Iceberg(format!("{}: {m}", dataset.name())))?;
+            let Some(first) =
+                offsets::first_missing(committed.get(&key).copied(), spec.first, spec.last)
             else {
                 observe::iceberg_already_held(dataset);
                 return Ok(());
@@ -149,11 +155,17 @@ impl IcebergTables {
                 Some((f, files, rows, bytes)) if f == first => (files, rows, bytes),
                 _ => {
                     let parts = if first == spec.first {
-                        all.iter().filter(|b| b.dataset == dataset).cloned().collect()
+                        all.iter()
+                            .filter(|b| b.dataset == dataset)
+                            .cloned()
+                            .collect()
                     } else {
                         // the table holds the range's head: convert only the rest
-                        let tail: Vec<SourceRecord> =
-                            records.iter().filter(|r| r.offset >= first).cloned().collect();
+                        let tail: Vec<SourceRecord> = records
+                            .iter()
+                            .filter(|r| r.offset >= first)
+                            .cloned()
+                            .collect();
                         records_to_batches(spec.kind, &tail)?
                             .batches
                             .into_iter()
@@ -214,7 +226,13 @@ fn backoff(n: u32) -> Duration {
 fn file_prefix(spec: RangeSpec<'_>, first: i64, writer: &str, attempt: &str, retry: u32) -> String {
     let safe: String = writer
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!(
         "{}+{}+{:020}+{:020}-{safe}-{attempt}-{retry}",

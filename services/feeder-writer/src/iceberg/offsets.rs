@@ -110,7 +110,11 @@ mod tests {
             (Some(99), 10, 20, None),
         ];
         for (done, first, last, want) in cases {
-            assert_eq!(first_missing(done, first, last), want, "{done:?} {first}..={last}");
+            assert_eq!(
+                first_missing(done, first, last),
+                want,
+                "{done:?} {first}..={last}"
+            );
         }
     }
 
@@ -132,6 +136,9 @@ mod tests {
         assert_eq!(s[LAST_OFFSET], "20");
         assert_eq!(s[ATTEMPT], "ab12");
         let after: Committed = serde_json::from_str(&s[OFFSETS]).unwrap();
-        assert_eq!(after, Committed::from([(key("checked", 0), 99), (key("checked", 1), 20)]));
+        assert_eq!(
+            after,
+            Committed::from([(key("checked", 0), 99), (key("checked", 1), 20)])
+        );
     }
 }

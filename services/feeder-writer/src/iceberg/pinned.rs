@@ -54,7 +54,10 @@ impl Catalog for Pinned<'_> {
         self.inner.update_table(commit).await
     }
 
-    async fn list_namespaces(&self, parent: Option<&NamespaceIdent>) -> Result<Vec<NamespaceIdent>> {
+    async fn list_namespaces(
+        &self,
+        parent: Option<&NamespaceIdent>,
+    ) -> Result<Vec<NamespaceIdent>> {
         self.inner.list_namespaces(parent).await
     }
 

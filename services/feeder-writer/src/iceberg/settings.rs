@@ -73,6 +73,12 @@ impl IcebergSettings {
         root.join("iceberg").join("catalog.db")
     }
 
+    /// True when `root` holds the default catalog: a root written in Iceberg mode, which
+    /// the Hive-layout tools (`verify`, `compact`) must not take for an empty one.
+    pub fn is_iceberg_root(root: &Path) -> bool {
+        Self::default_catalog_file(root).exists()
+    }
+
     /// The catalog URI, the default one resolved against `root` (created if missing).
     pub fn catalog_uri(&self, root: &Path) -> String {
         match &self.catalog_uri {
@@ -103,7 +109,9 @@ impl IcebergSettings {
             )));
         }
         if self.catalog_name.trim().is_empty() {
-            return Err(Error::Config("iceberg catalog name must not be empty".into()));
+            return Err(Error::Config(
+                "iceberg catalog name must not be empty".into(),
+            ));
         }
         Ok(())
     }
@@ -119,7 +127,10 @@ mod tests {
             ("sqlite:///var/feeder/catalog.db", Some(CatalogKind::Sqlite)),
             ("postgres://feeder@db/iceberg", Some(CatalogKind::Postgres)),
             ("postgresql://db/iceberg", Some(CatalogKind::Postgres)),
-            ("https://polaris.example/api/catalog", Some(CatalogKind::Rest)),
+            (
+                "https://polaris.example/api/catalog",
+                Some(CatalogKind::Rest),
+            ),
             ("http://127.0.0.1:8181", Some(CatalogKind::Rest)),
             ("mysql://db/iceberg", None),
             ("/var/feeder/catalog.db", None),
@@ -135,14 +146,22 @@ mod tests {
         let s = IcebergSettings::default();
         s.validate().unwrap();
         let root = Path::new("/data");
-        assert_eq!(s.catalog_uri(root), "sqlite:///data/iceberg/catalog.db?mode=rwc");
+        assert_eq!(
+            s.catalog_uri(root),
+            "sqlite:///data/iceberg/catalog.db?mode=rwc"
+        );
         assert_eq!(s.warehouse(root), "/data/iceberg/warehouse");
         for ns in ["", "a.b"] {
             let bad = IcebergSettings {
                 namespace: ns.into(),
                 ..IcebergSettings::default()
             };
-            assert!(bad.validate().unwrap_err().to_string().contains("namespace"));
+            assert!(
+                bad.validate()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("namespace")
+            );
         }
     }
 }

@@ -89,9 +89,9 @@ pub fn schema(dataset: Dataset) -> Result<Schema> {
 /// Day partitioning of the dataset's time column, as a partition field `<column>_day`.
 pub fn partition_spec(dataset: Dataset, schema: &Schema) -> Result<UnboundPartitionSpec> {
     let column = dataset.time_column();
-    let source = schema.field_by_name(column).ok_or_else(|| {
-        Error::Iceberg(format!("{}: no time column {column}", dataset.name()))
-    })?;
+    let source = schema
+        .field_by_name(column)
+        .ok_or_else(|| Error::Iceberg(format!("{}: no time column {column}", dataset.name())))?;
     Ok(UnboundPartitionSpec::builder()
         .add_partition_field(source.id, format!("{column}_day"), Transform::Day)
         .map_err(|e| err(dataset.name(), e))?
@@ -115,7 +115,10 @@ pub async fn load_or_create(
         .await
         .map_err(|e| err("table_exists", e))?
     {
-        return catalog.load_table(&id).await.map_err(|e| err("load_table", e));
+        return catalog
+            .load_table(&id)
+            .await
+            .map_err(|e| err("load_table", e));
     }
     let schema = schema(dataset)?;
     let spec = partition_spec(dataset, &schema)?;
@@ -127,13 +130,17 @@ pub async fn load_or_create(
         .build();
     match catalog.create_table(namespace, creation).await {
         Ok(t) => Ok(t),
-        Err(e) if e.kind() == ErrorKind::TableAlreadyExists => {
-            catalog.load_table(&id).await.map_err(|e| err("load_table", e))
-        }
+        Err(e) if e.kind() == ErrorKind::TableAlreadyExists => catalog
+            .load_table(&id)
+            .await
+            .map_err(|e| err("load_table", e)),
         Err(e) => {
             // the SQL catalog reports a lost creation race as a unique-key violation
             if catalog.table_exists(&id).await.unwrap_or(false) {
-                catalog.load_table(&id).await.map_err(|e| err("load_table", e))
+                catalog
+                    .load_table(&id)
+                    .await
+                    .map_err(|e| err("load_table", e))
             } else {
                 Err(err("create_table", e))
             }
@@ -236,9 +243,19 @@ mod tests {
         let batch = events_batch(7, 1_700_000_000_123);
         let fitted = fit(&batch, &target).unwrap();
         assert_eq!(fitted.num_rows(), 1);
-        assert_eq!(fitted.column_by_name("seq").unwrap().as_primitive::<Int64Type>().value(0), 7);
+        assert_eq!(
+            fitted
+                .column_by_name("seq")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .value(0),
+            7
+        );
         let ts = fitted.column_by_name("ts").unwrap();
-        assert_eq!(ts.as_primitive::<TimestampMicrosecondType>().value(0), 1_700_000_000_123_000);
+        assert_eq!(
+            ts.as_primitive::<TimestampMicrosecondType>().value(0),
+            1_700_000_000_123_000
+        );
         assert!(fitted.column_by_name("quality").unwrap().is_null(0));
 
         // a required column the writer does not know is refused
@@ -250,6 +267,11 @@ mod tests {
         )));
         let strict = Schema::builder().with_fields(fields).build().unwrap();
         let target = Arc::new(schema_to_arrow_schema(&strict).unwrap());
-        assert!(fit(&batch, &target).unwrap_err().to_string().contains("must"));
+        assert!(
+            fit(&batch, &target)
+                .unwrap_err()
+                .to_string()
+                .contains("must")
+        );
     }
 }
