@@ -18,63 +18,32 @@ use prost::encoding::{WireType, decode_key, decode_varint};
 
 use crate::limits::FrameLimits;
 
-/// Why a raw record went to quarantine; [`Reason::as_str`] is the wire string
-/// (`QuarantinedFrame.reason`, the `quarantine` dataset's `reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// The seq was already accepted.
-    Duplicate,
-    /// The seq is older than the replay window behind the highest.
-    TooOld,
-    /// The seq is more than `max_seq_ahead` past the highest.
-    SeqJump,
-    /// The raw record is not a `RawFrame`.
-    MalformedRecord,
-    /// Its `signed_frame` is not a `SignedFrame`.
-    MalformedFrame,
-    /// The payload is not a `Frame`.
-    MalformedPayload,
-    /// The record carries no valid edge proof.
-    NotFromEdge,
-    /// More rows than `max_rows`.
-    TooManyRows,
-    /// A row dated outside the horizon around `received_at`.
-    TsOutOfHorizon,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 9] = [
-        Reason::Duplicate,
-        Reason::TooOld,
-        Reason::SeqJump,
-        Reason::MalformedRecord,
-        Reason::MalformedFrame,
-        Reason::MalformedPayload,
-        Reason::NotFromEdge,
-        Reason::TooManyRows,
-        Reason::TsOutOfHorizon,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Duplicate => "duplicate",
-            Reason::TooOld => "too_old",
-            Reason::SeqJump => "seq_jump",
-            Reason::MalformedRecord => "malformed_record",
-            Reason::MalformedFrame => "malformed_frame",
-            Reason::MalformedPayload => "malformed_payload",
-            Reason::NotFromEdge => "not_from_edge",
-            Reason::TooManyRows => "too_many_rows",
-            Reason::TsOutOfHorizon => "ts_out_of_horizon",
-        }
-    }
-
-    /// The bounded metric label of a wire reason (`other` for one this stage never writes).
-    pub fn label(wire: &str) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|r| r.as_str() == wire)
-            .map_or("other", |r| r.as_str())
+crate::wire_enum! {
+    /// Why a raw record went to quarantine; the wire name (`as_str`) is
+    /// `QuarantinedFrame.reason`, the `quarantine` dataset's `reason` and the
+    /// `reason` label of `feeder_stream_quarantined_total`.
+    pub enum Reason (as_str) {
+        /// The seq was already accepted.
+        Duplicate => "duplicate",
+        /// The seq is older than the replay window behind the highest.
+        TooOld => "too_old",
+        /// The seq is more than `max_seq_ahead` past the highest.
+        SeqJump => "seq_jump",
+        /// The raw record is not a `RawFrame`.
+        MalformedRecord => "malformed_record",
+        /// Its `signed_frame` is not a `SignedFrame`.
+        MalformedFrame => "malformed_frame",
+        /// The payload is not a `Frame`.
+        MalformedPayload => "malformed_payload",
+        /// The record carries no valid edge proof.
+        NotFromEdge => "not_from_edge",
+        /// More rows than `max_rows`.
+        TooManyRows => "too_many_rows",
+        /// A row dated outside the horizon around `received_at`.
+        TsOutOfHorizon => "ts_out_of_horizon",
+        /// An output of the record would be over the size limit, or the broker refused
+        /// it for its size (`crate::outputs::guard`).
+        OutputTooLarge => "output_too_large",
     }
 }
 
@@ -382,8 +351,8 @@ mod tests {
     #[test]
     fn every_reason_has_its_own_label() {
         for r in Reason::ALL {
-            assert_eq!(Reason::label(r.as_str()), r.as_str());
+            assert_eq!(Reason::from_wire(r.as_str()), Some(r));
         }
-        assert_eq!(Reason::label("undecodable_record"), "other");
+        assert_eq!(Reason::from_wire("undecodable_record"), None);
     }
 }

@@ -21,6 +21,10 @@ use crate::rules::cohort::{self, CohortDevice, WindowCounts};
 use crate::rules::{DeviceRules, Findings, FrameCtx, RulesConfig};
 use crate::window::{SeqWindow, Verdict};
 
+/// The frame flag of a frame with seqs missing before it (the one flag that is not a
+/// rule's finding).
+pub const GAP_BEFORE: &str = "gap_before";
+
 /// What one raw record becomes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -489,7 +493,7 @@ impl PartitionState {
         }
         let mut frame_flags = Vec::with_capacity(findings.frame_flags.len() + 1);
         if gap_before {
-            frame_flags.push("gap_before".to_string());
+            frame_flags.push(GAP_BEFORE.to_string());
         }
         frame_flags.extend(findings.frame_flags.iter().map(|f| f.to_string()));
         for rule in findings

@@ -46,7 +46,7 @@ pub async fn claim(producer: &FutureProducer, topics: &Topics, p: i32, on: bool)
     let at = |topic: &'static str| {
         move |e: Error| Error::Recovery {
             partition: p,
-            reason: format!("claim in {topic}: {e}"),
+            source: format!("claim in {topic}: {e}").into(),
         }
     };
     // the token is the offset of the first claim, which says so (no value)
@@ -100,7 +100,7 @@ async fn claim_in(
         .await
         .map_err(|e| Error::Delivery {
             offset: -1,
-            reason: e.to_string(),
+            source: e.into(),
         })?;
     Ok(acked(-1, fut).await?.offset)
 }

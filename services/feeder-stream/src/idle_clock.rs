@@ -123,7 +123,7 @@ impl IdleClock {
             .await
             .map_err(|e| Error::Recovery {
                 partition: -1,
-                reason: format!("idle clock query: {e}"),
+                source: format!("idle clock query: {e}").into(),
             })?;
         let ends = match ends {
             Ok(ends) => ends,

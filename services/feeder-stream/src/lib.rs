@@ -62,6 +62,7 @@ pub mod run;
 pub mod skipped;
 pub mod stats;
 pub mod window;
+pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::StreamConfig;

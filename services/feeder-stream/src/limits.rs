@@ -50,26 +50,12 @@ pub const REFUSED_RAW_CAP: usize = 1024;
 /// must fit under it.
 pub const MIN_MAX_OUTPUT_RECORD_BYTES: usize = RAW_CAP + 4 * 1024;
 
-/// The quarantine reason of a record whose output would be too large.
-pub const OUTPUT_TOO_LARGE: &str = "output_too_large";
-
-/// Which output of a raw record was too large (the metric's `output` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TooLarge {
-    Checked,
-    Quarantine,
-    Anomaly,
-}
-
-impl TooLarge {
-    pub const ALL: [TooLarge; 3] = [TooLarge::Checked, TooLarge::Quarantine, TooLarge::Anomaly];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            TooLarge::Checked => "checked",
-            TooLarge::Quarantine => "quarantine",
-            TooLarge::Anomaly => "anomaly",
-        }
+crate::wire_enum! {
+    /// Which output of a raw record was too large (the metric's `output` label).
+    pub enum TooLarge (label) {
+        Checked => "checked",
+        Quarantine => "quarantine",
+        Anomaly => "anomaly",
     }
 }
 

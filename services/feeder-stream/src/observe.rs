@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 
+use crate::admit::Reason;
 use crate::limits::TooLarge;
 use crate::skipped::{ReadTopic, Skipped};
 use crate::stats::{FleetStats, StreamStats};
@@ -33,8 +34,8 @@ pub(crate) struct BatchCounts {
     too_large: [u64; TooLarge::ALL.len()],
     /// Quarantined records by reason label, and replays absorbed (counted, not
     /// written) by reason.
-    quarantined_by_reason: BTreeMap<&'static str, u64>,
-    replays_absorbed: BTreeMap<&'static str, u64>,
+    quarantined_by_reason: BTreeMap<Reason, u64>,
+    replays_absorbed: BTreeMap<Reason, u64>,
     /// Rule findings by rule, estimates by (method, status), taken from the partitions'
     /// states.
     rule_findings: BTreeMap<&'static str, u64>,
@@ -42,12 +43,12 @@ pub(crate) struct BatchCounts {
 }
 
 impl BatchCounts {
-    pub(crate) fn quarantined(&mut self, reason: &'static str) {
+    pub(crate) fn quarantined(&mut self, reason: Reason) {
         self.quarantined += 1;
         *self.quarantined_by_reason.entry(reason).or_default() += 1;
     }
 
-    pub(crate) fn absorbed(&mut self, reason: &'static str) {
+    pub(crate) fn absorbed(&mut self, reason: Reason) {
         self.quarantined += 1;
         *self.replays_absorbed.entry(reason).or_default() += 1;
     }
@@ -55,7 +56,7 @@ impl BatchCounts {
     /// The guard replaced a record's outputs by an `output_too_large` entry.
     pub(crate) fn guarded(&mut self, what: TooLarge) {
         self.too_large[what as usize] += 1;
-        self.quarantined(crate::limits::OUTPUT_TOO_LARGE);
+        self.quarantined(Reason::OutputTooLarge);
     }
 
     /// The broker refused an output for its size (`what` names the output) and it was
@@ -67,7 +68,7 @@ impl BatchCounts {
         }
         *self
             .quarantined_by_reason
-            .entry(crate::limits::OUTPUT_TOO_LARGE)
+            .entry(Reason::OutputTooLarge)
             .or_default() += 1;
         if what == TooLarge::Checked {
             self.checked = self.checked.saturating_sub(1);
@@ -130,10 +131,10 @@ pub(crate) fn batch(stats: &StreamStats, c: &BatchCounts, elapsed: Duration) {
         }
     }
     for (reason, n) in &c.quarantined_by_reason {
-        counter!("feeder_stream_quarantined_total", "reason" => *reason).increment(*n);
+        counter!("feeder_stream_quarantined_total", "reason" => reason.as_str()).increment(*n);
     }
     for (reason, n) in &c.replays_absorbed {
-        counter!("feeder_stream_replays_counted_total", "reason" => *reason).increment(*n);
+        counter!("feeder_stream_replays_counted_total", "reason" => reason.as_str()).increment(*n);
     }
     histogram!("feeder_stream_batch_seconds").record(elapsed.as_secs_f64());
 }

@@ -203,7 +203,7 @@ pub async fn recover(
     .await
     .map_err(|e| Error::Recovery {
         partition,
-        reason: e.to_string(),
+        source: e.into(),
     })?
 }
 
@@ -363,10 +363,11 @@ pub(crate) fn read_partition(
     if from > high {
         return Err(Error::Recovery {
             partition,
-            reason: format!(
+            source: format!(
                 "{topic} ends at offset {high}, before the checkpoint's {from}: \
                  was the topic deleted and created again?"
-            ),
+            )
+            .into(),
         });
     }
     let start = from.max(low);
@@ -396,7 +397,7 @@ pub(crate) fn read_partition(
             None if last_progress.elapsed() > deadline => {
                 return Err(Error::Recovery {
                     partition,
-                    reason: format!("{topic}: no progress reading up to offset {high}"),
+                    source: format!("{topic}: no progress reading up to offset {high}").into(),
                 });
             }
             None => {}

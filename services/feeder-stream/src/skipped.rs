@@ -20,36 +20,15 @@
 //! Each skip is counted in `feeder_stream_undecodable_records_total{topic}` and in
 //! [`crate::StreamStats::undecodable_skipped`] (`crate::observe::skipped`).
 
-/// A topic the stage reads records of its own from (the metric's `topic` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadTopic {
-    Checked,
-    Quarantine,
-    Anomalies,
-    StreamState,
-    CohortTallies,
-    CohortProgress,
-}
-
-impl ReadTopic {
-    pub const ALL: [ReadTopic; 6] = [
-        ReadTopic::Checked,
-        ReadTopic::Quarantine,
-        ReadTopic::Anomalies,
-        ReadTopic::StreamState,
-        ReadTopic::CohortTallies,
-        ReadTopic::CohortProgress,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            ReadTopic::Checked => "checked",
-            ReadTopic::Quarantine => "quarantine",
-            ReadTopic::Anomalies => "anomalies",
-            ReadTopic::StreamState => "stream_state",
-            ReadTopic::CohortTallies => "cohort_tallies",
-            ReadTopic::CohortProgress => "cohort_progress",
-        }
+crate::wire_enum! {
+    /// A topic the stage reads records of its own from (the metric's `topic` label).
+    pub enum ReadTopic (label) {
+        Checked => "checked",
+        Quarantine => "quarantine",
+        Anomalies => "anomalies",
+        StreamState => "stream_state",
+        CohortTallies => "cohort_tallies",
+        CohortProgress => "cohort_progress",
     }
 }
 

@@ -430,6 +430,6 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Error::Recovery {
             partition: FLEET_PARTITION,
-            reason: e.to_string(),
+            source: e.into(),
         })?
 }

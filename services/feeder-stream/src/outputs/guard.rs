@@ -40,11 +40,14 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
 
 use super::produce::{Output, Record, delivered, enqueue};
+use crate::admit::Reason;
 use crate::checks::Outcome;
 pub use crate::limits::{
-    MIN_MAX_OUTPUT_RECORD_BYTES, OUTPUT_TOO_LARGE, RAW_CAP, RECORD_OVERHEAD, REFUSED_RAW_CAP,
-    TooLarge,
+    MIN_MAX_OUTPUT_RECORD_BYTES, RAW_CAP, RECORD_OVERHEAD, REFUSED_RAW_CAP, TooLarge,
 };
+
+/// The quarantine reason of a record whose output would be too large.
+pub const OUTPUT_TOO_LARGE: &str = Reason::OutputTooLarge.as_str();
 use crate::{Error, Result};
 
 /// Longest device id, edge id or anomaly detail a replacement keeps.
@@ -283,13 +286,13 @@ pub async fn settle(
         Ok(Err((e, _))) => {
             return Err(Error::Delivery {
                 offset,
-                reason: e.to_string(),
+                source: e.into(),
             });
         }
         Err(_) => {
             return Err(Error::Delivery {
                 offset,
-                reason: "producer dropped".into(),
+                source: "producer dropped".into(),
             });
         }
     };
@@ -333,10 +336,11 @@ pub async fn settle(
     }
     Err(Error::Delivery {
         offset,
-        reason: format!(
+        source: format!(
             "{}: even its smallest replacement was refused as too large",
             what.label()
-        ),
+        )
+        .into(),
     })
 }
 
@@ -353,7 +357,7 @@ fn replacements(
 ) -> Result<Candidates> {
     let undecodable = |e: prost::DecodeError| Error::Delivery {
         offset,
-        reason: format!("refused output does not decode: {e}"),
+        source: format!("refused output does not decode: {e}").into(),
     };
     let payload = refused.payload().unwrap_or_default();
     if let Output::Anomalies = output {
@@ -412,7 +416,7 @@ async fn try_send(
         Err(e) => {
             return Err(Error::Delivery {
                 offset,
-                reason: e.to_string(),
+                source: e.into(),
             });
         }
     };

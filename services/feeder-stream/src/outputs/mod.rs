@@ -104,7 +104,7 @@ impl Outputs {
             let t = WindowTally::new(window, p as u32, counts);
             let bytes = serde_json::to_vec(&t).map_err(|e| Error::Delivery {
                 offset,
-                reason: format!("cohort tally: {e}"),
+                source: format!("cohort tally: {e}").into(),
             })?;
             records.push(Record {
                 output: Output::Tally,
@@ -167,7 +167,7 @@ pub(crate) async fn commit<C: ConsumerContext + 'static>(
         .await
         .map_err(|e| Error::Delivery {
             offset: -1,
-            reason: format!("commit task: {e}"),
+            source: format!("commit task: {e}").into(),
         })?;
     match done {
         Ok(()) => Ok(Committed::Yes),

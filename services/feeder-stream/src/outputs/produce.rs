@@ -73,11 +73,11 @@ pub(crate) fn delivered(
         Ok(Ok(d)) => Ok(d),
         Ok(Err((e, _))) => Err(Error::Delivery {
             offset,
-            reason: e.to_string(),
+            source: e.into(),
         }),
         Err(_) => Err(Error::Delivery {
             offset,
-            reason: "producer dropped".into(),
+            source: "producer dropped".into(),
         }),
     }
 }
@@ -96,7 +96,7 @@ pub(crate) async fn send(
         .await
         .map_err(|e| Error::Delivery {
             offset,
-            reason: e.to_string(),
+            source: e.into(),
         })
 }
 

@@ -26,7 +26,7 @@ use rdkafka::producer::FutureProducer;
 
 use crate::admit::Reason;
 use crate::changelog::OutputPositions;
-use crate::checks::{Outcome, PartitionState};
+use crate::checks::{GAP_BEFORE, Outcome, PartitionState};
 use crate::clock::Clock;
 use crate::config::DeviceLabels;
 use crate::observe::BatchCounts;
@@ -127,15 +127,22 @@ impl Partition {
             }
             (Outcome::Checked(c), None) => {
                 counts.checked += 1;
-                counts.gaps += u64::from(c.frame_flags.iter().any(|f| f == "gap_before"));
+                counts.gaps += u64::from(c.frame_flags.iter().any(|f| f == GAP_BEFORE));
                 counts.flagged += u64::from(
-                    c.frame_flags.iter().any(|f| f != "gap_before")
+                    c.frame_flags.iter().any(|f| f != GAP_BEFORE)
                         || !c.reading_flags.is_empty()
                         || !c.sample_flags.is_empty(),
                 );
             }
-            (Outcome::Quarantined(q), None) => counts.quarantined(reason_label(&q.reason)),
-            (Outcome::Absorbed { reason, .. }, None) => counts.absorbed(reason.as_str()),
+            (Outcome::Quarantined(q), None) => match Reason::from_wire(&q.reason) {
+                Some(reason) => counts.quarantined(reason),
+                // invariant: the pure core writes reasons only as `Reason::as_str`
+                None => {
+                    tracing::error!(reason = %q.reason, "quarantine reason not a Reason");
+                    counts.quarantined += 1;
+                }
+            },
+            (Outcome::Absorbed { reason, .. }, None) => counts.absorbed(*reason),
         }
         counts.anomalies += out.anomalies.len() as u64;
         out.primary.into_iter().chain(out.anomalies).collect()
@@ -255,13 +262,4 @@ impl Partitions {
             counts.estimates(part.state.take_estimate_counts());
         }
     }
-}
-
-/// Quarantine reasons are a closed set ([`Reason`] and `output_too_large`); anything
-/// else is folded into "other".
-fn reason_label(reason: &str) -> &'static str {
-    if reason == guard::OUTPUT_TOO_LARGE {
-        return guard::OUTPUT_TOO_LARGE;
-    }
-    Reason::label(reason)
 }

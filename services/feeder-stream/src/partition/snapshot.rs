@@ -26,7 +26,7 @@ pub(crate) async fn snapshot(parts: &mut Partitions, outputs: &mut Outputs) -> R
         }
         let encode = |e: postcard::Error| Error::Snapshot {
             partition: p,
-            reason: e.to_string(),
+            source: e,
         };
         let devices = part.state.take_dirty().map_err(encode)?;
         let checked_next = part.positions.checked;
