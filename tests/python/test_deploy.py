@@ -379,6 +379,16 @@ def test_stage_configs_parse_and_agree(overlay):
         assert cfg["kafka"] == kafka, f"[kafka] of {stage} differs from edge's"
         props = cfg["kafka"].get("properties", {})
         assert "sasl.password" not in props, "secrets stay out of ConfigMaps"
+    # Stages that follow the registry topic follow the same one, a KafkaTopic here, and
+    # take the same provisioning keys.
+    topics = {t["spec"]["topicName"] for t in by_kind(docs, "KafkaTopic")}
+    followed = {
+        (c["registry_topic"], c["provisioning_keys"])
+        for c in (stage_config(docs, s)[s] for s in STAGES) if "registry_topic" in c
+    }
+    assert len(followed) <= 1, followed
+    for topic, _ in followed:
+        assert topic in topics, topic
     writer = stage_config(docs, "writer")["writer"]
     if writer["storage"] == "local":
         assert "s3_bucket" not in writer and writer["data"]
@@ -433,11 +443,34 @@ def test_files_the_config_names_are_mounted(overlay):
         for key in ("FEEDER_TLS_CERT", "FEEDER_TLS_KEY", "FEEDER_TLS_CLIENT_CA"):
             if key in env:
                 assert volume_for(dep, env[key])["secret"]["secretName"] == "feeder-edge-tls"
-        if stage in ("edge", "stream"):
-            reg = volume_for(dep, cfg[stage]["registry"])
+        vols = dep["spec"]["template"]["spec"]["volumes"]
+        secrets = {v["secret"]["secretName"] for v in vols if "secret" in v}
+        registry_file = cfg[stage].get("registry")
+        if registry_file:
+            reg = volume_for(dep, registry_file)
             # Hot reload needs the directory mount: a subPath never sees kubelet's swap.
             assert "subPath" not in reg["_mount"]
             assert reg["secret"]["secretName"] == "feeder-registry"
+        else:
+            # No registry file: no registry Secret either (a Secret holds ~4,500 lines).
+            assert "feeder-registry" not in secrets, stage
+        if stage in ("edge", "stream"):
+            assert bool(registry_file) != bool(cfg[stage].get("registry_topic")), stage
+        if overlay == "large":
+            # a fleet no Secret can hold: every stage follows the registry topic
+            assert cfg[stage]["registry_topic"] == f"{cfg['kafka']['topic_prefix']}.registry"
+        if cfg[stage].get("registry_topic"):
+            # Topic records are taken only when signed: the public keys, from a ConfigMap.
+            keys = volume_for(dep, cfg[stage]["provisioning_keys"])
+            assert "subPath" not in keys["_mount"] and keys["_mount"]["readOnly"] is True
+            cm = one(docs, "ConfigMap", keys["configMap"]["name"])
+            assert cm["metadata"]["name"].startswith("feeder-provisioning-keys")
+            lines = cm["data"][cfg[stage]["provisioning_keys"].rsplit("/", 1)[1]].splitlines()
+            assert lines
+            for line in lines:
+                key = json.loads(line)
+                assert set(key) == {"key_id", "public_key"}, "public keys only"
+                assert re.fullmatch(r"[0-9a-f]{64}", key["public_key"]), key
         if "encryption_keys" in cfg.get("writer", {}):
             assert "secret" in volume_for(dep, cfg["writer"]["encryption_keys"])
 
@@ -787,7 +820,7 @@ def test_services_and_service_monitor(overlay):
 def topic_suffixes_in_code() -> set[str]:
     src = (REPO / "services" / "feeder-kafka" / "src" / "topics.rs").read_text()
     found = set(re.findall(r'format!\("\{prefix\}\.([a-z-]+)"\)', src))
-    assert {"raw", "checked", "quarantine", "stream-state"} <= found, found
+    assert {"raw", "checked", "quarantine", "stream-state", "registry"} <= found, found
     return found
 
 
@@ -803,9 +836,16 @@ def test_kafka_topics_cover_every_topic_with_the_configured_layout(overlay):
         want = 1 if single else kafka["partitions"]
         assert t["spec"]["partitions"] == want, name
         assert t["spec"]["replicas"] == kafka["replication"], name
-        compact = t["spec"].get("config", {}).get("cleanup.policy") == "compact"
-        assert compact == name.endswith((".stream-state", ".cohort-progress")), name
+        config = t["spec"].get("config", {})
+        compact = config.get("cleanup.policy") == "compact"
+        assert compact == name.endswith((".stream-state", ".cohort-progress", ".registry")), name
         assert t["metadata"]["labels"]["strimzi.io/cluster"] == "feeder-kafka"
+        assert config["min.insync.replicas"] == 2, name
+    # The registry: the latest line of every key kept whatever its age, and every change
+    # kept a week before compaction may replace it, so the writer's audit sees each one.
+    registry = topics[f"{prefix}.registry"]["spec"]["config"]
+    assert registry["retention.ms"] == -1
+    assert registry["min.compaction.lag.ms"] >= 7 * 24 * 3600 * 1000
 
 
 def test_example_kafka_matches_what_the_stages_expect():
@@ -859,18 +899,26 @@ def acl_checker(user: dict):
     return allowed
 
 
+# The registry readers' group ids (`KafkaConfig::reader`: `<client id>-reader`; assigned
+# partitions, never joined or committed).
+REGISTRY_READER_GROUP = {
+    "edge": "edge-registry-reader",
+    "stream": "stream-registry-reader",
+    "writer": "writer-registry-audit-reader",
+    "provisioning": "registry-publish-reader",
+}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_each_stage_has_its_own_kafka_user_with_least_privilege(overlay):
     docs = docs_of(overlay)
     users = {u["metadata"]["name"]: u for u in by_kind(docs, "KafkaUser")}
-    assert set(users) == {f"feeder-{s}" for s in STAGES}
+    assert set(users) == {f"feeder-{s}" for s in STAGES} | {"feeder-provisioning"}
     cfg = {s: stage_config(docs, s) for s in STAGES}
     prefix = cfg["edge"]["kafka"]["topic_prefix"]
     topics = {t["spec"]["topicName"] for t in by_kind(docs, "KafkaTopic")}
     for stage in STAGES:
         user = users[f"feeder-{stage}"]
-        assert user["metadata"]["namespace"] == NAMESPACE
-        assert user["metadata"]["labels"]["strimzi.io/cluster"] == "feeder-kafka"
         # the stage logs in as its own user, with the password the User Operator writes
         dep = deployment(docs, stage)
         props = container_kafka_properties(dep)
@@ -880,32 +928,58 @@ def test_each_stage_has_its_own_kafka_user_with_least_privilege(overlay):
         refs = [e["valueFrom"]["secretKeyRef"] for e in container(dep)["env"]
                 if "secretKeyRef" in e.get("valueFrom", {})]
         assert {"name": user["metadata"]["name"], "key": "password"} in refs
+    for name, user in users.items():
+        assert user["metadata"]["namespace"] == NAMESPACE
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == "feeder-kafka"
         allowed = acl_checker(user)
         for t in topics | {"other.topic"}:
-            assert "Create" not in allowed("topic", t), (stage, t)
+            assert "Create" not in allowed("topic", t), (name, t)
         assert not allowed("topic", "other.topic") and not allowed("cluster", "kafka-cluster")
 
-    edge, stream, writer = (acl_checker(users[f"feeder-{s}"]) for s in STAGES)
-    raw = f"{prefix}.raw"
-    # the edge can only write raw: it reads nothing and writes nothing else
+    edge, stream, writer, provisioning = (
+        acl_checker(users[f"feeder-{s}"]) for s in (*STAGES, "provisioning")
+    )
+    raw, registry = f"{prefix}.raw", f"{prefix}.registry"
+    # every stage may read the registry topic (its config may name it), none may write it
+    for stage, allowed in (("edge", edge), ("stream", stream), ("writer", writer)):
+        assert {"Read", "Describe", "DescribeConfigs"} <= allowed("topic", registry), stage
+        assert "Write" not in allowed("topic", registry), stage
+        assert {"Read", "Describe"} <= allowed("group", REGISTRY_READER_GROUP[stage]), stage
+    # the edge writes only raw and reads only the registry
     assert "Write" in edge("topic", raw)
     for t in topics:
-        assert "Read" not in edge("topic", t), t
+        assert t == registry or "Read" not in edge("topic", t), t
         assert t == raw or "Write" not in edge("topic", t), t
+    assert not edge("group", cfg["stream"]["stream"]["group"])
     # the writer can only read
     for t in topics:
         assert "Write" not in writer("topic", t), t
     for t in ("checked", "quarantine", "anomalies"):
         assert {"Read", "Describe"} <= writer("topic", f"{prefix}.{t}"), t
     assert {"Read", "Describe"} <= writer("group", cfg["writer"]["writer"]["group"])
-    # the stream reads raw but cannot forge it, and reads and writes its outputs
+    # the stream reads raw and the registry but forges neither, and reads and writes
+    # its outputs
     assert "Read" in stream("topic", raw) and "Write" not in stream("topic", raw)
-    for t in topics - {raw}:
+    for t in topics - {raw, registry}:
         assert {"Read", "Write", "Describe"} <= stream("topic", t), t
     group = cfg["stream"]["stream"]["group"]
     for g in (group, group + "-cohorts", "stream-recovery-reader", "stream-cohorts-reader"):
         assert {"Read", "Describe"} <= stream("group", g), g
     assert not stream("group", cfg["writer"]["writer"]["group"])
+    # provisioning (`feeder devices publish|revoke|show`) reads and writes the registry,
+    # touches no other topic and no stage's group, and no pod logs in as it
+    assert {"Read", "Write", "Describe"} <= provisioning("topic", registry)
+    for t in (topics - {registry}) | {"other.topic"}:
+        assert not provisioning("topic", t), t
+    assert {"Read", "Describe"} <= provisioning("group", REGISTRY_READER_GROUP["provisioning"])
+    for g in (cfg["stream"]["stream"]["group"], cfg["writer"]["writer"]["group"],
+              *(REGISTRY_READER_GROUP[s] for s in STAGES)):
+        assert not provisioning("group", g), g
+    for stage in STAGES:
+        env = container(deployment(docs, stage))["env"]
+        refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in env
+                if "secretKeyRef" in e.get("valueFrom", {})}
+        assert "feeder-provisioning" not in refs, stage
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
