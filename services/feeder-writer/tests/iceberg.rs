@@ -185,3 +185,29 @@ async fn concurrent_writers_lose_and_duplicate_nothing() {
     assert_eq!(committed[&offsets::key(TOPIC, 0)], RANGES * 5 - 1);
     assert_eq!(committed[&offsets::key(TOPIC, 1)], RANGES * 5 - 1);
 }
+
+/// The same SQL catalog on Postgres (`--iceberg-catalog postgres://...`): a range once,
+/// its replay nothing. Needs a server, so it runs only when asked:
+/// `FEEDER_TEST_POSTGRES=postgres://user@127.0.0.1:5432/db cargo test -p feeder-writer
+/// --test iceberg -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Postgres server in FEEDER_TEST_POSTGRES"]
+async fn the_sql_catalog_works_on_postgres() {
+    let uri = std::env::var("FEEDER_TEST_POSTGRES").expect("FEEDER_TEST_POSTGRES");
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = IcebergSettings {
+        catalog_uri: Some(uri),
+        // a name of its own per run: rows of other names are other catalogs
+        catalog_name: format!("feeder-{}", std::process::id()),
+        ..IcebergSettings::default()
+    };
+    let t = IcebergTables::open(&settings, tmp.path(), "w")
+        .await
+        .unwrap();
+    let rows = append(&t, 0, 0, 9).await;
+    assert!(rows > 0);
+    assert_eq!(append(&t, 0, 0, 9).await, 0, "the replay adds nothing");
+    let (keys, files) = readings(&t).await;
+    assert_eq!(keys.len() as u64, rows);
+    assert_unique(&files, "data file");
+}
