@@ -88,6 +88,21 @@ mod tests {
         }
     }
 
+    /// Golden text of the format written today (version 2): a change of the text must
+    /// bump the version and keep reading this one (issue 16 item 3).
+    #[test]
+    fn the_version_2_text_is_unchanged() {
+        let p = Progress {
+            judged_up_to: 493_251,
+            anomalies_next: 17,
+            shares: vec![0.95, 0.4, 1.0 / 3.0, 0.0, 1.0],
+        };
+        let golden =
+            "feeder-cohorts/2 judged=493251 anomalies=17 shares=0.95,0.4,0.3333333333333333,0,1";
+        assert_eq!(p.encode(), golden);
+        assert_eq!(Progress::decode(golden), Some(p));
+    }
+
     #[test]
     fn a_version_1_record_still_reads() {
         // what the aggregator wrote before fleet_silence: no shares (cold start)
