@@ -710,7 +710,7 @@ pub struct TableArgs {
         default_value = "parquet"
     )]
     pub table_format: TableFormatArg,
-    /// `sqlite:///path/catalog.db`, `postgres://...` (SQL catalog) or `https://...` (REST
+    /// `sqlite:///path/catalog.db`, `postgres://...` (SQL catalog) or `http://...` (REST
     /// catalog). Default: `sqlite://<data>/iceberg/catalog.db`.
     #[arg(long, env = "FEEDER_ICEBERG_CATALOG")]
     pub iceberg_catalog: Option<String>,

@@ -101,6 +101,14 @@ impl IcebergSettings {
     pub fn validate(&self) -> Result<()> {
         if let Some(uri) = &self.catalog_uri {
             CatalogKind::of(uri)?;
+            if uri.starts_with("https:") {
+                // iceberg's reqwest is built without a TLS backend (cold build time)
+                return Err(Error::Config(format!(
+                    "iceberg catalog {uri:?}: this build speaks plain http:// to REST \
+                     catalogs only (no TLS backend); use a TLS-terminating proxy on \
+                     localhost (docs/datasets.md, \"Iceberg tables\")"
+                )));
+            }
         }
         if self.namespace.is_empty() || self.namespace.contains('.') {
             return Err(Error::Config(format!(
@@ -151,6 +159,17 @@ mod tests {
             "sqlite:///data/iceberg/catalog.db?mode=rwc"
         );
         assert_eq!(s.warehouse(root), "/data/iceberg/warehouse");
+        let https = IcebergSettings {
+            catalog_uri: Some("https://polaris.example/api/catalog".into()),
+            ..IcebergSettings::default()
+        };
+        assert!(
+            https
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("plain http")
+        );
         for ns in ["", "a.b"] {
             let bad = IcebergSettings {
                 namespace: ns.into(),
