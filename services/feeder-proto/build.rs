@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("feeder/v1/ingest.proto"),
         root.join("feeder/v1/frame.proto"),
         root.join("feeder/pipeline/v1/records.proto"),
+        root.join("feeder/pipeline/v1/cohorts.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
@@ -31,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .build_client(true)
         .bytes(".")
+        // in key order, so a tally's bytes are the same every time (golden tests)
+        .btree_map(".feeder.pipeline.v1.CohortTally.cohorts")
         .compile_fds(fds)?;
 
     // Server stub for feeder.v1.Ingest taking raw frames; same routes, wire-compatible types.

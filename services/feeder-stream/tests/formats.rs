@@ -1,8 +1,9 @@
 //! Golden bytes of every record format the stream stage writes to a topic it reads back
 //! (issue 16 item 3): the state changelog (the prost envelopes `ClaimRecord`,
 //! `DeviceSnapshot`, `Checkpoint`, and the postcard device and partition state inside,
-//! versioned by `STATE_FORMAT`) and the cohort tallies (JSON). The cohort progress
-//! record's golden text is a unit test beside it (`fleet/progress.rs`).
+//! versioned by `STATE_FORMAT`) and the cohort tallies (`CohortTally`, and the JSON
+//! written before it, still read). The cohort progress record's golden bytes are a unit
+//! test beside it (`fleet/progress.rs`).
 //!
 //! Why: these records outlive the process that wrote them (a compacted changelog keeps a
 //! silent device's state for months), so a change of layout must come with a version
@@ -83,26 +84,51 @@ const DEVICE_STATE_V1: &str =
     "0502030400000000b0e83bffffffffffffffffff01a8a2c2abfbe0c2e708ffffffffffffffffff01";
 const PARTITION_STATE_V1: &str = "b0e83b";
 
-#[test]
-fn a_cohort_tally_keeps_its_json() {
-    let t = WindowTally {
+fn tally() -> WindowTally {
+    WindowTally {
         window: 490_008,
         partition: 3,
         fleet_usual: 800,
         fleet_reported: 600,
-        cohorts: BTreeMap::from([(
-            "module=bricky".to_string(),
-            Counts {
-                usual: 200,
-                reported: 0,
-                fw_changed: 1,
-            },
-        )]),
-    };
-    let json = serde_json::to_string(&t).unwrap();
-    assert_eq!(json, TALLY_JSON);
-    let back: WindowTally = serde_json::from_str(TALLY_JSON).unwrap();
-    assert_eq!(serde_json::to_string(&back).unwrap(), TALLY_JSON);
+        cohorts: BTreeMap::from([
+            (
+                "module=bricky".to_string(),
+                Counts {
+                    usual: 200,
+                    reported: 0,
+                    fw_changed: 1,
+                },
+            ),
+            (
+                "module=bg95".to_string(),
+                Counts {
+                    usual: 300,
+                    reported: 299,
+                    fw_changed: 0,
+                },
+            ),
+        ]),
+    }
+}
+
+#[test]
+fn a_cohort_tally_keeps_its_bytes() {
+    let t = tally();
+    assert_eq!(hex(&t.encode()), TALLY_PROTO);
+    assert_eq!(WindowTally::decode(&t.encode()), Some(t));
+}
+
+const TALLY_PROTO: &str = "0898f41d100318a00620d8042a150a0b6d6f64756c653d62673935120608ac0210ab022a160a0d6d6f64756c653d627269636b79120508c8011801";
+
+/// The JSON the partitions wrote before `CohortTally` (pinned while it was the current
+/// format) still reads: tallies in flight during an upgrade are counted.
+#[test]
+fn a_json_tally_still_reads() {
+    let mut t = tally();
+    t.cohorts.remove("module=bg95");
+    assert_eq!(WindowTally::decode(TALLY_JSON.as_bytes()), Some(t));
+    assert_eq!(WindowTally::decode(b""), None);
+    assert_eq!(WindowTally::decode(b"{not json"), None);
 }
 
 const TALLY_JSON: &str = r#"{"window":490008,"partition":3,"fleet_usual":800,"fleet_reported":600,"cohorts":{"module=bricky":{"usual":200,"reported":0,"fw_changed":1}}}"#;

@@ -232,7 +232,7 @@ impl Aggregator {
                     FLEET_PARTITION,
                     0,
                     |_, _, v, _| {
-                        match std::str::from_utf8(v).ok().and_then(Progress::decode) {
+                        match Progress::decode(v) {
                             Some(p) => last = Some(p),
                             None => skipped.add(ReadTopic::CohortProgress, 1),
                         }
@@ -329,7 +329,7 @@ impl Aggregator {
         let record = Record {
             output: Output::Progress,
             key: PROGRESS_KEY.to_string(),
-            bytes: p.encode().into_bytes(),
+            bytes: p.encode(),
         };
         self.outputs
             .send(FLEET_PARTITION, -1, Mark::Unowned, &[record])
@@ -341,9 +341,9 @@ impl Aggregator {
     fn add_tally(&self, h: &mut Held, m: &BorrowedMessage<'_>, counts: &mut FleetCounts) {
         h.next = m.offset().saturating_add(1);
         let payload = m.payload().unwrap_or_default();
-        let t: WindowTally = match serde_json::from_slice(payload) {
-            Ok(t) => t,
-            Err(_) => {
+        let t = match WindowTally::decode(payload) {
+            Some(t) => t,
+            None => {
                 // a record of another version or not ours: counted, skipped, never fatal
                 let mut skipped = Skipped::default();
                 skipped.add(ReadTopic::CohortTallies, 1);

@@ -1,7 +1,16 @@
 //! The fleet aggregator's progress record (`<prefix>.cohort-progress`, key `progress`):
 //! the newest judged window, the next offset of anomalies partition 0 (where findings
-//! go) and the fleet's recent reporting shares. Text, versioned by its prefix; a reader
-//! of every released version.
+//! go) and the fleet's recent reporting shares. Written as a `CohortProgress`
+//! (`proto/feeder/pipeline/v1/cohorts.proto`); the text versions written before it
+//! (`feeder-cohorts/1`, `feeder-cohorts/2`) are still read: the topic is compacted, so
+//! the last record of an older version is what an upgraded aggregator finds.
+
+use feeder_proto::pipeline::CohortProgress;
+use prost::Message as _;
+
+/// The prefix of the text versions (never the first bytes of a `CohortProgress`: `f` is
+/// not a valid protobuf key for it).
+const TEXT_PREFIX: &[u8] = b"feeder-cohorts/";
 
 /// What the aggregator's progress record holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,21 +22,38 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    /// `feeder-cohorts/2 judged=W anomalies=N shares=S1,S2,...` (f64 `Display` is the
-    /// shortest text that parses back to the same value).
-    pub(crate) fn encode(&self) -> String {
-        let shares: Vec<String> = self.shares.iter().map(f64::to_string).collect();
-        format!(
-            "feeder-cohorts/2 judged={} anomalies={} shares={}",
-            self.judged_up_to,
-            self.anomalies_next,
-            shares.join(",")
-        )
+    /// The record's bytes: a `CohortProgress`.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        CohortProgress {
+            judged_up_to: self.judged_up_to,
+            anomalies_next: self.anomalies_next,
+            shares: self.shares.clone(),
+        }
+        .encode_to_vec()
     }
 
-    /// Reads version 2, and version 1 (written before `fleet_silence`: no shares, so
-    /// the rule starts cold after the upgrade).
-    pub(crate) fn decode(s: &str) -> Option<Self> {
+    /// Reads a `CohortProgress`, or a text version; `None`: not a progress record (an
+    /// empty value included).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.starts_with(TEXT_PREFIX) {
+            return Self::decode_text(std::str::from_utf8(bytes).ok()?);
+        }
+        if bytes.is_empty() {
+            return None;
+        }
+        let p = CohortProgress::decode(bytes).ok()?;
+        Some(Self {
+            judged_up_to: p.judged_up_to,
+            anomalies_next: p.anomalies_next,
+            shares: p.shares,
+        })
+    }
+
+    /// Text version 2, `feeder-cohorts/2 judged=W anomalies=N shares=S1,S2,...` (f64
+    /// `Display`: the shortest text that parses back to the same value), and version 1
+    /// (written before `fleet_silence`: no shares, so the rule starts cold after the
+    /// upgrade).
+    fn decode_text(s: &str) -> Option<Self> {
         let (rest, v2) = match s.strip_prefix("feeder-cohorts/2 ") {
             Some(rest) => (rest, true),
             None => (s.strip_prefix("feeder-cohorts/1 ")?, false),
@@ -76,7 +102,7 @@ mod tests {
             shares: Vec::new(),
         };
         assert_eq!(Progress::decode(&first.encode()), Some(first));
-        assert_eq!(Progress::decode(""), None);
+        assert_eq!(Progress::decode(b""), None);
         for bad in [
             "feeder-cohorts/3 judged=1 anomalies=2 shares=",
             "feeder-cohorts/1 judged=x anomalies=2",
@@ -84,30 +110,47 @@ mod tests {
             "feeder-cohorts/2 judged=1 anomalies=2 shares=0.5,x",
             "feeder-cohorts/2 judged=1 anomalies=2 shares=0.5 more",
         ] {
-            assert_eq!(Progress::decode(bad), None, "{bad}");
+            assert_eq!(Progress::decode(bad.as_bytes()), None, "{bad}");
         }
     }
 
-    /// Golden text of the format written today (version 2): a change of the text must
-    /// bump the version and keep reading this one (issue 16 item 3).
+    /// Golden bytes of the format written today (`CohortProgress`): a change must come
+    /// with a new format and a reader of this one (issue 16 item 3).
     #[test]
-    fn the_version_2_text_is_unchanged() {
+    fn the_record_keeps_its_bytes() {
         let p = Progress {
             judged_up_to: 493_251,
             anomalies_next: 17,
-            shares: vec![0.95, 0.4, 1.0 / 3.0, 0.0, 1.0],
+            shares: vec![0.5, 1.0],
         };
+        let hex: String = p.encode().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, GOLDEN_PROGRESS);
+        assert_eq!(Progress::decode(&p.encode()), Some(p));
+    }
+
+    const GOLDEN_PROGRESS: &str = "08c38d1e10111a10000000000000e03f000000000000f03f";
+
+    /// What the aggregator wrote before `CohortProgress` (text version 2, pinned while it
+    /// was the current format) still reads.
+    #[test]
+    fn a_version_2_text_record_still_reads() {
         let golden =
             "feeder-cohorts/2 judged=493251 anomalies=17 shares=0.95,0.4,0.3333333333333333,0,1";
-        assert_eq!(p.encode(), golden);
-        assert_eq!(Progress::decode(golden), Some(p));
+        assert_eq!(
+            Progress::decode(golden.as_bytes()),
+            Some(Progress {
+                judged_up_to: 493_251,
+                anomalies_next: 17,
+                shares: vec![0.95, 0.4, 1.0 / 3.0, 0.0, 1.0],
+            })
+        );
     }
 
     #[test]
     fn a_version_1_record_still_reads() {
         // what the aggregator wrote before fleet_silence: no shares (cold start)
         assert_eq!(
-            Progress::decode("feeder-cohorts/1 judged=493251 anomalies=17"),
+            Progress::decode(b"feeder-cohorts/1 judged=493251 anomalies=17"),
             Some(Progress {
                 judged_up_to: 493_251,
                 anomalies_next: 17,

@@ -101,15 +101,10 @@ impl Outputs {
     ) -> Result<()> {
         let mut records = Vec::new();
         for (window, counts) in state.take_tallies() {
-            let t = WindowTally::new(window, p as u32, counts);
-            let bytes = serde_json::to_vec(&t).map_err(|e| Error::Delivery {
-                offset,
-                source: format!("cohort tally: {e}").into(),
-            })?;
             records.push(Record {
                 output: Output::Tally,
                 key: format!("{window}/{p}"),
-                bytes,
+                bytes: WindowTally::new(window, p as u32, counts).encode(),
             });
         }
         self.send(p, offset, mark, &records).await

@@ -28,6 +28,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use feeder_proto::pipeline::{CohortCounts, CohortTally};
+use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
 use super::Finding;
@@ -52,6 +54,58 @@ impl WindowTally {
             fleet_usual: counts.fleet_usual,
             fleet_reported: counts.fleet_reported,
             cohorts: counts.cohorts,
+        }
+    }
+
+    /// The tallies topic's record: a `CohortTally` (`proto/feeder/pipeline/v1/cohorts.proto`).
+    pub fn encode(&self) -> Vec<u8> {
+        CohortTally {
+            window: self.window,
+            partition: self.partition,
+            fleet_usual: self.fleet_usual,
+            fleet_reported: self.fleet_reported,
+            cohorts: self
+                .cohorts
+                .iter()
+                .map(|(k, c)| {
+                    let c = CohortCounts {
+                        usual: c.usual,
+                        reported: c.reported,
+                        fw_changed: c.fw_changed,
+                    };
+                    (k.clone(), c)
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+    }
+
+    /// Reads a tallies record: a `CohortTally`, or the JSON written before it (its first
+    /// byte `{` is never the first byte of a `CohortTally`). `None`: not a tally.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        match bytes.first()? {
+            b'{' => serde_json::from_slice(bytes).ok(),
+            _ => {
+                let t = CohortTally::decode(bytes).ok()?;
+                Some(Self {
+                    window: t.window,
+                    partition: t.partition,
+                    fleet_usual: t.fleet_usual,
+                    fleet_reported: t.fleet_reported,
+                    cohorts: t
+                        .cohorts
+                        .into_iter()
+                        .map(|(k, c)| {
+                            let c = Counts {
+                                usual: c.usual,
+                                reported: c.reported,
+                                fw_changed: c.fw_changed,
+                            };
+                            (k, c)
+                        })
+                        .collect(),
+                })
+            }
         }
     }
 }
