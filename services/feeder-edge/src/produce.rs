@@ -12,6 +12,12 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use crate::admission::Refusal;
 use crate::{EdgeConfig, Result};
 
+/// The edge's producer lingers less than the stages' shared default (5 ms): a device's ack
+/// waits for its frame's batch to be sent, so linger is on every ack's latency. A
+/// request's frames are enqueued together and concurrent requests share batches, so
+/// 1 ms still batches.
+const EDGE_LINGER_MS: &str = "1";
+
 pub struct RawProducer {
     producer: FutureProducer,
     topic: String,
@@ -20,13 +26,16 @@ pub struct RawProducer {
 
 impl RawProducer {
     pub fn new(kafka: &KafkaConfig, topic: &str, cfg: &EdgeConfig) -> Result<Self> {
-        let producer: FutureProducer = kafka
-            .producer(
-                &cfg.edge_id,
-                cfg.producer_queue_max,
-                cfg.ack_timeout.as_millis() as u64,
-            )
-            .create()?;
+        let mut config = kafka.producer(
+            &cfg.edge_id,
+            cfg.producer_queue_max,
+            cfg.ack_timeout.as_millis() as u64,
+        );
+        // Pass-through properties still win, as for every client.
+        if !kafka.properties.iter().any(|(k, _)| k == "linger.ms") {
+            config.set("linger.ms", EDGE_LINGER_MS);
+        }
+        let producer: FutureProducer = config.create()?;
         Ok(Self {
             producer,
             topic: topic.to_string(),
