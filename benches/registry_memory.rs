@@ -1,4 +1,5 @@
-//! Registry load time and memory for 10^6 and 10^7 devices (issue #3).
+//! Registry load time and memory for 10^6 and 10^7 devices (issue #3), from the file and
+//! as a receiver of the registry topic builds it (issue #19), in the same run.
 //!
 //! Not a criterion bench: one load of a 10^7-device file takes tens of seconds and
 //! gigabytes, so each size is loaded once and measured exactly instead of sampled. The
@@ -74,6 +75,7 @@ fn main() {
             ns / baseline
         );
         drop(registry);
+        topic_receiver(&path, n, load.as_secs_f64());
         std::fs::remove_file(&path).ok();
     }
     if let (Some(first), Some(last)) = (lookups.first(), lookups.last())
@@ -91,6 +93,69 @@ fn main() {
         );
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The same registry as a receiver of the registry topic builds it (device contract
+/// v1.1): one record per line applied to a `TopicRegistry`, then the registry built from
+/// the lines in force, as `feeder_kafka::registry_follow` does at start. The broker's
+/// delivery is not in it (that depends on the broker); the provisioning signature check
+/// is timed on a sample of records and multiplied out, printed apart from the load.
+fn topic_receiver(path: &std::path::Path, n: usize, file_load_s: f64) {
+    use feeder_core::registry_topic::{ProvisioningKeys, TopicRegistry, record_key, signing_input};
+    let text = std::fs::read_to_string(path).expect("registry file");
+    let key_of = |i: usize| {
+        let prefix = if i % 10 == 9 { "veh" } else { "mtr" };
+        record_key(&format!("{prefix}-{i:08}"), "k1")
+    };
+    let region = Region::new(GLOBAL);
+    let t = Instant::now();
+    let mut topic = TopicRegistry::default();
+    for (i, line) in text.lines().enumerate() {
+        topic
+            .apply(key_of(i).as_bytes(), Some(line.as_bytes()))
+            .expect("a valid record");
+    }
+    let registry = topic.registry("bench").expect("the registry builds");
+    let load = t.elapsed().as_secs_f64();
+    let stats = region.change();
+    let retained = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
+        + stats.bytes_reallocated as i64;
+    assert_eq!(registry.len(), n);
+
+    // the signature check per record, on a sample signed here
+    let seed: Vec<u8> = (0u8..32).collect();
+    let sk = feeder_core::SigningKey::ed25519_from_seed(&seed).expect("a seed");
+    let keys =
+        ProvisioningKeys::from_keys([("p".to_string(), sk.ed25519_public().expect("ed25519"))]);
+    let sample: Vec<(String, &str, Vec<u8>)> = text
+        .lines()
+        .take(20_000)
+        .enumerate()
+        .map(|(i, l)| {
+            let k = key_of(i);
+            let sig =
+                sk.sign_input(&signing_input(k.as_bytes(), Some(l.as_bytes())).expect("input"));
+            (k, l, sig)
+        })
+        .collect();
+    let t = Instant::now();
+    for (k, l, sig) in &sample {
+        keys.check(k.as_bytes(), Some(l.as_bytes()), Some(b"p"), Some(sig))
+            .expect("verifies");
+    }
+    let verify_us = t.elapsed().as_secs_f64() * 1e6 / sample.len() as f64;
+    println!(
+        "{:>10} topic receiver: load {:.2} s ({:.2}x the file loader), heap {:.1} B/dev (lines in force + registry), \
+         peak {:.0} MB; signature check {:.1} us/record, {:.1} s for all {} records on one core",
+        n,
+        load,
+        load / file_load_s,
+        retained as f64 / n as f64,
+        peak_mb(),
+        verify_us,
+        verify_us * n as f64 / 1e6,
+        n
+    );
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

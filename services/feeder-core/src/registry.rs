@@ -253,6 +253,15 @@ impl Loader {
     }
 }
 
+/// One registry line on its own, checked as the loader checks it (fields, ids, and the
+/// key material for its algorithm); the rules across lines (a device's keys agree on
+/// kind and labels, no duplicate key) apply when a registry is built.
+pub fn check_line(line: &str) -> std::result::Result<RegistryLine, String> {
+    let l = parse_line(line)?;
+    verifying_key(&l)?;
+    Ok(l)
+}
+
 fn parse_line(line: &str) -> std::result::Result<RegistryLine, String> {
     let l: RegistryLine =
         serde_json::from_str(line).map_err(|e| crate::line_error::json_line_error(&e))?;

@@ -29,6 +29,10 @@ pub struct Topics {
     /// The fleet cohort aggregator's progress (compacted, one partition, one key): the
     /// newest judged window and where its findings end in the anomalies topic.
     pub cohort_progress: String,
+    /// The device registry (device contract v1.1; compacted, key = `<device_id>/<key_id>`),
+    /// written by provisioning and read whole by every stage that follows it. Not among
+    /// [`Topics::all_topics`]: the pipeline never creates it (`feeder devices publish` does).
+    pub registry: String,
     pub partitions: i32,
     pub replication: i32,
 }
@@ -43,6 +47,7 @@ impl Topics {
             stream_state: format!("{prefix}.stream-state"),
             cohort_tallies: format!("{prefix}.cohort-tallies"),
             cohort_progress: format!("{prefix}.cohort-progress"),
+            registry: format!("{prefix}.registry"),
             partitions,
             replication,
         }

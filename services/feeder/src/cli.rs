@@ -201,7 +201,7 @@ impl RegistryTopicArgs {
     pub fn topic(&self) -> String {
         self.registry_topic
             .clone()
-            .unwrap_or_else(|| format!("{}.registry", self.kafka.topic_prefix))
+            .unwrap_or_else(|| self.kafka.topics().registry)
     }
 }
 
@@ -215,6 +215,10 @@ pub struct PublishArgs {
     /// Provisioning key file (`feeder devices provisioning-key`) to sign with.
     #[arg(long, env = "FEEDER_PROVISIONING_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
+    /// Also remove (tombstone) every key in force that the file does not name, so the
+    /// topic holds exactly the file: the way back from a bad publish.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 #[derive(Debug, Args)]
@@ -830,6 +834,36 @@ pub struct KeygenArgs {
     /// Deterministic keys (for reproducible tests); random when absent.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Also publish the new registry to the registry topic, as `devices publish` does:
+    /// its settings follow `--`, e.g. `--publish -- --brokers HOST:9092 --signing-key K`.
+    #[arg(long)]
+    pub publish: bool,
+    /// `devices publish`'s settings but `--registry` (after `--`).
+    #[arg(last = true, requires = "publish")]
+    pub publish_args: Vec<String>,
+}
+
+impl KeygenArgs {
+    /// The registry topic and signing key of `--publish` (`None` without it).
+    pub fn publish_target(&self) -> Result<Option<PublishTarget>, clap::Error> {
+        if !self.publish {
+            return Ok(None);
+        }
+        let args = ["feeder devices keygen --publish --"]
+            .into_iter()
+            .chain(self.publish_args.iter().map(String::as_str));
+        PublishTarget::try_parse_from(args).map(Some)
+    }
+}
+
+/// Where `devices keygen --publish` publishes: `devices publish`'s settings, defined there.
+#[derive(Debug, Parser)]
+pub struct PublishTarget {
+    #[command(flatten)]
+    pub target: RegistryTopicArgs,
+    /// Provisioning key file (`feeder devices provisioning-key`) to sign with.
+    #[arg(long, env = "FEEDER_PROVISIONING_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -986,6 +1020,50 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("not key=value"), "{err}");
+    }
+
+    #[test]
+    fn keygen_publishes_only_when_asked_and_given_a_broker() {
+        let base = [
+            "feeder",
+            "devices",
+            "keygen",
+            "--meters",
+            "1",
+            "--vehicles",
+            "0",
+            "--registry",
+            "r",
+            "--secrets",
+            "s",
+        ];
+        let keygen = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend(extra);
+            let c = Cli::try_parse_from(args)?;
+            match c.command {
+                Command::Devices {
+                    command: DevicesCommand::Keygen(a),
+                } => a
+                    .publish_target()
+                    .map(|t| t.map(|t| (t.target.topic(), t.signing_key))),
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(keygen(&[]).unwrap(), None);
+        assert_eq!(
+            keygen(&["--publish", "--", "--brokers", "b", "--topic-prefix", "u"]).unwrap(),
+            Some(("u.registry".to_string(), None))
+        );
+        assert_eq!(
+            keygen(&["--publish", "--", "--brokers", "b", "--signing-key", "k"]).unwrap(),
+            Some(("feeder.registry".to_string(), Some(PathBuf::from("k"))))
+        );
+        assert!(keygen(&["--publish"]).is_err(), "a topic needs a broker");
+        assert!(
+            keygen(&["--", "--brokers", "b"]).is_err(),
+            "only with --publish"
+        );
     }
 
     #[test]

@@ -337,22 +337,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::fs::read_to_string(&a.registry)
                     .with_context(|| format!("reading {}", a.registry.display()))?
             };
-            let signer = a
-                .signing_key
-                .as_deref()
-                .map(crate::registry_publish::Signer::load)
-                .transpose()?;
-            let (topic, kafka) = (a.target.topic(), a.target.kafka.kafka());
-            feeder_kafka::ensure_compacted_topics(
-                &kafka,
-                &[&topic],
-                a.target.kafka.partitions,
-                a.target.kafka.replication,
-            )
-            .await?;
-            let (published, unchanged) =
-                crate::registry_publish::publish(&kafka, &topic, &text, signer.as_ref()).await?;
-            println!("{topic}: {published} line(s) published, {unchanged} unchanged");
+            publish_registry(&a.target, &text, a.signing_key.as_deref(), a.prune).await?;
         }
         Command::Devices {
             command: DevicesCommand::Revoke(a),
@@ -399,6 +384,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices {
             command: DevicesCommand::Keygen(a),
         } => {
+            let target = a.publish_target()?;
             let s = keygen(&KeygenConfig {
                 meters: a.meters,
                 vehicles: a.vehicles,
@@ -416,8 +402,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 s.registry.display(),
                 s.secrets.display()
             );
+            if let Some(p) = target {
+                let text = std::fs::read_to_string(&s.registry)
+                    .with_context(|| format!("reading {}", s.registry.display()))?;
+                publish_registry(&p.target, &text, p.signing_key.as_deref(), false).await?;
+            }
         }
     }
+    Ok(())
+}
+
+/// Publishes a registry file's text to the registry topic (created compacted when
+/// missing): only the lines that differ from what it holds, signed with `signing_key`.
+async fn publish_registry(
+    target: &crate::cli::RegistryTopicArgs,
+    text: &str,
+    signing_key: Option<&std::path::Path>,
+    prune: bool,
+) -> anyhow::Result<()> {
+    let signer = signing_key
+        .map(crate::registry_publish::Signer::load)
+        .transpose()?;
+    let (topic, kafka) = (target.topic(), target.kafka.kafka());
+    feeder_kafka::ensure_compacted_topics(
+        &kafka,
+        &[&topic],
+        target.kafka.partitions,
+        target.kafka.replication,
+    )
+    .await?;
+    let p = crate::registry_publish::publish(&kafka, &topic, text, signer.as_ref(), prune).await?;
+    println!(
+        "{topic}: {} line(s) published, {} unchanged{}",
+        p.lines,
+        p.unchanged,
+        if prune {
+            format!(", {} removed", p.removed)
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }
 

@@ -19,6 +19,36 @@ use crate::pipeline::{Pipeline, PipelineConfig};
 
 const MARKER: &str = ".feeder-demo";
 
+/// Provisions the fleet as a utility would at scale: a provisioning key, and the registry
+/// published to its topic with every line signed; the stages read the topic and take only
+/// lines signed by that key.
+async fn provision(
+    kafka: &KafkaConfig,
+    fleet: &Path,
+    registry: &Path,
+    topic: &str,
+    create_topic: bool,
+) -> anyhow::Result<feeder_kafka::registry_follow::TopicSource> {
+    let key_file = fleet.join("provisioning.key");
+    let public = crate::registry_publish::provisioning_key(&key_file, "demo-provisioning")?;
+    let keys = feeder_core::registry_topic::ProvisioningKeys::parse("provisioning key", &public)?;
+    if create_topic {
+        feeder_kafka::ensure_compacted_topics(kafka, &[topic], 1, 1).await?;
+    }
+    let signer = crate::registry_publish::Signer::load(&key_file)?;
+    let text = std::fs::read_to_string(registry)?;
+    let published =
+        crate::registry_publish::publish(kafka, topic, &text, Some(&signer), false).await?;
+    println!(
+        "registry: {} lines published to topic {topic}, signed by provisioning key demo-provisioning",
+        published.lines
+    );
+    Ok(feeder_kafka::registry_follow::TopicSource {
+        topic: topic.to_string(),
+        keys,
+    })
+}
+
 /// Makes `root` an empty demo directory; refuses to touch a directory the demo did not make.
 fn prepare_root(root: &Path) -> anyhow::Result<()> {
     if root.exists() {
@@ -77,6 +107,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs()
     );
+    let registry_topic = Topics::with_prefix(&run_id, 6, 1).registry;
     let (broker, kafka, topics) = match &args.brokers {
         Some(b) => {
             println!("broker: Kafka at {b}");
@@ -88,7 +119,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         None => {
             let topics = Topics::with_prefix(&run_id, 6, 1);
-            let broker = EmbeddedBroker::start(1, &topics.all_topics(), topics.partitions)?;
+            let mut all = topics.all_topics();
+            all.push(&registry_topic);
+            let broker = EmbeddedBroker::start(1, &all, topics.partitions)?;
             println!(
                 "broker: EMBEDDED evaluation broker (librdkafka mock cluster at {}): in memory, NOT durable; \
                  use --brokers for a real Kafka",
@@ -99,8 +132,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     };
 
+    let source = provision(&kafka, &fleet, &registry, &registry_topic, broker.is_none()).await?;
     let raw_topic = topics.raw.clone();
     let mut cfg = PipelineConfig::new(kafka.clone(), topics, registry.clone(), root.clone());
+    cfg.registry_topic = Some(source);
     cfg.stream.group_id = format!("{run_id}-stream");
     cfg.writer.group_id = format!("{run_id}-writer");
     if args.iceberg {
@@ -232,6 +267,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ss.estimated.load(Ordering::Relaxed),
         ss.superseded.load(Ordering::Relaxed),
         ws.estimates_written.load(Ordering::Relaxed)
+    );
+    println!(
+        "registry audit: {} changes in dataset `registry_changes` (every line the provisioning key signed, read back from the topic)",
+        ws.registry_changes_written.load(Ordering::Relaxed)
     );
     println!(
         "throughput: {:.0} frames/s acked at the edge, {:.0} readings/s acked; {:.0} readings/s end to end (send start to all stored, {:.1} s)",
@@ -390,6 +429,9 @@ fn print_queries(root: &Path) {
     );
     println!(
         "  duckdb -c \"SELECT reason, count(*) FROM read_parquet('{r}/quarantine/**/*.parquet', hive_partitioning = true) GROUP BY reason\""
+    );
+    println!(
+        "  duckdb -c \"SELECT status, signer, count(*) FROM read_parquet('{r}/registry_changes/**/*.parquet', hive_partitioning = true) GROUP BY ALL\""
     );
     println!(
         "  python3 -c \"import pyarrow.dataset as ds; t = ds.dataset('{r}/readings', format='parquet', partitioning='hive').to_table(); print(t.num_rows, t.schema)\""

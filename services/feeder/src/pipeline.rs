@@ -22,6 +22,9 @@ pub struct PipelineConfig {
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub registry: PathBuf,
+    /// Read the registry from this topic instead of `registry` (edge, stream), and audit
+    /// it into `registry_changes` (writer).
+    pub registry_topic: Option<feeder_kafka::registry_follow::TopicSource>,
     pub data_root: PathBuf,
     pub edge: EdgeConfig,
     pub stream: StreamConfig,
@@ -46,6 +49,7 @@ impl PipelineConfig {
             kafka,
             topics,
             registry,
+            registry_topic: None,
             data_root,
             edge: EdgeConfig {
                 edge_proof: edge_proof.clone(),
@@ -92,12 +96,34 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn start(cfg: PipelineConfig) -> anyhow::Result<Self> {
-        let registry = Registry::load(&cfg.registry).context("loading the device registry")?;
         let mut cfg = cfg;
+        let edge_stop = CancellationToken::new();
+        let stages_stop = CancellationToken::new();
+        let registry = match cfg.registry_topic.clone() {
+            None => SharedRegistry::new(
+                Registry::load(&cfg.registry).context("loading the device registry")?,
+            ),
+            Some(src) => {
+                // read whole before the edge serves, then followed until the edge stops
+                let shared = SharedRegistry::default();
+                let topic = src.topic.clone();
+                feeder_edge::registry_topic::load(
+                    &cfg.kafka,
+                    src.clone(),
+                    shared.clone(),
+                    edge_stop.clone(),
+                )
+                .await
+                .with_context(|| format!("reading the registry topic {topic}"))?;
+                cfg.stream.registry_topic = Some(src.clone());
+                cfg.writer.registry_audit = Some(src);
+                shared
+            }
+        };
         if cfg.stream.device_labels.is_empty() {
-            cfg.stream.device_labels = feeder_stream::config::labels_from_registry(&registry);
+            cfg.stream.device_labels =
+                feeder_stream::config::labels_from_registry(&registry.snapshot());
         }
-        let registry = SharedRegistry::new(registry);
         let runtimes = [
             StageRuntime::new("edge", cfg.stage_workers)?,
             StageRuntime::new("stream", cfg.stage_workers)?,
@@ -107,8 +133,6 @@ impl Pipeline {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let edge_addr = listener.local_addr()?;
-        let edge_stop = CancellationToken::new();
-        let stages_stop = CancellationToken::new();
         let stream_stats = Arc::new(StreamStats::default());
         let writer_stats = Arc::new(WriterStats::default());
 

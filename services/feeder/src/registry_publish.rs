@@ -171,15 +171,28 @@ fn in_force(records: &[TopicRecord]) -> BTreeMap<&str, &str> {
     m
 }
 
+/// What a publish wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Lines written (new or changed).
+    pub lines: usize,
+    /// Lines the topic already held as they are.
+    pub unchanged: usize,
+    /// Keys in force that the text does not name, removed (tombstones; `prune` only).
+    pub removed: usize,
+}
+
 /// Publishes the lines of `text` (a registry file's content) that differ from what
-/// `topic` holds; returns (published, unchanged). Every line is checked first: nothing
-/// is written if one does not parse.
+/// `topic` holds and, with `prune`, removes the keys the text does not name (the topic
+/// then holds exactly the file: the way back from a bad publish). Every line is checked
+/// first: nothing is written if one does not parse.
 pub async fn publish(
     kafka: &KafkaConfig,
     topic: &str,
     text: &str,
     signer: Option<&Signer>,
-) -> anyhow::Result<(usize, usize)> {
+    prune: bool,
+) -> anyhow::Result<Published> {
     // the whole text must be a valid registry, with the file's line numbers in errors
     feeder_core::Registry::parse("registry", text)?;
     let mut lines = Vec::new();
@@ -189,14 +202,27 @@ pub async fn publish(
     }
     let held = read_topic(kafka, topic)?;
     let held = in_force(&held);
-    let changed: Vec<(String, Option<String>)> = lines
+    let mut changed: Vec<(String, Option<String>)> = lines
         .iter()
         .filter(|(k, v)| held.get(k.as_str()) != Some(&v.as_str()))
         .map(|(k, v)| (k.clone(), Some(v.clone())))
         .collect();
     let n = changed.len();
+    let mut removed = 0;
+    if prune {
+        let named: std::collections::HashSet<&str> =
+            lines.iter().map(|(k, _)| k.as_str()).collect();
+        for k in held.keys().filter(|k| !named.contains(*k)) {
+            changed.push((k.to_string(), None));
+            removed += 1;
+        }
+    }
     produce(kafka, topic, &changed, signer).await?;
-    Ok((n, lines.len() - n))
+    Ok(Published {
+        lines: n,
+        unchanged: lines.len() - n,
+        removed,
+    })
 }
 
 /// Rewrites the lines of `device` (only key `key`, when given) with status `revoked`;
@@ -258,7 +284,10 @@ async fn produce(
     signer: Option<&Signer>,
 ) -> anyhow::Result<()> {
     let producer: FutureProducer = kafka
-        .producer("registry-publish", 100_000, 30_000)
+        // a long delivery timeout: a record that outlives it makes librdkafka bump its
+        // idempotent epoch locally, which some brokers (tansu 0.6) cannot follow; a slow
+        // broker is waited out, never raced
+        .producer("registry-publish", 100_000, 300_000)
         .create()?;
     // acks awaited oldest first; a full local queue waits for the oldest (bounded memory)
     let mut acks = std::collections::VecDeque::new();

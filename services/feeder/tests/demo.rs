@@ -71,8 +71,22 @@ fn demo_stores_every_acked_frame_once_and_exits_0() {
         words[at - 1].parse().unwrap()
     });
     assert!(superseded >= 96 && estimated >= superseded, "{stdout}");
+    // the fleet was provisioned through the registry topic, every line signed, and the
+    // writer audited each of them into `registry_changes`
+    let nth =
+        |l: String, n: usize| -> u64 { l.split_whitespace().nth(n).unwrap().parse().unwrap() };
+    let published = nth(line("registry: "), 1);
+    let audited = nth(line("registry audit:"), 2);
+    assert!(published > 36, "{stdout}");
+    assert_eq!(audited, published, "{stdout}");
     // the datasets it points the user at are there
-    for dataset in ["readings", "telematics", "frames", "quarantine"] {
+    for dataset in [
+        "readings",
+        "telematics",
+        "frames",
+        "quarantine",
+        "registry_changes",
+    ] {
         assert!(data.join(dataset).is_dir(), "{dataset} missing");
     }
 }

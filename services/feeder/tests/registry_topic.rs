@@ -259,9 +259,56 @@ async fn a_revocation_is_refused_at_every_edge_within_seconds() {
         assert_eq!(push(addr, victim, &mut clock).await, 7, "still revoked");
     }
 
-    // the audit: the restarted writer stored the revocation and refused the unsigned line
+    let victim_id = victim.device_id.clone();
+    // the way back from a bad publish: `--prune` publishes a file and removes every key
+    // it does not name; the removed device is unknown at both edges from then on
+    let (kept, dropped) = {
+        let text = std::fs::read_to_string(&fleet.registry).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        let dropped = lines.pop().unwrap().to_string();
+        (lines.join("\n") + "\n", dropped)
+    };
+    let removed_id = fleet
+        .devices
+        .iter()
+        .position(|d| dropped.contains(&format!("\"{}\"", d.device_id)))
+        .unwrap();
+    assert_ne!(
+        fleet.devices[removed_id].device_id, victim_id,
+        "the victim is revoked"
+    );
+    let pruned = dir.path().join("pruned.jsonl");
+    std::fs::write(&pruned, kept).unwrap();
+    let mut args = vec![
+        "devices",
+        "publish",
+        "--prune",
+        "--registry",
+        pruned.to_str().unwrap(),
+        "--signing-key",
+        &prov_key,
+    ];
+    args.extend(&kafka);
+    let out = feeder(&args);
+    assert!(out.contains("1 removed"), "{out}");
+    for (addr, _) in &edges {
+        let dev = &mut fleet.devices[removed_id];
+        let mut refused = false;
+        for _ in 0..100 {
+            if push(addr, dev, &mut clock).await == 16 {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(refused, "{addr}: a removed device is unknown (code 16)");
+    }
+    let removed_device = fleet.devices[removed_id].device_id.clone();
+
+    // the audit: the restarted writer stored the revocation and the removal, and refused
+    // the unsigned line
     wait_until("the revocation stored", Duration::from_secs(30), || {
-        metric(writer.metrics, changes_written) >= 1.0
+        metric(writer.metrics, changes_written) >= 2.0
             && metric(
                 writer.metrics,
                 "feeder_writer_registry_records_refused_total{reason=\"unsigned\"}",
@@ -278,8 +325,11 @@ async fn a_revocation_is_refused_at_every_edge_within_seconds() {
     );
     let out = python(&["-c", &script]);
     let rows: Vec<&str> = out.lines().collect();
-    let victim_id = &victim.device_id;
-    assert_eq!(rows.len(), 4, "three enrolments and one revocation:\n{out}");
+    assert_eq!(
+        rows.len(),
+        5,
+        "three enrolments, one revocation, one removal:\n{out}"
+    );
     assert_eq!(
         rows.iter()
             .filter(|r| r.ends_with("ed25519 active - prov-1"))
@@ -290,6 +340,11 @@ async fn a_revocation_is_refused_at_every_edge_within_seconds() {
     assert_eq!(
         rows[3],
         format!("{victim_id} k1 ed25519 revoked active prov-1"),
+        "{out}"
+    );
+    assert_eq!(
+        rows[4],
+        format!("{removed_device} k1 ed25519 removed active prov-1"),
         "{out}"
     );
 }
