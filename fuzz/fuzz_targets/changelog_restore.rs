@@ -46,7 +46,7 @@ fn record(rest: &mut &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
             let d = DeviceSnapshot {
                 checked_next: small(0),
                 format: STATE_FORMAT,
-                state: value.get(1..).unwrap_or_default().to_vec(),
+                state: value.get(1..).unwrap_or_default().to_vec().into(),
             };
             (key, d.encode_to_vec())
         }
@@ -56,7 +56,7 @@ fn record(rest: &mut &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
                 quarantine_next: small(1),
                 anomalies_next: small(2),
                 format: STATE_FORMAT,
-                partition_state: value.get(3..).unwrap_or_default().to_vec(),
+                partition_state: value.get(3..).unwrap_or_default().to_vec().into(),
                 raw_next: 0,
             };
             (CHECKPOINT_KEY.as_bytes().to_vec(), cp.encode_to_vec())

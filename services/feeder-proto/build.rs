@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("feeder/v1/frame.proto"),
         root.join("feeder/pipeline/v1/records.proto"),
         root.join("feeder/pipeline/v1/cohorts.proto"),
+        root.join("feeder/pipeline/v1/stream_state.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

@@ -53,77 +53,37 @@ pub const CHECKPOINT_KEY: &str = "#checkpoint";
 /// Prefix of a claim record's key (`#claim/<token>`).
 pub const CLAIM_KEY_PREFIX: &str = "#claim/";
 
-/// Where a claim's records landed in the output topics: its token is `checked_at`.
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-pub struct ClaimRecord {
-    #[prost(int64, tag = "1")]
-    pub checked_at: i64,
-    #[prost(int64, tag = "2")]
-    pub quarantine_at: i64,
-    #[prost(int64, tag = "3")]
-    pub anomalies_at: i64,
+/// The changelog's records (`proto/feeder/pipeline/v1/stream_state.proto`).
+pub use feeder_proto::pipeline::{Checkpoint, ClaimRecord, DeviceSnapshot};
+
+/// A claim record's key: `#claim/<token>`.
+pub fn claim_key(c: &ClaimRecord) -> String {
+    format!("{CLAIM_KEY_PREFIX}{}", c.checked_at)
 }
 
-impl ClaimRecord {
-    pub fn key(&self) -> String {
-        format!("{CLAIM_KEY_PREFIX}{}", self.checked_at)
-    }
-
-    /// The largest token among `claims` whose claim in each topic lies before `start`.
-    pub fn tokens_before(
-        claims: &BTreeMap<i64, ClaimRecord>,
-        start: OutputPositions,
-    ) -> OutputPositions {
-        let before = |at: fn(&ClaimRecord) -> i64, from: i64| {
-            claims
-                .iter()
-                .filter(|(_, c)| at(c) < from)
-                .map(|(t, _)| *t)
-                .max()
-                .unwrap_or(0)
-        };
-        OutputPositions {
-            checked: before(|c| c.checked_at, start.checked),
-            quarantine: before(|c| c.quarantine_at, start.quarantine),
-            anomalies: before(|c| c.anomalies_at, start.anomalies),
-        }
+/// The largest token among `claims` whose claim in each topic lies before `start`.
+pub fn tokens_before(
+    claims: &BTreeMap<i64, ClaimRecord>,
+    start: OutputPositions,
+) -> OutputPositions {
+    let before = |at: fn(&ClaimRecord) -> i64, from: i64| {
+        claims
+            .iter()
+            .filter(|(_, c)| at(c) < from)
+            .map(|(t, _)| *t)
+            .max()
+            .unwrap_or(0)
+    };
+    OutputPositions {
+        checked: before(|c| c.checked_at, start.checked),
+        quarantine: before(|c| c.quarantine_at, start.quarantine),
+        anomalies: before(|c| c.anomalies_at, start.anomalies),
     }
 }
 
 /// Version of the serialized state layout; bump when `checks::Device` or the partition-wide
 /// state changes shape.
 pub const STATE_FORMAT: u32 = 1;
-
-/// One device's state as of checked offset `checked_next` (exclusive).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DeviceSnapshot {
-    #[prost(int64, tag = "1")]
-    pub checked_next: i64,
-    #[prost(uint32, tag = "2")]
-    pub format: u32,
-    #[prost(bytes = "vec", tag = "3")]
-    pub state: Vec<u8>,
-}
-
-/// Every device record before it is consistent with these output positions (the next
-/// offset of partition *p* of each output topic when the snapshot was taken).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Checkpoint {
-    #[prost(int64, tag = "1")]
-    pub checked_next: i64,
-    #[prost(int64, tag = "2")]
-    pub quarantine_next: i64,
-    #[prost(int64, tag = "3")]
-    pub anomalies_next: i64,
-    #[prost(uint32, tag = "4")]
-    pub format: u32,
-    /// The partition-wide state (the cohort clock).
-    #[prost(bytes = "vec", tag = "5")]
-    pub partition_state: Vec<u8>,
-    /// The raw offset processing had reached (informational: logs and tests).
-    #[prost(int64, tag = "6")]
-    pub raw_next: i64,
-}
 
 /// Next offsets of one partition of the output topics, as acknowledged by the broker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -140,7 +100,7 @@ impl OutputPositions {
             quarantine_next: self.quarantine,
             anomalies_next: self.anomalies,
             format: STATE_FORMAT,
-            partition_state,
+            partition_state: partition_state.into(),
             raw_next,
         }
     }
@@ -358,7 +318,7 @@ mod tests {
         DeviceSnapshot {
             checked_next,
             format,
-            state: vec![1, 2, 3],
+            state: vec![1, 2, 3].into(),
         }
         .encode_to_vec()
     }
@@ -436,7 +396,7 @@ mod tests {
             anomalies_at: 0,
         };
         r.record_marked(
-            c.key().as_bytes(),
+            claim_key(&c).as_bytes(),
             &c.encode_to_vec(),
             Mark::Claim(checked_at),
         );
@@ -507,11 +467,11 @@ mod tests {
         claim(&mut r, 0, 0);
         claim(&mut r, 10, 3);
         claim(&mut r, 40, 7);
-        let t = ClaimRecord::tokens_before(&r.claims, positions(11, 3));
+        let t = tokens_before(&r.claims, positions(11, 3));
         assert_eq!((t.checked, t.quarantine), (10, 0));
-        let t = ClaimRecord::tokens_before(&r.claims, positions(41, 8));
+        let t = tokens_before(&r.claims, positions(41, 8));
         assert_eq!((t.checked, t.quarantine), (40, 40));
-        let t = ClaimRecord::tokens_before(&r.claims, positions(0, 0));
+        let t = tokens_before(&r.claims, positions(0, 0));
         assert_eq!((t.checked, t.quarantine), (0, 0));
     }
 }

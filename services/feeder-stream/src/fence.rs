@@ -77,7 +77,7 @@ pub async fn claim(producer: &FutureProducer, topics: &Topics, p: i32, on: bool)
         &topics.stream_state,
         p,
         headers(),
-        &rec.key(),
+        &crate::changelog::claim_key(&rec),
         &rec.encode_to_vec(),
     )
     .await

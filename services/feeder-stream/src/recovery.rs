@@ -29,7 +29,7 @@ use prost::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
-use crate::changelog::{ClaimRecord, OutputPositions, Restored};
+use crate::changelog::{OutputPositions, Restored};
 use crate::checks::PartitionState;
 use crate::skipped::{ReadTopic, Skipped};
 use crate::{Error, Result, StreamConfig};
@@ -95,7 +95,7 @@ pub async fn recover(
         let ends = output_ends(&kafka, &topics, partition)?;
         let (start, ahead, restored_devices) = restore(&mut state, &changelog, partition, ends);
         // the owner in force where each log is read from; then each claim read moves it
-        let tokens = ClaimRecord::tokens_before(&changelog.claims, start);
+        let tokens = crate::changelog::tokens_before(&changelog.claims, start);
         let mut fences =
             [tokens.anomalies, tokens.quarantine, tokens.checked].map(FenceState::starting_at);
         let mut superseded = 0u64;
@@ -482,7 +482,7 @@ mod tests {
             let device = crate::changelog::DeviceSnapshot {
                 checked_next: 10,
                 format: crate::changelog::STATE_FORMAT,
-                state,
+                state: state.into(),
             };
             c.record(id.as_bytes(), &device.encode_to_vec());
             let cp = ends.checkpoint(live.partition_bytes().unwrap(), 20);

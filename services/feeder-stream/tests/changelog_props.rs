@@ -125,7 +125,7 @@ fn value() -> impl Strategy<Value = (bool, Vec<u8>)> {
             let d = DeviceSnapshot {
                 checked_next,
                 format: STATE_FORMAT,
-                state,
+                state: state.into(),
             };
             (false, d.encode_to_vec())
         });
@@ -134,7 +134,7 @@ fn value() -> impl Strategy<Value = (bool, Vec<u8>)> {
             let d = DeviceSnapshot {
                 checked_next,
                 format: STATE_FORMAT,
-                state,
+                state: state.into(),
             };
             (false, d.encode_to_vec())
         },
@@ -151,7 +151,7 @@ fn value() -> impl Strategy<Value = (bool, Vec<u8>)> {
                 quarantine_next: quarantine,
                 anomalies_next: anomalies,
                 format: STATE_FORMAT,
-                partition_state,
+                partition_state: partition_state.into(),
                 raw_next: 0,
             };
             (true, cp.encode_to_vec())
@@ -222,7 +222,7 @@ fn the_seed_states_restore_and_refuse_their_replays() {
         let d = DeviceSnapshot {
             checked_next: 10,
             format: STATE_FORMAT,
-            state: state.clone(),
+            state: state.clone().into(),
         };
         changelog.record(id.as_bytes(), &d.encode_to_vec());
     }

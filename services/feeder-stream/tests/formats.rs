@@ -37,7 +37,7 @@ fn changelog_envelopes_keep_their_bytes() {
     let device = DeviceSnapshot {
         checked_next: 1_000,
         format: STATE_FORMAT,
-        state: vec![1, 2, 3],
+        state: vec![1, 2, 3].into(),
     };
     assert_eq!(hex(&device.encode_to_vec()), "08e80710011a03010203");
     let cp = Checkpoint {
@@ -45,7 +45,7 @@ fn changelog_envelopes_keep_their_bytes() {
         quarantine_next: 20,
         anomalies_next: 3,
         format: STATE_FORMAT,
-        partition_state: vec![9],
+        partition_state: vec![9].into(),
         raw_next: 77,
     };
     assert_eq!(hex(&cp.encode_to_vec()), "08e8071014180320012a0109304d");

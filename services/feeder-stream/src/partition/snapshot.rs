@@ -38,7 +38,7 @@ pub(crate) async fn snapshot(parts: &mut Partitions, outputs: &mut Outputs) -> R
                 bytes: DeviceSnapshot {
                     checked_next,
                     format: STATE_FORMAT,
-                    state,
+                    state: state.into(),
                 }
                 .encode_to_vec(),
             })
