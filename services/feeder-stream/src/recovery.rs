@@ -34,12 +34,17 @@ use crate::checks::PartitionState;
 use crate::skipped::{ReadTopic, Skipped};
 use crate::{Error, Result, StreamConfig};
 
+/// The one field recovery needs of an anomaly: decoded alone, the rest skipped (a
+/// recovery reads a whole partition of them). Its tag is `Anomaly.source_offset`'s in
+/// `records.proto`; `headers_read_the_source_offset_of_the_full_records` fails if they
+/// part.
 #[derive(Clone, PartialEq, prost::Message)]
 struct AnomalyHeader {
     #[prost(int64, tag = "10")]
     source_offset: i64,
 }
 
+/// The same for a quarantine record (`QuarantinedFrame.source_offset`).
 #[derive(Clone, PartialEq, prost::Message)]
 struct QuarantineHeader {
     #[prost(int64, tag = "7")]
@@ -407,6 +412,7 @@ pub(crate) fn read_partition(
 
 #[cfg(test)]
 mod tests {
+    use feeder_proto::pipeline::{Anomaly, QuarantinedFrame};
     use feeder_proto::v1::{Event, EventKind, Frame};
 
     use super::*;
@@ -519,5 +525,27 @@ mod tests {
         assert!(r.anomalies_present.is_empty());
         assert!(r.already_output[&13].is_empty());
         assert!(!r.already_output.contains_key(&11), "committed: history");
+    }
+
+    #[test]
+    fn headers_read_the_source_offset_of_the_full_records() {
+        let a = Anomaly {
+            device_id: "m".into(),
+            rule: "spike".into(),
+            detail: "d".into(),
+            source_offset: 4_242,
+            ..Default::default()
+        };
+        let h = AnomalyHeader::decode(a.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(h.source_offset, 4_242);
+        let q = QuarantinedFrame {
+            device_id: "m".into(),
+            reason: "duplicate".into(),
+            raw: vec![1, 2].into(),
+            source_offset: 77,
+            ..Default::default()
+        };
+        let h = QuarantineHeader::decode(q.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(h.source_offset, 77);
     }
 }
