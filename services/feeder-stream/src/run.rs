@@ -87,12 +87,7 @@ pub async fn run_with_clock(
         };
         return run_partitions(ctx, shutdown).await;
     }
-    let fleet_cfg = FleetConfig {
-        grace: cfg.cohort_grace,
-        disabled: cfg.rules.disabled.clone(),
-        instance_id: cfg.instance_id.as_ref().map(|id| id.for_group("cohorts")),
-        ..FleetConfig::for_stream_group(&cfg.group_id, &cfg.client_id)
-    };
+    let fleet_cfg = FleetConfig::for_stream(&cfg);
     let ctx = Context {
         kafka: kafka.clone(),
         topics: topics.clone(),

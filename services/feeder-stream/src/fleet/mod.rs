@@ -77,14 +77,16 @@ pub struct FleetConfig {
 }
 
 impl FleetConfig {
-    pub fn for_stream_group(group: &str, client_id: &str) -> Self {
+    /// The aggregator's settings, all taken from the stage's (one default per setting:
+    /// the grace is `StreamConfig::cohort_grace`'s).
+    pub fn for_stream(cfg: &crate::StreamConfig) -> Self {
         Self {
-            group_id: format!("{group}-cohorts"),
-            client_id: format!("{client_id}-cohorts"),
-            instance_id: None,
-            grace: Duration::from_secs(600),
+            group_id: format!("{}-cohorts", cfg.group_id),
+            client_id: format!("{}-cohorts", cfg.client_id),
+            instance_id: cfg.instance_id.as_ref().map(|id| id.for_group("cohorts")),
+            grace: cfg.cohort_grace,
             tick: Duration::from_secs(1),
-            disabled: Vec::new(),
+            disabled: cfg.rules.disabled.clone(),
         }
     }
 }
