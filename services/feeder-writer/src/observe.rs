@@ -68,8 +68,7 @@ pub(crate) fn claim() {
 /// A registry-topic record refused by the provisioning keys or the line rules: no
 /// `registry_changes` row (rare: once per record is bounded by the topic's write rate).
 pub(crate) fn registry_refused(why: feeder_core::registry_topic::Refused) {
-    counter!("feeder_writer_registry_records_refused_total", "reason" => why.label())
-        .increment(1);
+    counter!("feeder_writer_registry_records_refused_total", "reason" => why.label()).increment(1);
 }
 
 /// A record of a replaced stream owner ignored (exceptional: a stalled stream stage).
