@@ -369,6 +369,49 @@ mod tests {
         );
     }
 
+    /// Whatever a writer of the topic puts there: no row, no state, and the line in force
+    /// stays; nothing is kept of a refused record, so memory does not grow with them.
+    #[test]
+    fn garbage_records_are_refused_and_keep_no_state() {
+        let keys = ProvisioningKeys::default();
+        let mut a = PartitionAudit::default();
+        let _ = a.judge(&keys, &rec("mtr-1", Some(line("mtr-1", "active", "n")), 1));
+        let huge = "x".repeat(4 << 20);
+        let hostile = [
+            (b"\xff\xfe/k1".to_vec(), Some(b"{}".to_vec())),
+            (b"mtr-1/k1".to_vec(), Some(vec![0xff; 64])),
+            (b"mtr-1/k1".to_vec(), Some(b"{\"device_id\":".to_vec())),
+            (b"mtr-1/k1".to_vec(), Some(huge.clone().into_bytes())),
+            (
+                huge.clone().into_bytes(),
+                Some(line("mtr-1", "revoked", "n").into_bytes()),
+            ),
+            (
+                b"mtr-1/k1".to_vec(),
+                Some(line("mtr-1", "disabled", "n").into_bytes()),
+            ),
+        ];
+        for (key, value) in hostile {
+            let r = RegistryRecord {
+                key,
+                value,
+                timestamp_ms: Some(2),
+                ..RegistryRecord::default()
+            };
+            assert_eq!(a.judge(&keys, &r), Judgement::Refused(Refused::Malformed));
+        }
+        // a tombstone of a key never held (however long) is not a change and keeps nothing
+        let r = RegistryRecord {
+            key: huge.into_bytes(),
+            ..RegistryRecord::default()
+        };
+        assert_eq!(a.judge(&keys, &r), Judgement::Unchanged);
+        assert_eq!(a.len(), 1, "only the one valid line is held");
+        // and the line in force is still the one the next change starts from
+        let c = changed(a.judge(&keys, &rec("mtr-1", Some(line("mtr-1", "revoked", "n")), 3)));
+        assert_eq!(c.previous_status.as_deref(), Some("active"));
+    }
+
     #[test]
     fn with_provisioning_keys_only_signed_records_are_changes_and_name_their_signer() {
         let seed: Vec<u8> = (0u8..32).collect();
