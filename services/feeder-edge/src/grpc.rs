@@ -20,6 +20,9 @@ use crate::call::CallRefusal;
 use crate::decode::{FrameLimits, PushFrames, decode_push_request};
 use crate::service::{IngestService, ResponseStream};
 
+/// The gRPC service name health is reported for (besides the server-wide "").
+pub const INGEST_SERVICE_NAME: &str = "feeder.v1.Ingest";
+
 /// Decodes requests within [`FrameLimits`]; encodes responses with prost.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameCodec {
@@ -86,7 +89,7 @@ impl IngestRouter {
 }
 
 impl NamedService for IngestRouter {
-    const NAME: &'static str = crate::server::INGEST_SERVICE_NAME;
+    const NAME: &'static str = INGEST_SERVICE_NAME;
 }
 
 struct Push(Arc<IngestService>);

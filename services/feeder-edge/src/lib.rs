@@ -36,9 +36,11 @@ pub mod registry_topic;
 pub mod reload;
 pub mod server;
 pub mod service;
+pub mod shared_registry;
 pub mod tls;
 pub mod verify;
 
 pub use config::{EdgeConfig, FailureBudget, TlsFiles};
 pub use error::{Error, Result};
-pub use server::{SharedRegistry, run, serve};
+pub use server::{run, serve};
+pub use shared_registry::SharedRegistry;

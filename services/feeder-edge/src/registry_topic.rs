@@ -10,7 +10,7 @@ pub use feeder_kafka::registry_follow::{REBUILD_EVERY, TopicSource, TopicStats};
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
-use crate::server::SharedRegistry;
+use crate::shared_registry::SharedRegistry;
 
 /// Reads the topic whole into `registry`, then follows it until `shutdown`. Returns once
 /// the first registry is in force.

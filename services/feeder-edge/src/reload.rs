@@ -17,7 +17,7 @@ use feeder_core::{FileStamp, Registry};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::SharedRegistry;
+use crate::shared_registry::SharedRegistry;
 
 /// Outcome of one reload attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

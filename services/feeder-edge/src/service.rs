@@ -21,7 +21,7 @@ use crate::decode::{PushFrames, WireFrame};
 use crate::peer_budget::{Grant, PeerBudget};
 use crate::produce::RawProducer;
 use crate::ratelimit::{Limited, RateLimiter};
-use crate::server::SharedRegistry;
+use crate::shared_registry::SharedRegistry;
 use crate::tls::{DeviceIdentity, PeerCerts};
 use crate::verify::verify_off_runtime;
 

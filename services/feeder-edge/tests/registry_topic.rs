@@ -10,8 +10,8 @@ use feeder_core::registry_topic::{
     ProvisioningKeys, SIGNATURE_HEADER, SIGNER_HEADER, record_key, signing_input,
 };
 use feeder_core::{KeyStatus, SigningKey};
+use feeder_edge::SharedRegistry;
 use feeder_edge::registry_topic::{TopicSource, load};
-use feeder_edge::server::SharedRegistry;
 use feeder_kafka::{EmbeddedBroker, KafkaConfig};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};

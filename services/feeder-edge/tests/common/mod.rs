@@ -143,7 +143,7 @@ impl Edge {
         let mut c = HealthClient::new(self.channel().await);
         let r = c
             .check(HealthCheckRequest {
-                service: feeder_edge::server::INGEST_SERVICE_NAME.into(),
+                service: feeder_edge::grpc::INGEST_SERVICE_NAME.into(),
             })
             .await
             .ok()?;
