@@ -23,6 +23,7 @@
 //! broker answers; shutdown gives open calls until `shutdown_deadline`, then flushes.
 
 pub mod admission;
+mod answers;
 pub mod call;
 pub mod config;
 pub mod conn;

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use feeder_core::AckCode;
-use feeder_proto::v1::{FrameAck, PushResponse};
+use feeder_proto::v1::PushResponse;
 use futures::Stream;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::EdgeConfig;
-use crate::admission::{Admitted, Candidate, Refusal, ack, admit, frame_too_large};
+use crate::admission::{Admitted, Candidate, Refusal, admit, frame_too_large};
+use crate::answers::{Answers, Pending};
 use crate::call::CallRefusal;
 use crate::decode::{PushFrames, WireFrame};
 use crate::peer_budget::{Grant, PeerBudget};
@@ -55,11 +56,13 @@ impl Caller {
     }
 }
 
-fn rate_limited() -> Refusal {
+// The refusals of the call-level checks: code, metric reason, message.
+
+fn identity_mismatch() -> Refusal {
     Refusal::new(
-        AckCode::ResourceExhausted,
-        "rate_limited",
-        "device over its rate limit, retry later",
+        AckCode::PermissionDenied,
+        "identity_mismatch",
+        "client certificate does not name this device",
     )
 }
 
@@ -68,6 +71,29 @@ fn peer_over_budget() -> Refusal {
         AckCode::ResourceExhausted,
         "peer_failed_verifications",
         "too many frames from this peer failed verification; retry later",
+    )
+}
+
+fn over_rate(limited: Limited) -> Refusal {
+    match limited {
+        Limited::OverRate => Refusal::new(
+            AckCode::ResourceExhausted,
+            "rate_limited",
+            "device over its rate limit, retry later",
+        ),
+        Limited::TableFull => Refusal::new(
+            AckCode::ResourceExhausted,
+            "rate_table_full",
+            "edge is busy, retry later",
+        ),
+    }
+}
+
+fn edge_busy() -> Refusal {
+    Refusal::new(
+        AckCode::ResourceExhausted,
+        "edge_busy",
+        "edge is busy, retry later",
     )
 }
 
@@ -92,42 +118,10 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Candidates still in the running, with their index in the request.
-struct Pending {
-    cands: Vec<Candidate>,
-    index: Vec<usize>,
-}
-
-impl Pending {
-    /// Keeps the candidates `refuse` has no refusal for; answers the others.
-    fn sift(
-        self,
-        acks: &mut [Option<FrameAck>],
-        refusals: &mut Vec<(AckCode, &'static str)>,
-        mut refuse: impl FnMut(&Candidate) -> Option<Refusal>,
-    ) -> Self {
-        let mut kept = Self {
-            cands: Vec::with_capacity(self.cands.len()),
-            index: Vec::with_capacity(self.cands.len()),
-        };
-        for (c, i) in self.cands.into_iter().zip(self.index) {
-            match refuse(&c) {
-                None => {
-                    kept.cands.push(c);
-                    kept.index.push(i);
-                }
-                Some(r) => {
-                    refusals.push((r.code, r.reason));
-                    acks[i] = Some(ack(&c.frame.device_id, c.frame.seq, Some(&r)));
-                }
-            }
-        }
-        kept
-    }
-}
-
 impl IngestService {
-    /// Processes one request: every frame gets exactly one ack, in order.
+    /// Processes one request: every frame gets exactly one ack, in order. Each check
+    /// below refuses frames through [`Answers`] (ack, code and reason in one place) and
+    /// passes the rest on.
     pub async fn handle(
         &self,
         frames: Vec<WireFrame>,
@@ -144,32 +138,10 @@ impl IngestService {
             });
         }
         let received_at_ms = now_ms();
-        let registry = self.registry.snapshot();
+        let mut answers = Answers::new(frames.len());
 
         // 1. cheap checks
-        let mut acks: Vec<Option<FrameAck>> = vec![None; frames.len()];
-        let mut refusals: Vec<(AckCode, &'static str)> = Vec::new();
-        let mut pending = Pending {
-            cands: Vec::new(),
-            index: Vec::new(),
-        };
-        for (i, wire) in frames.iter().enumerate() {
-            let admitted = match wire {
-                WireFrame::Bytes(raw) => admit(raw, &registry, &self.cfg),
-                WireFrame::Oversized => frame_too_large(&self.cfg),
-            };
-            match admitted {
-                Admitted::Candidate(c) => {
-                    pending.cands.push(*c);
-                    pending.index.push(i);
-                }
-                Admitted::Refused(a, r) => {
-                    refusals.push((r.code, r.reason));
-                    acks[i] = Some(a);
-                }
-            }
-        }
-        drop(registry);
+        let mut pending = self.admit(&frames, &mut answers);
 
         // 1a. device identity (mutual TLS): the client certificate must name the device
         if self
@@ -179,14 +151,8 @@ impl IngestService {
             .is_some_and(|t| t.require_device_identity)
         {
             let identity = DeviceIdentity::new(&caller.certs);
-            pending = pending.sift(&mut acks, &mut refusals, |c| {
-                (!identity.permits(&c.frame.device_id)).then(|| {
-                    Refusal::new(
-                        AckCode::PermissionDenied,
-                        "identity_mismatch",
-                        "client certificate does not name this device",
-                    )
-                })
+            pending = pending.sift(&mut answers, |c| {
+                (!identity.permits(&c.frame.device_id)).then(identity_mismatch)
             });
         }
 
@@ -194,51 +160,38 @@ impl IngestService {
         // can spend any device's tokens
         let now = Instant::now();
         if self.budget.is_blocked(caller.remote, now) {
-            pending = pending.sift(&mut acks, &mut refusals, |_| Some(peer_over_budget()));
+            pending = pending.sift(&mut answers, |_| Some(peer_over_budget()));
         }
 
         // 1c. rate limit: a token is taken before verification, so verifications per
         // device id are bounded by its rate, forged frames included (docs/edge.md)
-        pending = pending.sift(&mut acks, &mut refusals, |c| {
-            match self.limiter.take(&c.frame.device_id, now) {
-                Ok(()) => None,
-                Err(Limited::OverRate) => Some(rate_limited()),
-                Err(Limited::TableFull) => Some(Refusal::new(
-                    AckCode::ResourceExhausted,
-                    "rate_table_full",
-                    "edge is busy, retry later",
-                )),
-            }
+        pending = pending.sift(&mut answers, |c| {
+            self.limiter
+                .take(&c.frame.device_id, now)
+                .err()
+                .map(over_rate)
         });
-        let Pending {
-            cands,
-            index: cand_index,
-        } = pending;
 
         // 1d. the bound on frames in flight: all of this request's frames or none
-        let permits = if cands.is_empty() {
+        let permits = if pending.is_empty() {
             None
         } else {
             match self
                 .in_flight
                 .clone()
-                .try_acquire_many_owned(cands.len() as u32)
+                .try_acquire_many_owned(pending.cands.len() as u32)
             {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    let r = Refusal::new(
-                        AckCode::ResourceExhausted,
-                        "edge_busy",
-                        "edge is busy, retry later",
-                    );
-                    for (c, &i) in cands.iter().zip(cand_index.iter()) {
-                        refusals.push((r.code, r.reason));
-                        acks[i] = Some(ack(&c.frame.device_id, c.frame.seq, Some(&r)));
-                    }
-                    return Ok(self.finish(acks, refusals, 0, started));
+                    pending.sift(&mut answers, |_| Some(edge_busy()));
+                    return Ok(self.finish(answers, started));
                 }
             }
         };
+        let Pending {
+            cands,
+            index: cand_index,
+        } = pending;
 
         // 2. signatures, off the runtime
         let verify_started = Instant::now();
@@ -250,45 +203,30 @@ impl IngestService {
         }
 
         // 3. produce the verified, then wait for the broker
-        let mut pending = Vec::with_capacity(cands.len());
+        let mut produced = Vec::with_capacity(cands.len());
         for (ci, ((c, res), &i)) in cands
             .iter()
             .zip(results.iter())
             .zip(cand_index.iter())
             .enumerate()
         {
-            let refusal = match res {
-                Ok(()) => {
-                    let rec = self.cfg.edge_proof.raw_frame(
-                        c.raw.clone(),
-                        received_at_ms,
-                        &self.cfg.edge_id,
-                    );
-                    match self.producer.enqueue(&c.frame.device_id, &rec) {
-                        Ok(fut) => {
-                            pending.push((i, ci, fut));
-                            continue;
-                        }
-                        Err(r) => r,
-                    }
-                }
-                Err(r) => r.clone(),
-            };
-            refusals.push((refusal.code, refusal.reason));
-            acks[i] = Some(ack(&c.frame.device_id, c.frame.seq, Some(&refusal)));
-        }
-        let mut accepted = 0u64;
-        let ack_started = Instant::now();
-        let waited = !pending.is_empty();
-        for (i, ci, fut) in pending {
-            let c = &cands[ci];
-            let outcome = self.producer.wait(fut).await;
-            if let Err(r) = &outcome {
-                refusals.push((r.code, r.reason));
-            } else {
-                accepted += 1;
+            let enqueued = res.clone().and_then(|()| {
+                let rec =
+                    self.cfg
+                        .edge_proof
+                        .raw_frame(c.raw.clone(), received_at_ms, &self.cfg.edge_id);
+                self.producer.enqueue(&c.frame.device_id, &rec)
+            });
+            match enqueued {
+                Ok(fut) => produced.push((i, ci, fut)),
+                Err(r) => answers.refuse(i, &c.frame, &r),
             }
-            acks[i] = Some(ack(&c.frame.device_id, c.frame.seq, outcome.as_ref().err()));
+        }
+        let ack_started = Instant::now();
+        let waited = !produced.is_empty();
+        for (i, ci, fut) in produced {
+            let outcome = self.producer.wait(fut).await;
+            answers.settle(i, &cands[ci].frame, outcome.as_ref().err());
         }
         if waited {
             // per request: from the first enqueue to the last broker ack
@@ -296,7 +234,25 @@ impl IngestService {
                 .record(ack_started.elapsed().as_secs_f64());
         }
         drop(permits);
-        Ok(self.finish(acks, refusals, accepted, started))
+        Ok(self.finish(answers, started))
+    }
+
+    /// Admission of every frame ([`crate::admission`]): the refused are answered, the
+    /// others are the candidates for the checks that follow.
+    fn admit(&self, frames: &[WireFrame], answers: &mut Answers) -> Pending {
+        let registry = self.registry.snapshot();
+        let mut pending = Pending::default();
+        for (i, wire) in frames.iter().enumerate() {
+            let admitted = match wire {
+                WireFrame::Bytes(raw) => admit(raw, &registry, &self.cfg),
+                WireFrame::Oversized => frame_too_large(&self.cfg),
+            };
+            match admitted {
+                Admitted::Candidate(c) => pending.push(*c, i),
+                Admitted::Refused(a, r) => answers.answer(i, a, Some(&r)),
+            }
+        }
+        pending
     }
 
     /// Verifies the candidates, never more at a time than the caller may still fail
@@ -356,18 +312,13 @@ impl IngestService {
         (done, results)
     }
 
-    /// Emits the request's metrics and fills any unanswered slot (a bug) retryably.
-    fn finish(
-        &self,
-        acks: Vec<Option<FrameAck>>,
-        refusals: Vec<(AckCode, &'static str)>,
-        accepted: u64,
-        started: Instant,
-    ) -> PushResponse {
+    /// Emits the request's metrics and answers it.
+    fn finish(&self, answers: Answers, started: Instant) -> PushResponse {
         // metrics, per request; both labels are bounded sets
+        let (accepted, refusals) = answers.counts();
         metrics::counter!("feeder_edge_frames_accepted_total").increment(accepted);
         let mut counts: HashMap<(AckCode, &'static str), u64> = HashMap::new();
-        for r in refusals {
+        for &r in refusals {
             *counts.entry(r).or_default() += 1;
         }
         for ((code, reason), n) in counts {
@@ -379,18 +330,7 @@ impl IngestService {
             .increment(n);
         }
         metrics::histogram!("feeder_edge_request_seconds").record(started.elapsed().as_secs_f64());
-
-        // Every slot is filled above; a missing one would be a bug, answered retryably.
-        let acks = acks
-            .into_iter()
-            .map(|a| {
-                a.unwrap_or_else(|| {
-                    let r = Refusal::new(AckCode::Unavailable, "internal", "retry");
-                    ack("", 0, Some(&r))
-                })
-            })
-            .collect();
-        PushResponse { acks }
+        answers.into_response()
     }
 }
 
