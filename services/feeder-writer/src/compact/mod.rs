@@ -18,7 +18,17 @@
 //! boundaries, and writes nothing into a directory where a merged file already holds the
 //! piece ([`crate::recovery::Container`], [`crate::flush::write_range_except`]).
 //!
-//! # Atomicity
+//! # Two ways to replace files
+//!
+//! Planning and merging are shared and read through [`Storage`]; how the merged files
+//! replace their inputs depends on what the backend can do atomically:
+//! - a local root: the directory swap below ([`compact`], `swap.rs`), readers never see
+//!   a row twice;
+//! - an object store (S3), which has no rename and no directory: new object first, then
+//!   the inputs are deleted ([`compact_objects`], `objects.rs`), with a short window in
+//!   which a reader may count rows twice (its docs say how short, and what a crash does).
+//!
+//! # Atomicity on a local root
 //!
 //! Replacing N files by one is not atomic on any filesystem if done file by file: after
 //! the merged file appears and before the last input goes, a reader counts rows twice.
@@ -41,12 +51,13 @@
 //!
 //! # Memory
 //!
-//! One group (at most `target_rows` rows plus one input file) at a time.
+//! One group (at most `target_rows` rows plus one input file) at a time. Planning reads
+//! only each input's footer (one ranged read of its last [`FOOTER_READ`] bytes).
+
+mod objects;
+mod swap;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -54,20 +65,21 @@ use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+pub use self::objects::compact_objects;
+pub use self::swap::{STAGING_DIR, compact};
 use crate::convert::sort_and_split;
 use crate::encryption::Encryption;
 use crate::naming::{self, ParsedName, RangeName};
 use crate::parquet_file::{self, FileProvenance};
 use crate::schema::Dataset;
-use crate::storage::mode;
+use crate::storage::{LocalFs, Storage};
 use crate::{Error, Result};
 
-/// Where staging directories live, under the data root (outside every dataset, so no
-/// dataset glob can match them).
-pub const STAGING_DIR: &str = ".feeder-compact";
 /// Key-value metadata key listing the ranges a merged file holds.
 pub const SOURCE_RANGES_KEY: &str = "feeder.source_ranges";
-const MARKER_PREFIX: &str = ".feeder-compact-";
+/// Bytes read from the end of a file to get its footer; a longer footer costs a second,
+/// whole-file read.
+pub const FOOTER_READ: u64 = 64 * 1024;
 
 /// Compaction settings.
 #[derive(Debug, Clone)]
@@ -132,9 +144,36 @@ pub fn dataset_by_name(name: &str) -> Option<Dataset> {
     Dataset::ALL.into_iter().find(|d| d.name() == name)
 }
 
-/// The topic-partitions with files in `<dataset>/date=D` (to look up committed offsets).
+/// Compacts `<dataset>/date=<date>` of `store` the way its backend allows: the directory
+/// swap on a local root ([`compact`]), new objects first on an object store
+/// ([`compact_objects`]).
+pub fn compact_in(
+    store: &dyn Storage,
+    dataset: Dataset,
+    date: NaiveDate,
+    committed: &dyn Fn(&str, i32) -> Option<i64>,
+    opts: &CompactOptions,
+) -> Result<CompactReport> {
+    match store.local_root() {
+        Some(root) => compact(root, dataset, date, committed, opts),
+        None => compact_objects(store, dataset, date, committed, opts),
+    }
+}
+
+/// The topic-partitions with files in `<root>/<dataset>/date=D` (to look up committed
+/// offsets).
 pub fn partitions_in(root: &Path, dataset: Dataset, date: NaiveDate) -> Result<Vec<(String, i32)>> {
-    let mut tps: Vec<(String, i32)> = final_files(&root.join(naming::date_dir(dataset, date)))?
+    partitions_in_store(&LocalFs::existing(root), dataset, date)
+}
+
+/// The topic-partitions with files in `<dataset>/date=D` of `store`.
+pub fn partitions_in_store(
+    store: &dyn Storage,
+    dataset: Dataset,
+    date: NaiveDate,
+) -> Result<Vec<(String, i32)>> {
+    let dir = naming::date_dir(dataset, date);
+    let mut tps: Vec<(String, i32)> = final_names(store.list_dir(&dir)?)
         .into_iter()
         .map(|(r, _)| (r.topic, r.partition))
         .collect();
@@ -143,36 +182,45 @@ pub fn partitions_in(root: &Path, dataset: Dataset, date: NaiveDate) -> Result<V
     Ok(tps)
 }
 
-/// Compacts `<root>/<dataset>/date=<date>`. `committed(topic, partition)` is the writer
-/// group's committed offset (the next offset it will read); files whose range is not
-/// entirely below it are left alone.
-pub fn compact(
-    root: &Path,
-    dataset: Dataset,
-    date: NaiveDate,
+/// The final (visible, writer-named) files among `names`, in range order.
+fn final_names(names: Vec<String>) -> Vec<(RangeName, String)> {
+    let mut out: Vec<(RangeName, String)> = names
+        .into_iter()
+        .filter_map(|name| match naming::parse(&name) {
+            Some(ParsedName::Final(range)) => Some((range, name)),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// What to merge in one directory.
+struct Plan {
+    /// Groups of two or more committed files of one topic-partition, in offset order.
+    groups: Vec<Vec<(RangeName, String)>>,
+    /// Files left alone because their range is not committed.
+    uncommitted: usize,
+}
+
+/// Groups the committed files among `files` (final files of `dir`, in range order).
+fn plan(
+    store: &dyn Storage,
+    dir: &str,
+    files: Vec<(RangeName, String)>,
     committed: &dyn Fn(&str, i32) -> Option<i64>,
     opts: &CompactOptions,
-) -> Result<CompactReport> {
-    let live = root.join(naming::date_dir(dataset, date));
-    let staging_root = root.join(STAGING_DIR);
-    let mut report = CompactReport {
-        leftovers_cleaned: finish_leftovers(&staging_root, &live, dataset, date)?,
-        ..Default::default()
-    };
-    if !live.is_dir() {
-        return Ok(report);
-    }
-
-    // Committed files per topic-partition, in offset order.
+) -> Result<Plan> {
+    let mut uncommitted = 0;
     let mut by_tp: BTreeMap<(String, i32), Vec<(RangeName, String)>> = BTreeMap::new();
-    for (range, name) in final_files(&live)? {
+    for (range, name) in files {
         if committed(&range.topic, range.partition).is_some_and(|c| range.last < c) {
             by_tp
                 .entry((range.topic.clone(), range.partition))
                 .or_default()
                 .push((range, name));
         } else {
-            report.uncommitted += 1;
+            uncommitted += 1;
         }
     }
     let mut groups = Vec::new();
@@ -180,7 +228,7 @@ pub fn compact(
         let mut group: Vec<(RangeName, String)> = Vec::new();
         let mut rows = 0u64;
         for (range, name) in files {
-            let n = file_rows(&live.join(&name), &opts.encryption)?;
+            let n = file_rows(store, dir, &name, &opts.encryption)?;
             if !group.is_empty() && rows + n > opts.target_rows {
                 groups.push(std::mem::take(&mut group));
                 rows = 0;
@@ -191,85 +239,42 @@ pub fn compact(
         groups.push(group);
     }
     groups.retain(|g| g.len() >= 2);
-    if groups.is_empty() {
-        return Ok(report);
-    }
-
-    // Build the new directory: links to what stays, plus the merged files.
-    let nonce = format!("{:016x}", rand::random::<u64>());
-    let staging = staging_root.join(format!("{}-{date}-{nonce}", dataset.name()));
-    mode::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-    sync_dir(&staging_root)?;
-    let inputs: Vec<&str> = groups
-        .iter()
-        .flat_map(|g| g.iter().map(|(_, n)| n.as_str()))
-        .collect();
-    for entry in fs::read_dir(&live).map_err(|e| Error::io(&live, e))? {
-        let entry = entry.map_err(|e| Error::io(&live, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // temporary files belong to a write in progress in the live directory
-        if inputs.contains(&name.as_str()) || name.starts_with('.') {
-            continue;
-        }
-        let to = staging.join(&name);
-        fs::hard_link(entry.path(), &to).map_err(|e| Error::io(&to, e))?;
-    }
-    for group in &groups {
-        let (name, rows) = merge(&live, &staging, dataset, date, group, opts)?;
-        report.outputs.push(name);
-        report.rows += rows;
-        report.inputs += group.len();
-    }
-    write_synced(&staging.join(format!("{MARKER_PREFIX}{nonce}")), b"")?;
-    sync_dir(&staging)?;
-
-    // The swap: readers see the old set or the new set, nothing in between.
-    rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        &staging,
-        rustix::fs::CWD,
-        &live,
-        rustix::fs::RenameFlags::EXCHANGE,
-    )
-    .map_err(|e| Error::io(&live, e.into()))?;
-    sync_dir(&staging_root)?;
-    if let Some(parent) = live.parent() {
-        sync_dir(parent)?;
-    }
-    // `staging` now holds the old directory.
-    report.late_files_moved = settle(&staging, &live)?;
-    remove_leftover(&staging, &live, &nonce)?;
-    sync_dir(&staging_root)?;
-    Ok(report)
+    Ok(Plan {
+        groups,
+        uncommitted,
+    })
 }
 
-/// Merges one group of files of one topic-partition into `<staging>/<union name>`.
+/// One merged file, not yet stored.
+struct Merged {
+    name: String,
+    bytes: bytes::Bytes,
+    rows: u64,
+}
+
+/// Merges one group of files of one topic-partition of `dir` into one file named by the
+/// union of their ranges.
 fn merge(
-    live: &Path,
-    staging: &Path,
+    store: &dyn Storage,
+    dir: &str,
     dataset: Dataset,
     date: NaiveDate,
     group: &[(RangeName, String)],
     opts: &CompactOptions,
-) -> Result<(String, u64)> {
+) -> Result<Merged> {
     let schema = dataset.schema();
     let mut batches = Vec::new();
     let mut sources = Vec::new();
     for (range, name) in group {
-        let path = live.join(name);
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
-            file,
+            store.get(dir, name)?,
             opts.encryption.reader_options()?,
         )?;
         // an input may itself be a merged file: keep its exact source ranges
-        let listed = builder
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()
-            .and_then(|kv| kv.iter().find(|kv| kv.key == SOURCE_RANGES_KEY))
-            .and_then(|kv| kv.value.clone());
-        sources.push(listed.unwrap_or_else(|| format!("{}-{}", range.first, range.last)));
+        sources.push(
+            source_ranges(builder.metadata())
+                .unwrap_or_else(|| format!("{}-{}", range.first, range.last)),
+        );
         for batch in builder.build()? {
             let batch = batch?;
             batches.push(RecordBatch::try_new(
@@ -288,15 +293,13 @@ fn merge(
         (Some(p), true) => p,
         _ => {
             return Err(Error::Storage(format!(
-                "{}: files of date {date} hold rows of several dates",
-                live.display()
+                "{dir}: files of date {date} hold rows of several dates"
             )));
         }
     };
     if part_date != date {
         return Err(Error::Storage(format!(
-            "{}: rows belong to date {part_date}, not {date}",
-            live.display()
+            "{dir}: rows belong to date {part_date}, not {date}"
         )));
     }
     // Non-empty group: the first and last entries exist (callers keep groups of >= 2).
@@ -319,116 +322,47 @@ fn merge(
         &[(SOURCE_RANGES_KEY, sources.join(","))],
         &opts.encryption,
     )?;
-    write_synced(&staging.join(&name), &bytes)?;
-    Ok((name, sorted.num_rows() as u64))
+    Ok(Merged {
+        name,
+        bytes: bytes.into(),
+        rows: sorted.num_rows() as u64,
+    })
 }
 
-/// After the swap (`old` holds the previous directory): moves into `live` every file the
-/// writer added or replaced after the links were made. An input (merged away) is a file
-/// missing from `live` whose range lies inside a `live` file's range of its partition.
-fn settle(old: &Path, live: &Path) -> Result<usize> {
-    let live_files = final_files(live)?;
-    let inode = |p: &Path| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
-    let mut moved = 0;
-    for (range, name) in final_files(old)? {
-        let (from, to) = (old.join(&name), live.join(&name));
-        let move_it = match inode(&to) {
-            Some(live_ino) => inode(&from) != Some(live_ino),
-            None => !live_files.iter().any(|(r, _)| {
-                r.topic == range.topic
-                    && r.partition == range.partition
-                    && r.first <= range.first
-                    && range.last <= r.last
-            }),
-        };
-        if move_it {
-            fs::rename(&from, &to).map_err(|e| Error::io(&to, e))?;
-            moved += 1;
-        }
-    }
-    if moved > 0 {
-        sync_dir(live)?;
-    }
-    Ok(moved)
+/// The `feeder.source_ranges` of a merged file's metadata.
+fn source_ranges(meta: &parquet::file::metadata::ParquetMetaData) -> Option<String> {
+    meta.file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|kv| kv.key == SOURCE_RANGES_KEY))
+        .and_then(|kv| kv.value.clone())
 }
 
-/// Removes a finished staging directory and the run's marker from `live`.
-fn remove_leftover(staging: &Path, live: &Path, nonce: &str) -> Result<()> {
-    fs::remove_dir_all(staging).map_err(|e| Error::io(staging, e))?;
-    let marker = live.join(format!("{MARKER_PREFIX}{nonce}"));
-    match fs::remove_file(&marker) {
-        Ok(()) => sync_dir(live),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(&marker, e)),
+/// The footer of `<dir>/<name>`, read from its last [`FOOTER_READ`] bytes (the whole
+/// file when the footer is longer).
+fn footer(
+    store: &dyn Storage,
+    dir: &str,
+    name: &str,
+    encryption: &Encryption,
+) -> Result<std::sync::Arc<parquet::file::metadata::ParquetMetaData>> {
+    let tail = store.get_tail(dir, name, FOOTER_READ)?;
+    let whole = tail.is_whole();
+    match ParquetRecordBatchReaderBuilder::try_new_with_options(tail, encryption.reader_options()?)
+    {
+        Ok(b) => Ok(b.metadata().clone()),
+        Err(_) if !whole => Ok(ParquetRecordBatchReaderBuilder::try_new_with_options(
+            store.get(dir, name)?,
+            encryption.reader_options()?,
+        )?
+        .metadata()
+        .clone()),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// Finishes (swap happened: the marker is in `live`) or discards (it did not) staging
-/// directories an interrupted run left for this dataset and date.
-fn finish_leftovers(
-    staging_root: &Path,
-    live: &Path,
-    dataset: Dataset,
-    date: NaiveDate,
-) -> Result<usize> {
-    let prefix = format!("{}-{date}-", dataset.name());
-    let entries = match fs::read_dir(staging_root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::io(staging_root, e)),
-    };
-    let mut cleaned = 0;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(staging_root, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(nonce) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        if live.join(format!("{MARKER_PREFIX}{nonce}")).exists() {
-            settle(&entry.path(), live)?;
-        }
-        remove_leftover(&entry.path(), live, nonce)?;
-        cleaned += 1;
-    }
-    Ok(cleaned)
-}
-
-/// Final (visible, writer-named) files of a directory; empty if it does not exist.
-fn final_files(dir: &Path) -> Result<Vec<(RangeName, String)>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(ParsedName::Final(range)) = naming::parse(&name) {
-            out.push((range, name));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn file_rows(path: &Path, encryption: &Encryption) -> Result<u64> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader =
-        ParquetRecordBatchReaderBuilder::try_new_with_options(file, encryption.reader_options()?)?;
-    Ok(u64::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = mode::create_file(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+fn file_rows(store: &dyn Storage, dir: &str, name: &str, encryption: &Encryption) -> Result<u64> {
+    let meta = footer(store, dir, name, encryption)?;
+    Ok(u64::try_from(meta.file_metadata().num_rows()).unwrap_or(0))
 }
 
 /// The writer group's committed offsets of `tps` (absent: nothing committed), read from

@@ -5,10 +5,12 @@
 //! Files are created 0640 and directories 0750, whatever the umask (`mode.rs`).
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Listed, Storage, mode};
+use bytes::Bytes;
+
+use super::{Listed, Storage, Tail, mode};
 use crate::schema::Dataset;
 use crate::{Error, Result, naming};
 
@@ -23,6 +25,11 @@ impl LocalFs {
         let root = root.into();
         mode::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
         Ok(Self { root })
+    }
+
+    /// Reads `root` as it is, creating nothing (tools that only read, like `verify`).
+    pub fn existing(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
     }
 
     pub fn root(&self) -> &Path {
@@ -126,5 +133,37 @@ impl Storage for LocalFs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(&path, e)),
         }
+    }
+
+    fn get(&self, dir: &str, name: &str) -> Result<Bytes> {
+        let path = self.root.join(dir).join(name);
+        fs::read(&path)
+            .map(Bytes::from)
+            .map_err(|e| Error::io(&path, e))
+    }
+
+    fn get_tail(&self, dir: &str, name: &str, max: u64) -> Result<Tail> {
+        let path = self.root.join(dir).join(name);
+        let read = || -> std::io::Result<Tail> {
+            let mut f = File::open(&path)?;
+            let len = f.metadata()?.len();
+            let start = len.saturating_sub(max);
+            f.seek(SeekFrom::Start(start))?;
+            let mut bytes = Vec::with_capacity(usize::try_from(len - start).unwrap_or(0));
+            f.take(len - start).read_to_end(&mut bytes)?;
+            Ok(Tail {
+                len,
+                bytes: bytes.into(),
+            })
+        };
+        read().map_err(|e| Error::io(&path, e))
+    }
+
+    fn locate(&self, dir: &str, name: &str) -> PathBuf {
+        self.root.join(dir).join(name)
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
     }
 }

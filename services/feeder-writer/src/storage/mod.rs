@@ -7,14 +7,26 @@
 //!   see a partial file) and durably (when it returns, the file survives a crash), and
 //!   replaces an existing file of that name;
 //! - [`Storage::list`] returns every entry under a dataset's `date=` directories,
-//!   including temporary files a crashed `put` left behind, so recovery can remove them.
+//!   including temporary files a crashed `put` left behind, so recovery can remove them;
+//! - [`Storage::get`] and [`Storage::get_tail`] read back what `put` stored (the dataset
+//!   tools, `feeder verify` and `feeder compact`, read through them, so they work on every
+//!   backend the writer writes to). The tail read exists so that a Parquet footer (row
+//!   counts, key-value metadata) costs one small ranged request, not the whole object.
+//!
+//! One test suite (`tests/storage_suite.rs`) runs every backend through this contract.
 
 mod local;
 pub mod mode;
 mod s3;
+mod tail;
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
 
 pub use self::local::LocalFs;
 pub use self::s3::{S3Config, S3Storage};
+pub use self::tail::Tail;
 use crate::Result;
 use crate::schema::Dataset;
 
@@ -36,4 +48,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Names of the files directly in `<dir>` (not in its subdirectories); empty if it
     /// does not exist.
     fn list_dir(&self, dir: &str) -> Result<Vec<String>>;
+    /// The whole content of `<dir>/<name>`; a missing file is an error.
+    fn get(&self, dir: &str, name: &str) -> Result<Bytes>;
+    /// The last `max` bytes of `<dir>/<name>` (all of it when shorter) and its length.
+    fn get_tail(&self, dir: &str, name: &str, max: u64) -> Result<Tail>;
+    /// Where a person finds `<dir>/<name>`: a local path, or `s3://bucket/key` (reports).
+    fn locate(&self, dir: &str, name: &str) -> PathBuf;
+    /// The root directory, when the backend is a local filesystem (where tools can do
+    /// what only a filesystem can, like compaction's directory swap).
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
 }

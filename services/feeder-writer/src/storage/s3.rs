@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::runtime::Handle;
 
-use super::{Listed, Storage};
+use super::{Listed, Storage, Tail};
 use crate::schema::Dataset;
 use crate::{Error, Result};
 
@@ -116,6 +116,7 @@ fn env_var(k: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct S3Storage {
     store: Arc<AmazonS3>,
+    bucket: String,
     prefix: String,
     rt: Handle,
 }
@@ -139,6 +140,7 @@ impl S3Storage {
         }
         Ok(Self {
             store: Arc::new(b.build()?),
+            bucket: cfg.bucket.clone(),
             prefix: cfg.prefix.clone(),
             rt,
         })
@@ -162,15 +164,6 @@ impl S3Storage {
                 .and_then(|p| p.strip_prefix('/'))
                 .unwrap_or(path)
         }
-    }
-
-    /// Fetches `<dir>/<name>` whole (tools: verify, tests).
-    pub fn get(&self, dir: &str, name: &str) -> Result<bytes::Bytes> {
-        let key = self.key(&format!("{dir}/{name}"))?;
-        let store = Arc::clone(&self.store);
-        Ok(self
-            .rt
-            .block_on(async move { store.get(&key).await?.bytes().await })?)
     }
 }
 
@@ -231,5 +224,40 @@ impl Storage for S3Storage {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn get(&self, dir: &str, name: &str) -> Result<bytes::Bytes> {
+        let key = self.key(&format!("{dir}/{name}"))?;
+        let store = Arc::clone(&self.store);
+        Ok(self
+            .rt
+            .block_on(async move { store.get(&key).await?.bytes().await })?)
+    }
+
+    fn get_tail(&self, dir: &str, name: &str, max: u64) -> Result<Tail> {
+        let key = self.key(&format!("{dir}/{name}"))?;
+        let store = Arc::clone(&self.store);
+        // one request: a suffix range answers with the bytes and the object's size
+        let (len, bytes) = self.rt.block_on(async move {
+            let got = store
+                .get_opts(
+                    &key,
+                    GetOptions {
+                        range: Some(GetRange::Suffix(max)),
+                        ..GetOptions::default()
+                    },
+                )
+                .await?;
+            let len = got.meta.size;
+            Ok::<_, object_store::Error>((len, got.bytes().await?))
+        })?;
+        Ok(Tail { len, bytes })
+    }
+
+    fn locate(&self, dir: &str, name: &str) -> std::path::PathBuf {
+        let key = self
+            .key(&format!("{dir}/{name}"))
+            .map_or_else(|_| format!("{dir}/{name}"), |k| k.to_string());
+        format!("s3://{}/{key}", self.bucket).into()
     }
 }

@@ -25,14 +25,19 @@
 //! # Memory
 //!
 //! One small fixed-size entry (~120 bytes plus the device id once per device) per frame
-//! in scope, and one Parquet batch at a time; rows are never held. Scoping with a date
-//! keeps the map to that date's frames.
+//! in scope, one stored file's bytes and one Parquet batch at a time; rows are never
+//! held. Scoping with a date keeps the map to that date's frames.
+//!
+//! # Where
+//!
+//! Files are listed and read through [`Storage`], so the same check runs on a local root
+//! ([`verify`]) and on a bucket ([`verify_in`] with an [`crate::storage::S3Storage`]).
+//! Each file is fetched whole (one request per file on S3) and read from memory.
 
 mod digest;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs::File;
 use std::hash::RandomState;
 use std::path::{Path, PathBuf};
 
@@ -50,6 +55,7 @@ use self::digest::RowHasher;
 use crate::convert::checked_to_batches;
 use crate::encryption::Encryption;
 use crate::schema::Dataset;
+use crate::storage::{Listed, LocalFs, Storage};
 use crate::{Error, Result};
 
 /// The datasets whose rows come from frame payloads.
@@ -221,6 +227,15 @@ struct Verifier<'a> {
 
 /// Verifies the datasets under the local root `root` against `registry`.
 pub fn verify(root: &Path, registry: &Registry, opts: &VerifyOptions) -> Result<VerifyReport> {
+    verify_in(&LocalFs::existing(root), registry, opts)
+}
+
+/// Verifies the datasets `store` holds (a local root or a bucket) against `registry`.
+pub fn verify_in(
+    store: &dyn Storage,
+    registry: &Registry,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport> {
     let state = RandomState::new();
     let hashers = DATA_DATASETS
         .iter()
@@ -235,16 +250,16 @@ pub fn verify(root: &Path, registry: &Registry, opts: &VerifyOptions) -> Result<
         report: VerifyReport::default(),
         scratch: Vec::new(),
     };
-    for (date, path) in dataset_files(root, Dataset::Frames, None)? {
-        let file = v.add_file(path);
-        for batch in read_batches(&v.files[file as usize], &opts.encryption)? {
+    for (date, f) in dataset_files(store, Dataset::Frames, None)? {
+        let file = v.add_file(store.locate(&f.dir, &f.name));
+        for batch in read_batches(store, &f, &opts.encryption)? {
             v.add_frames(&batch?, date, file)?;
         }
     }
     for (i, dataset) in DATA_DATASETS.into_iter().enumerate() {
-        for (date, path) in dataset_files(root, dataset, opts.date)? {
-            let file = v.add_file(path);
-            for batch in read_batches(&v.files[file as usize], &opts.encryption)? {
+        for (date, f) in dataset_files(store, dataset, opts.date)? {
+            let file = v.add_file(store.locate(&f.dir, &f.name));
+            for batch in read_batches(store, &f, &opts.encryption)? {
                 v.add_stored(i, &batch?, date, file)?;
             }
         }
@@ -252,51 +267,37 @@ pub fn verify(root: &Path, registry: &Registry, opts: &VerifyOptions) -> Result<
     Ok(v.finish())
 }
 
-/// `(partition date, path)` of every `*.parquet` file of `dataset` (the files readers
+/// `(partition date, file)` of every `*.parquet` file of `dataset` (the files readers
 /// see: temporary files start with a dot), optionally of one date only, sorted.
 pub fn dataset_files(
-    root: &Path,
+    store: &dyn Storage,
     dataset: Dataset,
     only: Option<NaiveDate>,
-) -> Result<Vec<(NaiveDate, PathBuf)>> {
-    let base = root.join(dataset.name());
-    let dirs = match std::fs::read_dir(&base) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&base, e)),
-    };
-    let mut out = Vec::new();
-    for dir in dirs {
-        let dir = dir.map_err(|e| Error::io(&base, e))?;
-        let name = dir.file_name();
-        let Some(date) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("date="))
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-        else {
-            continue;
-        };
-        if only.is_some_and(|d| d != date) {
-            continue;
-        }
-        let path = dir.path();
-        for file in std::fs::read_dir(&path).map_err(|e| Error::io(&path, e))? {
-            let file = file.map_err(|e| Error::io(&path, e))?;
-            let fname = file.file_name();
-            let fname = fname.to_string_lossy();
-            if fname.ends_with(".parquet") && !fname.starts_with('.') {
-                out.push((date, file.path()));
-            }
-        }
-    }
-    out.sort();
+) -> Result<Vec<(NaiveDate, Listed)>> {
+    let mut out: Vec<(NaiveDate, Listed)> = store
+        .list(dataset)?
+        .into_iter()
+        .filter(|f| f.name.ends_with(".parquet") && !f.name.starts_with('.'))
+        .filter_map(|f| {
+            let date = f
+                .dir
+                .rsplit_once("/date=")
+                .and_then(|(_, d)| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())?;
+            only.is_none_or(|d| d == date).then_some((date, f))
+        })
+        .collect();
+    out.sort_by(|a, b| (a.0, &a.1.dir, &a.1.name).cmp(&(b.0, &b.1.dir, &b.1.name)));
     Ok(out)
 }
 
-fn read_batches(path: &Path, encryption: &Encryption) -> Result<ParquetRecordBatchReader> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+fn read_batches(
+    store: &dyn Storage,
+    file: &Listed,
+    encryption: &Encryption,
+) -> Result<ParquetRecordBatchReader> {
+    let bytes = store.get(&file.dir, &file.name)?;
     Ok(
-        ParquetRecordBatchReaderBuilder::try_new_with_options(file, encryption.reader_options()?)?
+        ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, encryption.reader_options()?)?
             .with_batch_size(BATCH_ROWS)
             .build()?,
     )
