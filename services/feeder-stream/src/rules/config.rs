@@ -57,31 +57,30 @@ impl RulesConfig {
             .filter(move |o| labels.is_some_and(|l| l.get(&o.label).is_some_and(|v| *v == o.value)))
     }
 
-    /// The thresholds for a device with `labels`.
+    /// The thresholds for a device with `labels`, and the rules switched off for it:
+    /// one pass over the overrides (the first match with a section replaces it).
     pub fn effective<'a>(&'a self, labels: Option<&'a BTreeMap<String, String>>) -> Effective<'a> {
-        let mut eff = Effective {
-            cfg: self,
-            meter: &self.meter,
-            telematics: &self.telematics,
-            integrity: &self.integrity,
-            estimate: &self.estimate,
-            labels,
-        };
+        let mut eff = Effective::new(self, labels);
+        for r in &self.disabled {
+            eff.switch_off(r);
+        }
         if self.label_overrides.is_empty() || labels.is_none() {
             return eff;
         }
-        if let Some(m) = self.matching(labels).find_map(|o| o.meter.as_ref()) {
-            eff.meter = m;
+        let (mut meter, mut telematics, mut integrity, mut estimate) = (None, None, None, None);
+        for o in self.matching(labels) {
+            meter = meter.or(o.meter.as_ref());
+            telematics = telematics.or(o.telematics.as_ref());
+            integrity = integrity.or(o.integrity.as_ref());
+            estimate = estimate.or(o.estimate.as_ref());
+            for r in &o.disable {
+                eff.switch_off(r);
+            }
         }
-        if let Some(t) = self.matching(labels).find_map(|o| o.telematics.as_ref()) {
-            eff.telematics = t;
-        }
-        if let Some(i) = self.matching(labels).find_map(|o| o.integrity.as_ref()) {
-            eff.integrity = i;
-        }
-        if let Some(e) = self.matching(labels).find_map(|o| o.estimate.as_ref()) {
-            eff.estimate = e;
-        }
+        eff.meter = meter.unwrap_or(eff.meter);
+        eff.telematics = telematics.unwrap_or(eff.telematics);
+        eff.integrity = integrity.unwrap_or(eff.integrity);
+        eff.estimate = estimate.unwrap_or(eff.estimate);
         eff
     }
 

@@ -46,12 +46,20 @@ pub struct Obis {
 }
 
 impl Obis {
+    /// A of `A-B:C.D...` (what precedes the first `-` before the first `:`), C and D,
+    /// each as `u8::from_str` reads it; the rest is ignored. It runs on every reading, so
+    /// it scans bytes (the separators are ASCII, never inside a UTF-8 sequence) instead
+    /// of `str::split`'s char searchers: the same codes for every input
+    /// (`parse_agrees_with_the_str_splitting_reference` below).
     pub fn parse(s: &str) -> Option<Self> {
-        let (ab, cde) = s.split_once(':')?;
-        let a = ab.split('-').next()?.parse().ok()?;
-        let mut it = cde.split('.');
-        let c = it.next()?.parse().ok()?;
-        let d = it.next()?.parse().ok()?;
+        let b = s.as_bytes();
+        let colon = b.iter().position(|&x| x == b':')?;
+        let (ab, cde) = (&b[..colon], &b[colon + 1..]);
+        let a_end = ab.iter().position(|&x| x == b'-').unwrap_or(ab.len());
+        let a = obis_group(&ab[..a_end])?;
+        let mut it = cde.split(|&x| x == b'.');
+        let c = obis_group(it.next()?)?;
+        let d = obis_group(it.next()?)?;
         Some(Self { a, c, d })
     }
 
@@ -81,6 +89,22 @@ impl Obis {
     fn is_import_energy(self) -> bool {
         self.a == 1 && self.c == 1
     }
+}
+
+/// One OBIS group as `u8::from_str` reads it: an optional `+`, then 1+ decimal digits,
+/// at most 255.
+fn obis_group(b: &[u8]) -> Option<u8> {
+    let digits = b.strip_prefix(b"+").unwrap_or(b);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u8, |v, &x| {
+        let d = x.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v.checked_mul(10)?.checked_add(d)
+    })
 }
 
 fn value_of(r: &Reading) -> f64 {
@@ -261,8 +285,8 @@ impl MeterState {
         // pass 1: interval channels
         for (i, r) in frame.readings.iter().enumerate() {
             if r.interval_s > 0 {
-                self.check_unit(eff, i, r, out);
-                self.interval(eff, i, r, &outages, out);
+                let code = self.check_unit(eff, i, r, out);
+                self.interval(eff, i, r, code, &outages, out);
             }
         }
         // pass 2: registers and instantaneous values
@@ -308,12 +332,12 @@ impl MeterState {
         eff: &Effective<'_>,
         i: usize,
         r: &Reading,
+        code: Option<Obis>,
         outages: &[(i64, i64)],
         out: &mut Findings,
     ) {
         let m = eff.meter;
         let v = value_of(r);
-        let code = Obis::parse(&r.obis);
         if v < 0.0 && code.is_some_and(Obis::is_import_energy) && eff.enabled(REVERSE_FLOW) {
             out.reading(i, REVERSE_FLOW);
         }
@@ -808,5 +832,50 @@ mod tests {
         assert_eq!(flags(&m.run(&next)), [(0, vec![MISSING_INTERVALS])]);
         // older than what the channel and register saw: no missing/decrease/sum findings
         assert_eq!(flags(&m.run(&late)), [(97, vec![VOLTAGE_OUT_OF_BAND])]);
+    }
+
+    /// What `Obis::parse` was before it scanned bytes (`str::split`), the reference.
+    fn parse_by_splitting(s: &str) -> Option<Obis> {
+        let (ab, cde) = s.split_once(':')?;
+        let a = ab.split('-').next()?.parse().ok()?;
+        let mut it = cde.split('.');
+        let c = it.next()?.parse().ok()?;
+        let d = it.next()?.parse().ok()?;
+        Some(Obis { a, c, d })
+    }
+
+    #[test]
+    fn parse_agrees_with_the_str_splitting_reference() {
+        for s in [
+            "1-0:1.8.0",
+            "1-0:1.29.0*255",
+            "7:3.8",
+            "+1-0:+1.8",
+            "1-0:1.8",
+            "1-0:1",
+            "1-0:",
+            ":1.8.0",
+            "1-0:1..0",
+            "1-0:.8.0",
+            "256-0:1.8.0",
+            "1-0:255.255.0",
+            "+-0:1.8.0",
+            "1-0:-1.8.0",
+            "1-0:1.8.0:2.3",
+            "é-0:1.8.0",
+            "1-0:1.8é.0",
+            "",
+            ":",
+            "1:2.3",
+        ] {
+            assert_eq!(Obis::parse(s), parse_by_splitting(s), "{s:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_agrees_with_the_reference_on_any_text(s in "[0-9+\\-:.*é a]{0,16}") {
+            proptest::prop_assert_eq!(Obis::parse(&s), parse_by_splitting(&s));
+        }
     }
 }

@@ -280,16 +280,66 @@ pub struct Effective<'a> {
     pub integrity: &'a config::IntegrityConfig,
     pub estimate: &'a estimate::EstimateConfig,
     labels: Option<&'a BTreeMap<String, String>>,
+    /// The rules switched off for this device, worked out once per frame
+    /// ([`RulesConfig::effective`]) so that [`Self::enabled`], asked per reading, compares
+    /// no strings: bit `i` is [`DEVICE_RULES`]`[i]`...
+    off: u64,
+    /// ...and whether a name outside [`DEVICE_RULES`] is switched off too (a fleet rule).
+    off_other: bool,
 }
 
-impl Effective<'_> {
+const _: () = assert!(DEVICE_RULES.len() <= 64, "Effective::off is a u64");
+
+impl<'a> Effective<'a> {
+    /// Every rule on, no override applied.
+    pub(crate) fn new(cfg: &'a RulesConfig, labels: Option<&'a BTreeMap<String, String>>) -> Self {
+        Self {
+            cfg,
+            meter: &cfg.meter,
+            telematics: &cfg.telematics,
+            integrity: &cfg.integrity,
+            estimate: &cfg.estimate,
+            labels,
+            off: 0,
+            off_other: false,
+        }
+    }
+
     /// Whether `rule` runs for this device: not disabled globally, nor by an override
     /// whose label matches the device.
     pub fn enabled(&self, rule: &str) -> bool {
+        if self.off == 0 && !self.off_other {
+            return true;
+        }
+        match device_rule_index(rule) {
+            Some(i) => self.off & (1 << i) == 0,
+            None => !self.off_other || self.enabled_by_name(rule),
+        }
+    }
+
+    /// [`Self::enabled`] by comparing names (for a rule outside [`DEVICE_RULES`]).
+    fn enabled_by_name(&self, rule: &str) -> bool {
         !self.cfg.disabled.iter().any(|r| r == rule)
             && !self
                 .cfg
                 .matching(self.labels)
                 .any(|o| o.disable.iter().any(|r| r == rule))
     }
+
+    /// Switches `rule` off (building the effective configuration).
+    pub(crate) fn switch_off(&mut self, rule: &str) {
+        match device_rule_index(rule) {
+            Some(i) => self.off |= 1 << i,
+            None => self.off_other = true,
+        }
+    }
+}
+
+/// Where `rule` is in [`DEVICE_RULES`]: the rules pass their own constants, so the
+/// address usually matches before any text is compared.
+fn device_rule_index(rule: &str) -> Option<usize> {
+    DEVICE_RULES
+        .iter()
+        .position(|r| std::ptr::eq(*r, rule))
+        .or_else(|| DEVICE_RULES.iter().position(|r| *r == rule))
 }
