@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::writer_storage::{Storage, StorageArgs};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "feeder",
@@ -629,28 +631,9 @@ pub struct StreamArgs {
 
 #[derive(Debug, Args)]
 pub struct WriterArgs {
-    /// Root of the datasets (`<root>/<dataset>/date=YYYY-MM-DD/*.parquet`) with
-    /// `--storage local`.
-    #[arg(long, env = "FEEDER_DATA")]
-    pub data: Option<PathBuf>,
-    /// Where the datasets go: a local directory (`--data`) or an S3-compatible bucket
-    /// (`--s3-*`; credentials from `FEEDER_S3_ACCESS_KEY_ID` / `FEEDER_S3_SECRET_ACCESS_KEY`
-    /// or `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, never flags).
-    #[arg(long, env = "FEEDER_STORAGE", value_enum, default_value = "local")]
-    pub storage: crate::writer_storage::StorageKind,
-    #[arg(long, env = "FEEDER_S3_BUCKET")]
-    pub s3_bucket: Option<String>,
-    /// `http(s)://host:port` of an S3-compatible server; unset for AWS S3 itself.
-    #[arg(long, env = "FEEDER_S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
-    /// Key prefix of the data root inside the bucket (no leading or trailing `/`).
-    #[arg(long, env = "FEEDER_S3_PREFIX", default_value = "")]
-    pub s3_prefix: String,
-    #[arg(long, env = "FEEDER_S3_REGION", default_value = "us-east-1")]
-    pub s3_region: String,
-    /// Allow a plain `http://` endpoint (a server inside the cluster or on localhost).
-    #[arg(long, env = "FEEDER_S3_ALLOW_HTTP")]
-    pub s3_allow_http: bool,
+    /// Where the datasets go.
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// Flush a topic-partition's buffer at this many records...
     #[arg(long, env = "FEEDER_FLUSH_MAX_FRAMES", default_value_t = 20_000)]
     pub flush_max_frames: usize,
@@ -690,6 +673,13 @@ pub struct WriterArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+}
+
+impl WriterArgs {
+    /// The storage settings, checked together with the table format.
+    pub fn checked_storage(&self) -> anyhow::Result<Storage> {
+        crate::writer_storage::for_writer(&self.storage, &self.tables.table_format())
+    }
 }
 
 /// The Iceberg settings' defaults, defined once (`feeder_writer::iceberg`).
@@ -868,9 +858,9 @@ pub struct PublishTarget {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Root of the datasets.
-    #[arg(long, env = "FEEDER_DATA")]
-    pub data: PathBuf,
+    /// Where the datasets are: the writer's storage settings.
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// Device registry (JSON Lines).
     #[arg(long, env = "FEEDER_REGISTRY")]
     pub registry: PathBuf,
@@ -884,9 +874,9 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct CompactArgs {
-    /// Root of the datasets.
-    #[arg(long, env = "FEEDER_DATA")]
-    pub data: PathBuf,
+    /// Where the datasets are: the writer's storage settings.
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// Dataset to compact (`readings`, `telematics`, `events`, `frames`, `quarantine`).
     #[arg(long)]
     pub dataset: String,
@@ -1143,5 +1133,123 @@ mod tests {
             (a.dataset.as_str(), a.group.as_str()),
             ("readings", "feeder-writer")
         );
+    }
+
+    // The writer's storage settings (moved from `writer_storage`, which no longer knows
+    // the command line).
+    mod writer_storage {
+        use clap::Parser;
+
+        use super::super::*;
+
+        fn storage(a: &WriterArgs) -> anyhow::Result<Storage> {
+            a.checked_storage()
+        }
+
+        fn args(extra: &[&str]) -> WriterArgs {
+            let mut argv = vec!["feeder", "writer", "--brokers", "127.0.0.1:9"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Writer(a) => a,
+                _ => unreachable!(),
+            }
+        }
+
+        /// `--table-format` and the catalog flags become the writer's one `TableFormat`.
+        #[test]
+        fn table_format_flags_parse() {
+            use feeder_writer::iceberg::{IcebergSettings, TableFormat};
+            assert_eq!(args(&[]).tables.table_format(), TableFormat::Parquet);
+            let ice = args(&[
+                "--table-format",
+                "iceberg",
+                "--iceberg-catalog",
+                "postgres://feeder@db/lake",
+            ]);
+            assert_eq!(
+                ice.tables.table_format(),
+                TableFormat::Iceberg(IcebergSettings {
+                    catalog_uri: Some("postgres://feeder@db/lake".into()),
+                    ..IcebergSettings::default()
+                })
+            );
+        }
+
+        #[test]
+        fn storage_flags_parse_and_bad_combinations_are_refused() {
+            let s3 = args(&[
+                "--storage",
+                "s3",
+                "--s3-bucket",
+                "meters",
+                "--s3-endpoint",
+                "http://127.0.0.1:9000",
+                "--s3-allow-http",
+                "--s3-prefix",
+                "utility/feeder",
+                "--flush-max-age",
+                "2s",
+            ]);
+            assert_eq!(s3.flush_max_age, std::time::Duration::from_secs(2));
+            let Storage::S3(cfg) = storage(&s3).unwrap() else {
+                panic!("s3 expected")
+            };
+            assert_eq!(
+                (
+                    cfg.bucket.as_str(),
+                    cfg.prefix.as_str(),
+                    cfg.region.as_str()
+                ),
+                ("meters", "utility/feeder", "us-east-1")
+            );
+            assert!(matches!(
+                storage(&args(&["--data", "/tmp/x"])).unwrap(),
+                Storage::Local
+            ));
+            let refused = [
+                (vec![], "--storage local needs --data"),
+                (vec!["--storage", "s3"], "needs --s3-bucket"),
+                (
+                    vec!["--storage", "s3", "--s3-bucket", "b", "--data", "/d"],
+                    "drop --data",
+                ),
+                (
+                    vec![
+                        "--storage",
+                        "s3",
+                        "--s3-bucket",
+                        "b",
+                        "--s3-endpoint",
+                        "http://h:1",
+                    ],
+                    "--s3-allow-http",
+                ),
+                (
+                    vec!["--storage", "s3", "--s3-bucket", "b", "--s3-prefix", "/x"],
+                    "prefix",
+                ),
+                (vec!["--data", "/d", "--s3-bucket", "b"], "add --storage s3"),
+                (
+                    vec![
+                        "--storage",
+                        "s3",
+                        "--s3-bucket",
+                        "b",
+                        "--table-format",
+                        "iceberg",
+                    ],
+                    "local disk only",
+                ),
+            ];
+            for (flags, want) in refused {
+                let err = storage(&args(&flags)).unwrap_err();
+                let msg = format!("{err:#}");
+                assert!(msg.contains(want), "{flags:?}: {msg}");
+            }
+            assert!(
+                Cli::try_parse_from(["feeder", "writer", "--brokers", "b", "--storage", "gcs"])
+                    .is_err()
+            );
+        }
     }
 }

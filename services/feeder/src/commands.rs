@@ -172,9 +172,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Writer(a) => {
             let shutdown = on_signals();
-            let storage = crate::writer_storage::storage(&a).context("writer settings")?;
+            let storage = a.checked_storage().context("writer settings")?;
             let cfg = WriterConfig {
-                data_root: a.data.clone().unwrap_or_default(),
+                data_root: a.storage.data.clone().unwrap_or_default(),
                 group_id: a.group,
                 instance_id: a.instance.instance_id,
                 writer_id: a.writer_id,
@@ -258,14 +258,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Verify(a) => {
-            refuse_iceberg_root(&a.data, "verify")?;
+            let store = dataset_store(&a.storage, "verify")?;
             let registry = Registry::load(&a.registry).context("loading the device registry")?;
             let opts = feeder_writer::verify::VerifyOptions {
                 date: a.date,
                 encryption: encryption_keys(a.encryption_keys.as_deref())?,
             };
             let report = tokio::task::spawn_blocking(move || {
-                feeder_writer::verify::verify(&a.data, &registry, &opts)
+                feeder_writer::verify::verify_in(&*store, &registry, &opts)
             })
             .await??;
             print!("{report}");
@@ -274,14 +274,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Compact(a) => {
-            refuse_iceberg_root(&a.data, "compact")?;
+            let store = dataset_store(&a.storage, "compact")?;
             use feeder_writer::compact;
             let dataset = compact::dataset_by_name(&a.dataset)
                 .with_context(|| format!("no dataset named {:?}", a.dataset))?;
             let kafka = a.kafka.kafka();
             let encryption = encryption_keys(a.encryption_keys.as_deref())?;
             let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let tps = compact::partitions_in(&a.data, dataset, a.date)?;
+                let tps = compact::partitions_in_store(&*store, dataset, a.date)?;
                 let committed = compact::committed_offsets(
                     &kafka,
                     &a.group,
@@ -295,7 +295,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     encryption,
                     ..compact::CompactOptions::default()
                 };
-                Ok(compact::compact(&a.data, dataset, a.date, &lookup, &opts)?)
+                Ok(compact::compact_in(
+                    &*store, dataset, a.date, &lookup, &opts,
+                )?)
             })
             .await??;
             print!("{report}");
@@ -445,21 +447,28 @@ async fn publish_registry(
     Ok(())
 }
 
-/// Loads `--encryption-keys` (none: every dataset plaintext). A bad file stops the command
-/// at start with the line or key at fault; key bytes are never logged.
-/// `verify` and `compact` read the Hive layout; on a root of Iceberg tables they would
-/// find nothing and report success, so they stop and say what to use.
-fn refuse_iceberg_root(root: &std::path::Path, tool: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !feeder_writer::iceberg::IcebergSettings::is_iceberg_root(root),
-        "{} holds Iceberg tables (written with --table-format iceberg): `feeder {tool}` reads \
-         the Hive layout only. Read the tables with pyiceberg or your engine, and compact \
-         with its rewrite_data_files (docs/datasets.md, \"Iceberg tables\")",
-        root.display()
-    );
-    Ok(())
+/// The datasets `verify` or `compact` work on, through the writer's storage settings.
+/// They read the Hive layout; on a root of Iceberg tables they would find nothing and
+/// report success, so they stop and say what to use.
+fn dataset_store(
+    storage: &crate::writer_storage::StorageArgs,
+    tool: &str,
+) -> anyhow::Result<std::sync::Arc<dyn feeder_writer::storage::Storage>> {
+    let store = storage.open(tokio::runtime::Handle::current())?;
+    if let Some(root) = store.local_root() {
+        anyhow::ensure!(
+            !feeder_writer::iceberg::IcebergSettings::is_iceberg_root(root),
+            "{} holds Iceberg tables (written with --table-format iceberg): `feeder {tool}` reads \
+             the Hive layout only. Read the tables with pyiceberg or your engine, and compact \
+             with its rewrite_data_files (docs/datasets.md, \"Iceberg tables\")",
+            root.display()
+        );
+    }
+    Ok(store)
 }
 
+/// Loads `--encryption-keys` (none: every dataset plaintext). A bad file stops the command
+/// at start with the line or key at fault; key bytes are never logged.
 fn encryption_keys(path: Option<&std::path::Path>) -> anyhow::Result<feeder_writer::Encryption> {
     let Some(path) = path else {
         return Ok(feeder_writer::Encryption::none());
