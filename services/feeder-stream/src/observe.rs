@@ -157,6 +157,12 @@ pub(crate) fn idle_query_failed() {
     counter!("feeder_stream_cohort_idle_query_failures_total").increment(1);
 }
 
+/// A partition sought back and claimed again: another writer's record landed among its
+/// outputs, in log `output` (`crate::partition::continuity`).
+pub(crate) fn rewound(output: crate::outputs::Output) {
+    counter!("feeder_stream_partition_rewinds_total", "log" => output.label()).increment(1);
+}
+
 /// A raw offset commit refused because the group moved partitions meanwhile.
 pub(crate) fn commit_lost_to_rebalance() {
     counter!("feeder_stream_commits_lost_to_rebalance_total").increment(1);

@@ -201,9 +201,11 @@ async fn run_partitions(mut ctx: Context, shutdown: CancellationToken) -> Result
             parts.set_labels(&ctx.cfg.device_labels);
         }
         let fetched = batch.len();
+        // records of an older generation, or fetched before their partition was sought
+        // back (`Partitions::rewind`), are fetched again
         let batch: Vec<OwnedMessage> = batch
             .into_iter()
-            .filter(|(g, _)| *g == generation)
+            .filter(|(g, m)| *g == generation && parts.accepts(m.partition(), m.offset()))
             .map(|(_, m)| m)
             .collect();
         let mut counts = BatchCounts::default();
@@ -212,7 +214,7 @@ async fn run_partitions(mut ctx: Context, shutdown: CancellationToken) -> Result
             observe::dropped_on_rebalance(&ctx.stats, counts.dropped_on_rebalance);
             continue;
         }
-        process_batch(
+        let rewinds = process_batch(
             &ctx,
             &consumer,
             &mut outputs,
@@ -221,6 +223,14 @@ async fn run_partitions(mut ctx: Context, shutdown: CancellationToken) -> Result
             &mut counts,
         )
         .await?;
+        // a partition revoked meanwhile is not sought (a seek of it fails): its next
+        // owner starts from the last commit anyway
+        for (p, at) in rewinds {
+            let sought = rewind(&consumer, &ctx.topics.raw, p, at).await;
+            if rebalances.generation() == generation {
+                sought?;
+            }
+        }
         if last_snapshot.elapsed() >= ctx.cfg.snapshot_interval {
             snapshot(&mut parts, &mut outputs).await?;
             last_snapshot = Instant::now();
@@ -257,7 +267,38 @@ async fn next_batch(
     Ok(batch)
 }
 
-/// One batch: decide, produce, wait for every ack, commit, count.
+/// Seeks raw partition `p` back to offset `at` (on the blocking pool: librdkafka's seek
+/// waits for the fetcher).
+async fn rewind(
+    consumer: &Arc<StreamConsumer<RebalanceContext>>,
+    raw: &str,
+    p: i32,
+    at: i64,
+) -> Result<()> {
+    let (c, raw) = (Arc::clone(consumer), raw.to_string());
+    let sought = tokio::task::spawn_blocking(move || {
+        c.seek(
+            &raw,
+            p,
+            Offset::Offset(at),
+            std::time::Duration::from_secs(10),
+        )
+    })
+    .await
+    .map_err(|e| Error::Delivery {
+        offset: at,
+        source: format!("seek task: {e}").into(),
+    })?;
+    // a seek that fails leaves the fetch position past records whose offsets must not be
+    // committed: the stage stops rather than go on (its commits are safe to restart from)
+    sought.map_err(|e| Error::Recovery {
+        partition: p,
+        source: format!("seek back to raw offset {at}: {e}").into(),
+    })
+}
+
+/// One batch: decide, produce, wait for every ack, commit, count. Returns the partitions
+/// to seek back, and where to ([`Partitions::rewind`]).
 async fn process_batch(
     ctx: &Context,
     consumer: &Arc<StreamConsumer<RebalanceContext>>,
@@ -265,7 +306,7 @@ async fn process_batch(
     parts: &mut Partitions,
     batch: Vec<OwnedMessage>,
     counts: &mut BatchCounts,
-) -> Result<()> {
+) -> Result<Vec<(i32, i64)>> {
     let started = Instant::now();
     let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
     let mut first_seen: BTreeMap<i32, i64> = BTreeMap::new();
@@ -306,20 +347,48 @@ async fn process_batch(
         }
         parts.landed(&acked);
     }
+    // a partition whose outputs another writer's record landed among may have a newer
+    // owner: none of its offsets are committed, it is claimed and recovered again
+    let interleaved = parts.settle(ctx.cfg.zombie_fence);
+    for (p, _) in &interleaved {
+        next_offsets.remove(p);
+    }
     let mut tpl = TopicPartitionList::new();
     for (p, next) in &next_offsets {
         tpl.add_partition_offset(&ctx.topics.raw, *p, Offset::Offset(*next))?;
     }
-    if let Committed::LostToRebalance(e) = commit(consumer, tpl).await? {
-        // The group moved partitions while the batch was in hand. Its outputs are
-        // durable and tagged with their source offsets: whoever owns each partition now
-        // (this member included) skips them on recovery. Held state may be stale.
-        tracing::warn!(error = %e, "commit refused by a rebalance; partition state dropped");
-        observe::commit_lost_to_rebalance();
-        parts.clear();
+    let committed = if next_offsets.is_empty() {
+        Committed::Yes // nothing to commit (librdkafka refuses an empty list)
+    } else {
+        commit(consumer, tpl).await?
+    };
+    match committed {
+        Committed::Yes => parts.committed(&next_offsets),
+        Committed::LostToRebalance(e) => {
+            // The group moved partitions while the batch was in hand. Its outputs are
+            // durable and tagged with their source offsets: whoever owns each partition
+            // now (this member included) skips them on recovery. Held state may be stale.
+            tracing::warn!(error = %e, "commit refused by a rebalance; partition state dropped");
+            observe::commit_lost_to_rebalance();
+            parts.clear();
+        }
+    }
+    let mut rewinds = Vec::new();
+    for (p, found) in interleaved {
+        let Some(at) = parts.rewind(p) else { continue };
+        tracing::warn!(
+            partition = p,
+            log = found.output.label(),
+            offset = found.at,
+            resume = at,
+            "another writer's record among this stage's outputs (a newer owner?): \
+             nothing committed, partition claimed and recovered again"
+        );
+        observe::rewound(found.output);
+        rewinds.push((p, at));
     }
     parts.take_counts(counts);
     counts.records_in = batch.len() as u64;
     observe::batch(&ctx.stats, counts, started.elapsed());
-    Ok(())
+    Ok(rewinds)
 }

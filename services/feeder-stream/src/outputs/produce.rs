@@ -36,6 +36,19 @@ pub enum Output {
 }
 
 impl Output {
+    /// Its name in logs and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Output::Checked => "checked",
+            Output::Quarantine => "quarantine",
+            Output::Anomalies => "anomalies",
+            Output::Tally => "tally",
+            Output::State => "state",
+            Output::Finding => "finding",
+            Output::Progress => "progress",
+        }
+    }
+
     /// The topic and partition of this output for raw partition `p`.
     pub fn destination(self, topics: &Topics, p: i32) -> (&str, i32) {
         match self {

@@ -9,8 +9,11 @@
 //!
 //! Deciding is free of I/O: [`Partition::decide`] turns one raw record into the records
 //! to produce ([`crate::outputs::Record`]); the loop hands them to the outputs.
-//! Snapshots of the state to the changelog: [`snapshot`].
+//! Snapshots of the state to the changelog: [`snapshot`]. Before a commit, whether
+//! another writer's record landed among this owner's outputs (a newer owner's claim):
+//! [`continuity`].
 
+pub mod continuity;
 pub mod snapshot;
 
 use std::collections::hash_map::Entry;
@@ -32,6 +35,8 @@ use crate::config::DeviceLabels;
 use crate::observe::BatchCounts;
 use crate::outputs::{Acked, Output, Record, guard};
 use crate::rebalance::Rebalances;
+
+use self::continuity::{Interleaved, Landings};
 use crate::recovery::recover;
 use crate::{Error, Result, StreamConfig, StreamStats, observe};
 
@@ -55,6 +60,11 @@ pub(crate) struct Partition {
     anomalies_present: HashMap<i64, usize>,
     /// Next offsets of this partition's outputs, as acknowledged.
     positions: OutputPositions,
+    /// Where the outputs of the batch in hand landed ([`continuity`]).
+    landings: Landings,
+    /// The raw offset this owner last committed (or resumed at): where it goes back to
+    /// if it finds it may have been replaced.
+    committed: i64,
     /// Next raw offset to process.
     pub(crate) raw_next: i64,
     /// What this owner's outputs carry: its claim token ([`crate::fence`]).
@@ -81,6 +91,8 @@ impl Partition {
             already_output: r.already_output,
             anomalies_present: r.anomalies_present,
             positions: r.positions,
+            landings: Landings::default(),
+            committed: next,
             raw_next: next,
             owner,
         })
@@ -153,6 +165,9 @@ impl Partition {
 pub(crate) struct Partitions {
     held: HashMap<i32, Partition>,
     generation: u64,
+    /// Partitions sought back to this raw offset ([`Partitions::rewind`]): records of
+    /// theirs fetched before the seek are dropped until the one at that offset comes.
+    rewound: HashMap<i32, i64>,
 }
 
 impl Partitions {
@@ -160,6 +175,7 @@ impl Partitions {
         Self {
             held: HashMap::new(),
             generation: rebalances.generation(),
+            rewound: HashMap::new(),
         }
     }
 
@@ -177,6 +193,7 @@ impl Partitions {
                 );
             }
             self.held.clear();
+            self.rewound.clear();
             self.generation = generation;
         }
         generation
@@ -185,6 +202,7 @@ impl Partitions {
     /// Drops everything held (a commit lost to a rebalance: held state may be stale).
     pub(crate) fn clear(&mut self) {
         self.held.clear();
+        self.rewound.clear();
     }
 
     pub(crate) fn holds(&self, p: i32) -> bool {
@@ -241,18 +259,60 @@ impl Partitions {
         self.held.iter_mut().map(|(&p, part)| (p, part))
     }
 
-    /// Records where an acknowledged output landed (the positions a checkpoint names).
+    /// Records where an acknowledged output landed (the positions a checkpoint names,
+    /// once the batch is settled).
     pub(crate) fn landed(&mut self, acked: &Acked) {
-        let Some(part) = self.held.get_mut(&acked.partition) else {
-            return;
-        };
-        let next = match acked.landed.output {
-            Output::Checked => &mut part.positions.checked,
-            Output::Quarantine => &mut part.positions.quarantine,
-            Output::Anomalies => &mut part.positions.anomalies,
-            Output::Tally | Output::State | Output::Finding | Output::Progress => return,
-        };
-        *next = (*next).max(acked.landed.offset.saturating_add(1));
+        if let Some(part) = self.held.get_mut(&acked.partition) {
+            part.landings.note(acked.landed.output, acked.landed.offset);
+        }
+    }
+
+    /// Ends a batch's acks: moves every partition's output positions past what it wrote,
+    /// and returns the partitions where another writer's record landed among this
+    /// owner's outputs ([`continuity`]; only with the zombie fence on).
+    pub(crate) fn settle(&mut self, fence: bool) -> Vec<(i32, Interleaved)> {
+        let mut found = Vec::new();
+        for (&p, part) in &mut self.held {
+            let pos = &mut part.positions;
+            let next = [&mut pos.checked, &mut pos.quarantine, &mut pos.anomalies];
+            let follow_anomalies = p != crate::outputs::FLEET_PARTITION;
+            let interleaved = part.landings.settle(next, follow_anomalies);
+            if let Some(i) = interleaved.filter(|_| fence) {
+                found.push((p, i));
+            }
+        }
+        found
+    }
+
+    /// The raw offsets of `committed` are committed.
+    pub(crate) fn committed(&mut self, committed: &BTreeMap<i32, i64>) {
+        for (p, &next) in committed {
+            if let Some(part) = self.held.get_mut(p) {
+                part.committed = next;
+            }
+        }
+    }
+
+    /// Drops partition `p` (its owner may have been replaced, [`continuity`]) and returns
+    /// the raw offset to seek it back to, its last commit; its records are dropped until
+    /// the one at that offset comes ([`Partitions::accepts`]), and it is claimed again.
+    pub(crate) fn rewind(&mut self, p: i32) -> Option<i64> {
+        let at = self.held.remove(&p)?.committed;
+        self.rewound.insert(p, at);
+        Some(at)
+    }
+
+    /// Whether the record at `offset` of partition `p` is to be decided: not one fetched
+    /// before `p` was sought back.
+    pub(crate) fn accepts(&mut self, p: i32, offset: i64) -> bool {
+        match self.rewound.get(&p) {
+            None => true,
+            Some(&at) if at == offset => {
+                self.rewound.remove(&p);
+                true
+            }
+            Some(_) => false,
+        }
     }
 
     /// Moves the rule and estimate counts of every partition into `counts`.
