@@ -22,10 +22,9 @@
 //! batch: its partitions are claimed and its records in hand, nothing of them
 //! produced. A test then lets another instance take the partitions and resumes it with
 //! SIGCONT: the paused stage produces that batch as a zombie. Inert unless set; an
-//! unknown value is reported on stderr and ignored.
-
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! unknown value is reported on stderr and ignored. Compiled only with the cargo feature
+//! `crash-points` (the test builds of the `feeder` binary); a release build has an empty
+//! `pause_point` and does not read the variable.
 
 use feeder_kafka::Topics;
 use feeder_kafka::fence::Mark;
@@ -105,8 +104,17 @@ async fn claim_in(
     Ok(acked(-1, fut).await?.offset)
 }
 
+/// Without the `crash-points` feature the pause point is compiled out.
+#[cfg(not(feature = "crash-points"))]
+#[inline(always)]
+pub fn pause_point() {}
+
 /// Stops the process with SIGSTOP if the pause point is armed for this hit.
+#[cfg(feature = "crash-points")]
 pub fn pause_point() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     static HITS: AtomicU64 = AtomicU64::new(0);
     static ARMED: OnceLock<Option<u64>> = OnceLock::new();
     let armed = ARMED.get_or_init(|| {

@@ -16,9 +16,11 @@
 //!
 //! Production never sets the variable; it is read once, and an unknown value is
 //! reported on stderr and ignored rather than failing a writer.
-
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! All of this is compiled only with the cargo feature `crash-points`, which the `feeder`
+//! crate turns on for its test builds (a dev-dependency feature): in a release build
+//! [`reached`] is empty and inlined away, the variable is never read, and the point names
+//! are not in the binary.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {
@@ -29,6 +31,7 @@ pub enum Point {
     AfterSnapshot,
 }
 
+#[cfg(feature = "crash-points")]
 impl Point {
     fn name(self) -> &'static str {
         match self {
@@ -54,6 +57,7 @@ impl Point {
 }
 
 /// `<point>[:<n>]` -> (point, n >= 1).
+#[cfg(feature = "crash-points")]
 fn parse(spec: &str) -> Option<(Point, u64)> {
     let (point, n) = match spec.split_once(':') {
         Some((p, n)) => (p, n.parse().ok().filter(|n| *n >= 1)?),
@@ -62,7 +66,9 @@ fn parse(spec: &str) -> Option<(Point, u64)> {
     Some((Point::parse(point)?, n))
 }
 
+#[cfg(feature = "crash-points")]
 fn armed() -> Option<(Point, u64)> {
+    use std::sync::OnceLock;
     static ARMED: OnceLock<Option<(Point, u64)>> = OnceLock::new();
     *ARMED.get_or_init(|| {
         let spec = std::env::var("FEEDER_CRASHPOINT").ok()?;
@@ -74,8 +80,15 @@ fn armed() -> Option<(Point, u64)> {
     })
 }
 
+/// Without the `crash-points` feature a crash point is compiled out.
+#[cfg(not(feature = "crash-points"))]
+#[inline(always)]
+pub fn reached(_point: Point) {}
+
 /// Marks that the writer reached `point`; blocks forever on the armed hit.
+#[cfg(feature = "crash-points")]
 pub fn reached(point: Point) {
+    use std::sync::atomic::{AtomicU64, Ordering};
     static HITS: AtomicU64 = AtomicU64::new(0);
     let Some((armed, n)) = armed() else { return };
     if armed != point || HITS.fetch_add(1, Ordering::SeqCst) + 1 != n {
@@ -87,7 +100,7 @@ pub fn reached(point: Point) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "crash-points"))]
 mod tests {
     use super::*;
 
