@@ -15,6 +15,7 @@ pub mod ed25519;
 pub mod edge_proof;
 pub mod error;
 pub mod file_stamp;
+pub mod file_watch;
 pub mod geo;
 pub mod keyfile;
 pub mod line_error;

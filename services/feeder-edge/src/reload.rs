@@ -1,18 +1,20 @@
 //! Registry hot reload: the edge picks up a changed registry file (polled) or reloads on
 //! SIGHUP, with no restart and no dropped call.
 //!
-//! The file is polled every `registry_poll` for a change of modification time, size or
-//! inode (a rename-into-place changes the inode even within one mtime tick). A changed
-//! file is parsed on the blocking pool and swapped in atomically through
-//! [`SharedRegistry::replace`]: calls in progress finish against the snapshot they took.
-//! A malformed file is logged with every bad line number, counted
-//! (`feeder_edge_registry_reload_failures_total`), and the last good registry stays in
-//! force; the same bad file is not re-parsed until it changes again.
+//! Following the file is [`feeder_core::file_watch`]'s job (shared with the stream
+//! stage): a new version of the file (modification time, size or inode) is parsed on the
+//! blocking pool, a version is read once. This module decides what an outcome does here:
+//! a new registry is swapped in atomically through [`SharedRegistry::replace`] (calls in
+//! progress finish against the snapshot they took); a malformed file is logged with every
+//! bad line number, counted (`feeder_edge_registry_reload_failures_total`), and the last
+//! good registry stays in force.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use feeder_core::file_watch::{LoadError, WatchedFile, load_off_runtime, watch_file};
 use feeder_core::{FileStamp, Registry};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -28,10 +30,17 @@ pub enum Reloaded {
 
 /// Loads `path` and swaps it in, or logs why not and keeps the registry in force.
 pub async fn reload_once(path: &Path, registry: &SharedRegistry) -> Reloaded {
-    let p = path.to_path_buf();
-    let loaded = tokio::task::spawn_blocking(move || Registry::load(&p)).await;
+    apply(path, load_off_runtime(path, Registry::load).await, registry)
+}
+
+/// Swaps a newly read registry in, or logs and counts why there is none.
+fn apply(
+    path: &Path,
+    loaded: Result<Registry, LoadError<feeder_core::Error>>,
+    registry: &SharedRegistry,
+) -> Reloaded {
     match loaded {
-        Ok(Ok(reg)) => {
+        Ok(reg) => {
             tracing::info!(
                 devices = reg.len(),
                 keys = reg.key_count(),
@@ -40,21 +49,23 @@ pub async fn reload_once(path: &Path, registry: &SharedRegistry) -> Reloaded {
             );
             metrics::counter!("feeder_edge_registry_reloads_total").increment(1);
             registry.replace(reg);
-            Reloaded::Swapped
+            return Reloaded::Swapped;
         }
-        Ok(Err(e)) => {
-            // The error lists every bad line as `<file>: line N: reason`; it never holds
-            // key material (the registry's own messages name fields, not values).
+        Err(LoadError::Missing) => {
+            tracing::warn!(file = %path.display(), "registry file missing; keeping the registry in force");
+            return Reloaded::KeptLastGood;
+        }
+        // The error lists every bad line as `<file>: line N: reason`; it never holds
+        // key material (the registry's own messages name fields, not values).
+        Err(LoadError::Invalid(e)) => {
             tracing::error!(error = %e, "registry reload refused; the last good registry stays in force");
-            metrics::counter!("feeder_edge_registry_reload_failures_total").increment(1);
-            Reloaded::KeptLastGood
         }
-        Err(e) => {
+        Err(LoadError::Task(e)) => {
             tracing::error!(error = %e, "registry reload task failed");
-            metrics::counter!("feeder_edge_registry_reload_failures_total").increment(1);
-            Reloaded::KeptLastGood
         }
     }
+    metrics::counter!("feeder_edge_registry_reload_failures_total").increment(1);
+    Reloaded::KeptLastGood
 }
 
 /// Watches `path` until `shutdown`: reloads when the file changes or `trigger` fires.
@@ -67,27 +78,16 @@ pub async fn watch(
 ) {
     // the version the registry in force was read from, when known: a change made since
     // (while the edge was starting) is picked up on the first tick
-    let mut last = registry.loaded_from().or_else(|| FileStamp::of(&path));
-    let mut tick = tokio::time::interval(poll);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let forced = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => false,
-            _ = trigger.notified() => true,
-        };
-        let now = FileStamp::of(&path);
-        if !forced && now == last {
-            continue;
-        }
-        if now.is_none() {
-            tracing::warn!(file = %path.display(), "registry file missing; keeping the registry in force");
-            last = now;
-            continue;
-        }
-        last = now;
-        reload_once(&path, &registry).await;
-    }
+    let file = WatchedFile {
+        loaded_from: registry.loaded_from().or_else(|| FileStamp::of(&path)),
+        path: path.clone(),
+        poll,
+    };
+    watch_file(file, Registry::load, Some(trigger), shutdown, |loaded| {
+        apply(&path, loaded, &registry);
+        ControlFlow::Continue(())
+    })
+    .await;
 }
 
 /// Turns SIGHUP into `trigger` notifications until `shutdown` (Unix only). The handler is

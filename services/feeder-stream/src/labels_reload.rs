@@ -2,31 +2,26 @@
 //! overrides such as `net_metered=true`, cohort membership), so a changed registry file
 //! must reach the running stage without a restart, as it reaches the edge.
 //!
-//! The file is polled for a new version ([`FileStamp`]); a changed file is parsed on the
-//! blocking pool and the new labels are published on a `watch` channel, which the
-//! partition loop reads between batches (a batch is decided with one set of labels). A
-//! malformed file is logged with its bad lines, counted, and the labels in force stay.
-//! Frames replayed on recovery are judged with the labels in force then.
+//! Following the file is [`feeder_core::file_watch`]'s job (shared with the edge): a new
+//! version is parsed on the blocking pool, once. Here the new labels are published on a
+//! `watch` channel, which the partition loop reads between batches (a batch is decided
+//! with one set of labels). A malformed file is logged with its bad lines, counted, and
+//! the labels in force stay. Frames replayed on recovery are judged with the labels in
+//! force then.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::ops::ControlFlow;
 
-use feeder_core::{FileStamp, Registry};
+use feeder_core::Registry;
+use feeder_core::file_watch::{LoadError, WatchedFile, watch_file};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::labels::{DeviceLabels, labels_from_registry};
 
-/// Where the labels come from, for hot reload.
-#[derive(Debug, Clone)]
-pub struct RegistrySource {
-    pub path: PathBuf,
-    /// How often the file is checked for a new version.
-    pub poll: Duration,
-    /// The version the labels in force were read from (taken before reading), so a
-    /// change made while the stage starts is not missed.
-    pub loaded_from: Option<FileStamp>,
-}
+/// Where the labels come from, for hot reload: the registry file, how often it is
+/// checked, and the version the labels in force were read from (taken before reading),
+/// so a change made while the stage starts is not missed.
+pub type RegistrySource = WatchedFile;
 
 /// Watches the registry until `shutdown`; publishes new labels on `tx`.
 pub async fn watch_labels(
@@ -34,39 +29,29 @@ pub async fn watch_labels(
     tx: watch::Sender<DeviceLabels>,
     shutdown: CancellationToken,
 ) {
-    let mut last = source
-        .loaded_from
-        .clone()
-        .or_else(|| FileStamp::of(&source.path));
-    let mut tick = tokio::time::interval(source.poll);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let now = FileStamp::of(&source.path);
-        if now == last || now.is_none() {
-            continue;
-        }
-        last = now;
-        let path = source.path.clone();
-        match tokio::task::spawn_blocking(move || Registry::load(&path)).await {
-            Ok(Ok(reg)) => {
-                tracing::info!(devices = reg.len(), file = %source.path.display(), "registry reloaded: device labels updated");
+    let path = source.path.clone();
+    watch_file(source, Registry::load, None, shutdown, |loaded| {
+        match loaded {
+            Ok(reg) => {
+                tracing::info!(devices = reg.len(), file = %path.display(), "registry reloaded: device labels updated");
                 crate::observe::registry_reload(true);
                 if tx.send(labels_from_registry(&reg)).is_err() {
-                    return; // the stage has stopped
+                    return ControlFlow::Break(()); // the stage has stopped
                 }
             }
-            Ok(Err(e)) => {
+            Err(LoadError::Missing) => {
+                tracing::warn!(file = %path.display(), "registry file missing; the labels in force stay");
+            }
+            Err(LoadError::Invalid(e)) => {
                 tracing::error!(error = %e, "registry reload refused; the labels in force stay");
                 crate::observe::registry_reload(false);
             }
-            Err(e) => {
+            Err(LoadError::Task(e)) => {
                 tracing::error!(error = %e, "registry reload task failed");
                 crate::observe::registry_reload(false);
             }
         }
-    }
+        ControlFlow::Continue(())
+    })
+    .await;
 }
