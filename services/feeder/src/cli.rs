@@ -877,12 +877,18 @@ pub struct CompactArgs {
     /// Where the datasets are: the writer's storage settings.
     #[command(flatten)]
     pub storage: StorageArgs,
-    /// Dataset to compact (`readings`, `telematics`, `events`, `frames`, `quarantine`).
+    /// Dataset to compact (`readings`, `telematics`, `events`, `frames`, `quarantine`,
+    /// `anomalies`, `estimates`, `registry_changes`), or `all`.
     #[arg(long)]
     pub dataset: String,
-    /// The `date=` partition (YYYY-MM-DD).
-    #[arg(long)]
-    pub date: feeder_writer::NaiveDate,
+    /// The `date=` partition (YYYY-MM-DD); or `--closed-days`.
+    #[arg(long, required_unless_present = "closed_days")]
+    pub date: Option<feeder_writer::NaiveDate>,
+    /// Instead of `--date`: every closed date (before today, UTC) of the last N days,
+    /// newest first. What the scheduled compaction runs, so a failed run is caught up by
+    /// the next; a date already compacted costs a listing and a few footer reads.
+    #[arg(long, conflicts_with = "date", value_parser = clap::value_parser!(u32).range(1..=366))]
+    pub closed_days: Option<u32>,
     /// The writer's consumer group: only ranges it committed are merged.
     #[arg(long, env = "FEEDER_WRITER_GROUP", default_value = "feeder-writer")]
     pub group: String,
@@ -1133,6 +1139,47 @@ mod tests {
             (a.dataset.as_str(), a.group.as_str()),
             ("readings", "feeder-writer")
         );
+    }
+
+    #[test]
+    fn compact_takes_a_date_or_closed_days_and_the_writers_storage_flags() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["feeder", "compact", "--dataset", "all", "--brokers", "b"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|c| match c.command {
+                Command::Compact(a) => a,
+                _ => unreachable!(),
+            })
+        };
+        let a = parse(&[
+            "--closed-days",
+            "7",
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            "meters",
+        ])
+        .unwrap();
+        assert_eq!((a.date, a.closed_days), (None, Some(7)));
+        assert!(matches!(a.storage.check().unwrap(), Storage::S3(c) if c.bucket == "meters"));
+        assert!(parse(&["--data", "/d"]).is_err(), "a date or closed days");
+        assert!(parse(&["--date", "2024-03-10", "--closed-days", "2"]).is_err());
+        assert!(parse(&["--closed-days", "0"]).is_err());
+        let v = Cli::try_parse_from([
+            "feeder",
+            "verify",
+            "--registry",
+            "r",
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            "b",
+        ])
+        .unwrap();
+        let Command::Verify(v) = v.command else {
+            panic!()
+        };
+        assert!(matches!(v.storage.check().unwrap(), Storage::S3(_)));
     }
 
     // The writer's storage settings (moved from `writer_storage`, which no longer knows

@@ -276,12 +276,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compact(a) => {
             let store = dataset_store(&a.storage, "compact")?;
             use feeder_writer::compact;
-            let dataset = compact::dataset_by_name(&a.dataset)
+            let datasets = compact::datasets_by_name(&a.dataset)
                 .with_context(|| format!("no dataset named {:?}", a.dataset))?;
+            let dates = match (a.date, a.closed_days) {
+                (Some(date), _) => vec![date],
+                (None, Some(days)) => compact::closed_dates(today_utc()?, days),
+                (None, None) => anyhow::bail!("give --date YYYY-MM-DD or --closed-days N"),
+            };
             let kafka = a.kafka.kafka();
             let encryption = encryption_keys(a.encryption_keys.as_deref())?;
-            let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let tps = compact::partitions_in_store(&*store, dataset, a.date)?;
+            let opts = compact::CompactOptions {
+                target_rows: a.target_rows,
+                encryption,
+                ..compact::CompactOptions::default()
+            };
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let mut tps = Vec::new();
+                for &dataset in &datasets {
+                    for &date in &dates {
+                        tps.extend(compact::partitions_in_store(&*store, dataset, date)?);
+                    }
+                }
+                tps.sort();
+                tps.dedup();
                 let committed = compact::committed_offsets(
                     &kafka,
                     &a.group,
@@ -290,17 +307,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .context("reading the writer group's committed offsets")?;
                 let lookup = |t: &str, p: i32| committed.get(&(t.to_string(), p)).copied();
-                let opts = compact::CompactOptions {
-                    target_rows: a.target_rows,
-                    encryption,
-                    ..compact::CompactOptions::default()
-                };
-                Ok(compact::compact_in(
-                    &*store, dataset, a.date, &lookup, &opts,
-                )?)
+                for &date in &dates {
+                    for &dataset in &datasets {
+                        let report = compact::compact_in(&*store, dataset, date, &lookup, &opts)
+                            .with_context(|| format!("compacting {} {date}", dataset.name()))?;
+                        print!("{} {date}: {report}", dataset.name());
+                    }
+                }
+                Ok(())
             })
             .await??;
-            print!("{report}");
         }
         Command::Config {
             command: ConfigCommand::Check { command },
@@ -465,6 +481,20 @@ fn dataset_store(
         );
     }
     Ok(store)
+}
+
+/// Today's date in UTC, from the wall clock.
+fn today_utc() -> anyhow::Result<feeder_writer::NaiveDate> {
+    // 1970-01-01 is day 719,163 of the common era
+    const UNIX_EPOCH_DAY: i64 = 719_163;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    i32::try_from(UNIX_EPOCH_DAY + i64::try_from(secs / 86_400)?)
+        .ok()
+        .and_then(feeder_writer::NaiveDate::from_num_days_from_ce_opt)
+        .context("today's date is out of range")
 }
 
 /// Loads `--encryption-keys` (none: every dataset plaintext). A bad file stops the command

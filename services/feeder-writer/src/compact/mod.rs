@@ -144,6 +144,26 @@ pub fn dataset_by_name(name: &str) -> Option<Dataset> {
     Dataset::ALL.into_iter().find(|d| d.name() == name)
 }
 
+/// The datasets `name` means: one dataset's name, or `all`.
+pub fn datasets_by_name(name: &str) -> Option<Vec<Dataset>> {
+    match name {
+        "all" => Some(Dataset::ALL.to_vec()),
+        _ => dataset_by_name(name).map(|d| vec![d]),
+    }
+}
+
+/// The closed dates (before `today`, UTC) of the last `days` days, newest first. A daily
+/// schedule compacts them all, so a run that failed is caught up by the next one (a date
+/// already compacted costs a listing and a few footer reads).
+pub fn closed_dates(today: NaiveDate, days: u32) -> Vec<NaiveDate> {
+    today
+        .iter_days()
+        .rev()
+        .skip(1)
+        .take(usize::try_from(days).unwrap_or(usize::MAX))
+        .collect()
+}
+
 /// Compacts `<dataset>/date=<date>` of `store` the way its backend allows: the directory
 /// swap on a local root ([`compact`]), new objects first on an object store
 /// ([`compact_objects`]).
@@ -389,4 +409,23 @@ pub fn committed_offsets(
             _ => None,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_dates_end_yesterday() {
+        let d = |m, day| NaiveDate::from_ymd_opt(2024, m, day).unwrap();
+        assert_eq!(closed_dates(d(3, 1), 3), [d(2, 29), d(2, 28), d(2, 27)]);
+        assert!(closed_dates(d(3, 1), 0).is_empty());
+    }
+
+    #[test]
+    fn all_means_every_dataset() {
+        assert_eq!(datasets_by_name("all").unwrap(), Dataset::ALL);
+        assert_eq!(datasets_by_name("readings").unwrap(), [Dataset::Readings]);
+        assert!(datasets_by_name("nope").is_none());
+    }
 }
