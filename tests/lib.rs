@@ -5,7 +5,6 @@
 //! binary and passes them as `FEEDER_PYTHON` and `FEEDER_TANSU`. A test that needs one and
 //! does not find it FAILS with a message saying so: a missing dependency is never a pass.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,10 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use feeder::attacks::{self, AttackCase, RawForgery};
 use feeder::pipeline::{Pipeline, PipelineConfig};
-pub use feeder_kafka::tansu::Tansu;
 use feeder_kafka::{KafkaConfig, Topics};
 use feeder_sim::keygen::{KeygenConfig, keygen};
 use feeder_sim::loadgen::{self, LoadgenConfig, LoadgenReport};
+pub use feeder_testkit::{Tansu, free_port};
 use tokio_util::sync::CancellationToken;
 
 pub fn repo_root() -> PathBuf {
@@ -44,13 +43,6 @@ pub fn run_python(script: &str, args: &[&str]) -> anyhow::Result<(bool, serde_js
         eprintln!("{script} stderr:\n{stderr}");
     }
     Ok((out.status.success(), json))
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// What a scenario run produced and measured.

@@ -23,7 +23,6 @@ pub mod lag;
 pub mod membership;
 pub mod redact;
 pub mod registry_follow;
-pub mod tansu;
 pub mod topics;
 
 pub use config::KafkaConfig;

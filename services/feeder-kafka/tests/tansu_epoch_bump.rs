@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use feeder_kafka::KafkaConfig;
-use feeder_kafka::tansu::Tansu;
+use feeder_testkit::Tansu;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};

@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use feeder_kafka::tansu::Tansu;
 use feeder_kafka::{
     EmbeddedBroker, KafkaConfig, Topics, ensure_compacted_topics, ensure_fleet_topics,
     ensure_topics,
@@ -27,6 +26,7 @@ use feeder_proto::pipeline::Anomaly;
 use feeder_stream::rules::RulesConfig;
 use feeder_stream::rules::cohort::CohortConfig;
 use feeder_stream::{Clock, ManualClock, StreamConfig};
+use feeder_testkit::Tansu;
 use prost::Message as _;
 use rdkafka::producer::FutureProducer;
 use support::{Stage, produce, raw_frame, read_topic, wait_for};

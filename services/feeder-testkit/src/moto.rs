@@ -2,10 +2,11 @@
 //! killed when dropped. Buckets are made by the utility, not by Feeder, so
 //! [`MotoS3::start`] creates the one a test names, as an operator would (boto3).
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::free_port;
 use crate::python::{python, python_path};
 
 /// Credentials moto accepts (any); tests pass them as `AWS_*` variables.
@@ -21,10 +22,7 @@ pub struct MotoS3 {
 impl MotoS3 {
     /// Starts moto, waits until it listens (30 s at most) and creates `bucket`.
     pub fn start(bucket: &str) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let child = Command::new(python_path())
             .args([
                 "-m",

@@ -22,11 +22,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use feeder_core::keyfile::load_key_file;
-use feeder_kafka::tansu::Tansu;
 use feeder_kafka::{KafkaConfig, Topics};
 use feeder_proto::pipeline::CheckedFrame;
 use feeder_sim::SimDevice;
 use feeder_sim::keygen::{KeygenConfig, keygen};
+use feeder_testkit::Tansu;
 use feeder_testkit::python;
 use prost::Message as _;
 

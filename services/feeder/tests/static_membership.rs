@@ -20,10 +20,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use feeder_kafka::tansu::Tansu;
 use feeder_kafka::{KafkaConfig, Topics, ensure_topics};
 use feeder_proto::pipeline::CheckedFrame;
 use feeder_sim::SimDevice;
+use feeder_testkit::Tansu;
 use prost::Message as _;
 
 use support::*;

@@ -16,9 +16,9 @@ mod support;
 
 use std::time::Duration;
 
-use feeder_kafka::tansu::Tansu;
 use feeder_kafka::{KafkaConfig, Topics, ensure_topics};
 use feeder_sim::SimDevice;
+use feeder_testkit::Tansu;
 use feeder_testkit::python;
 
 use support::*;

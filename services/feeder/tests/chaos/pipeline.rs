@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use feeder_kafka::tansu::Tansu;
 use feeder_kafka::{KafkaConfig, Topics, ensure_topics};
 use feeder_sim::keygen::{KeygenConfig, keygen};
+use feeder_testkit::Tansu;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 

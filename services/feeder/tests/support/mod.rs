@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -19,14 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-/// A port free on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use feeder_testkit::free_port;
 
 /// A `feeder` child process; killed if still running when dropped.
 pub struct Stage {
@@ -282,7 +275,7 @@ pub fn spawn_edge(
 /// A tansu broker and a provisioned fleet of meters, for the tests that run stages as
 /// processes on a real broker.
 pub struct TansuFleet {
-    pub broker: feeder_kafka::tansu::Tansu,
+    pub broker: feeder_testkit::Tansu,
     pub kafka: KafkaConfig,
     /// `--registry` and `--edge-keys` paths.
     pub registry: String,
@@ -293,7 +286,7 @@ pub struct TansuFleet {
 /// Starts tansu in `dir` and provisions `meters` meters (keygen `seed`) whose simulated
 /// clocks start at `devices_from_ms`.
 pub fn tansu_fleet(dir: &Path, meters: usize, seed: u64, devices_from_ms: i64) -> TansuFleet {
-    let broker = feeder_kafka::tansu::Tansu::start(dir).unwrap();
+    let broker = feeder_testkit::Tansu::start(dir).unwrap();
     let kafka = KafkaConfig::new(broker.bootstrap());
     let registry = dir.join("registry.jsonl");
     let secrets = dir.join("keys.jsonl");

@@ -4,19 +4,12 @@
 //! (`tests/install-tansu.sh` builds and caches it); a test that needs it and does not
 //! find it fails, never passes.
 
-use std::net::TcpListener;
+use std::io::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+use crate::free_port;
 
 /// A tansu broker in its own process, on 127.0.0.1, with SQLite storage in `dir`.
 /// Killed on drop.
@@ -45,7 +38,7 @@ impl Tansu {
     pub fn start_on(dir: &Path, port: u16) -> Result<Self> {
         let url = format!("tcp://127.0.0.1:{port}");
         let log = std::fs::File::create(dir.join(format!("tansu-{port}.log")))
-            .map_err(|e| Error::Embedded(format!("tansu log: {e}")))?;
+            .map_err(|e| Error::other(format!("tansu log: {e}")))?;
         // tansu resolves sqlite:// paths against its working directory
         let child = Command::new(Self::binary())
             .current_dir(dir)
@@ -58,14 +51,11 @@ impl Tansu {
                 "--advertised-listener-url",
                 &url,
             ])
-            .stdout(
-                log.try_clone()
-                    .map_err(|e| Error::Embedded(e.to_string()))?,
-            )
+            .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()
-            .map_err(|e| Error::Embedded(format!("starting tansu: {e}")))?;
+            .map_err(|e| Error::other(format!("starting tansu: {e}")))?;
         let mut t = Self {
             child,
             port,
@@ -73,18 +63,14 @@ impl Tansu {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = t
-                .child
-                .try_wait()
-                .map_err(|e| Error::Embedded(e.to_string()))?
-            {
-                return Err(Error::Embedded(format!(
+            if let Some(status) = t.child.try_wait()? {
+                return Err(Error::other(format!(
                     "tansu exited with {status}; log in {}",
                     t.dir.display()
                 )));
             }
             if Instant::now() > deadline {
-                return Err(Error::Embedded("tansu not listening after 30 s".into()));
+                return Err(Error::other("tansu not listening after 30 s"));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
