@@ -676,9 +676,17 @@ pub struct WriterArgs {
 }
 
 impl WriterArgs {
-    /// The storage settings, checked together with the table format.
+    /// The storage settings, checked together with the table format (Iceberg tables on
+    /// S3 need a catalog that is not a file under `--data`).
     pub fn checked_storage(&self) -> anyhow::Result<Storage> {
-        crate::writer_storage::for_writer(&self.storage, &self.tables.table_format())
+        let storage = self.storage.check()?;
+        if let (Storage::S3(s3), feeder_writer::iceberg::TableFormat::Iceberg(mut tables)) =
+            (&storage, self.tables.table_format())
+        {
+            tables.s3 = Some(Box::new(s3.clone()));
+            tables.validate()?;
+        }
+        Ok(storage)
     }
 }
 
@@ -713,7 +721,9 @@ pub struct TableArgs {
     pub iceberg_catalog_name: String,
     #[arg(long, env = "FEEDER_ICEBERG_NAMESPACE", default_value = ICEBERG.namespace.as_str())]
     pub iceberg_namespace: String,
-    /// Where new tables' files go. Default: `<data>/iceberg/warehouse`.
+    /// Where new tables' files go. Default: `<data>/iceberg/warehouse`, or with
+    /// `--storage s3` `s3://<bucket>/<prefix>/iceberg/warehouse` (written through the
+    /// writer's S3 client and credentials).
     #[arg(long, env = "FEEDER_ICEBERG_WAREHOUSE")]
     pub iceberg_warehouse: Option<String>,
 }
@@ -728,6 +738,8 @@ impl TableArgs {
                 catalog_name: self.iceberg_catalog_name.clone(),
                 namespace: self.iceberg_namespace.clone(),
                 warehouse: self.iceberg_warehouse.clone(),
+                // the writer's S3 storage, when it has one (`writer_storage::run`)
+                s3: None,
             }),
         }
     }

@@ -124,17 +124,6 @@ impl StorageArgs {
     }
 }
 
-/// The writer's storage: [`StorageArgs::check`], and the table format must be able to
-/// write there.
-pub fn for_writer(a: &StorageArgs, tables: &TableFormat) -> anyhow::Result<Storage> {
-    anyhow::ensure!(
-        a.kind == StorageKind::Local || *tables == TableFormat::Parquet,
-        "--table-format iceberg writes its warehouse on local disk only (--storage local): \
-         this build has no S3 FileIO for Iceberg (docs/datasets.md, \"Iceberg tables\")"
-    );
-    a.check()
-}
-
 /// Runs the writer on the chosen storage.
 pub async fn run(
     kafka: &KafkaConfig,
@@ -148,6 +137,12 @@ pub async fn run(
             feeder_writer::run(kafka, topics, cfg, Arc::default(), shutdown).await?;
         }
         Storage::S3(s3) => {
+            let mut cfg = cfg;
+            if let TableFormat::Iceberg(tables) = &mut cfg.tables {
+                // the warehouse goes to the same bucket, through the same client settings
+                tables.s3 = Some(Box::new(s3.clone()));
+                tables.validate()?;
+            }
             feeder_writer::ensure_input_topics(kafka, topics).await?;
             tracing::info!(bucket = %s3.bucket, prefix = %s3.prefix, "writing to S3");
             let store = Arc::new(S3Storage::new(&s3, tokio::runtime::Handle::current())?);

@@ -3,13 +3,14 @@
 //! SQLite and Postgres go through iceberg-rust's SQL catalog (the schema pyiceberg's
 //! `SqlCatalog` and Java's `JdbcCatalog` use, so either can open the same tables); an
 //! `http(s)://` URI is a REST catalog. Data and metadata files are written through the
-//! local-disk `FileIO` (see the module docs for S3).
+//! local-disk `FileIO`, or with S3 storage through the writer's S3 client
+//! ([`super::s3_warehouse`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use iceberg::io::LocalFsStorageFactory;
+use iceberg::io::{LocalFsStorageFactory, StorageFactory};
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent};
 use iceberg_catalog_rest::{
     REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE, RestCatalogBuilder,
@@ -20,6 +21,7 @@ use iceberg_catalog_sql::{
 };
 
 use super::err;
+use super::s3_warehouse::{S3Warehouse, S3WarehouseFactory};
 use super::settings::{CatalogKind, IcebergSettings};
 use crate::{Error, Result};
 
@@ -40,7 +42,10 @@ pub async fn open(
     if !warehouse.contains("://") {
         std::fs::create_dir_all(&warehouse).map_err(|e| Error::io(&warehouse, e))?;
     }
-    let storage = Arc::new(LocalFsStorageFactory);
+    let storage: Arc<dyn StorageFactory> = match &settings.s3 {
+        Some(s3) => Arc::new(S3WarehouseFactory(S3Warehouse::new(s3)?)),
+        None => Arc::new(LocalFsStorageFactory),
+    };
     let catalog: Arc<dyn Catalog> = match kind {
         CatalogKind::Sqlite | CatalogKind::Postgres => {
             let style = if kind == CatalogKind::Sqlite {

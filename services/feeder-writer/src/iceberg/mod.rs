@@ -32,13 +32,14 @@
 //! # Limits (iceberg-rust 0.9)
 //!
 //! No rewrite (compaction) or snapshot expiry actions, no Parquet encryption through its
-//! writer, and warehouse storage on local disk only here (no S3 `FileIO`): see
-//! `docs/datasets.md`, "Iceberg tables".
+//! writer, and no S3 `FileIO` of its own: the warehouse on S3 goes through the writer's
+//! S3 client ([`s3_warehouse`]). See `docs/datasets.md`, "Iceberg tables".
 
 pub mod append;
 pub mod catalog;
 pub mod offsets;
 mod pinned;
+pub mod s3_warehouse;
 pub mod settings;
 pub mod tables;
 

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use super::s3_warehouse::S3Warehouse;
+use crate::storage::S3Config;
 use crate::{Error, Result};
 
 /// What a flush's files become.
@@ -27,8 +29,12 @@ pub struct IcebergSettings {
     pub catalog_name: String,
     /// The namespace of the tables.
     pub namespace: String,
-    /// Where new tables put their files. `None`: `<root>/iceberg/warehouse`.
+    /// Where new tables put their files. `None`: `<root>/iceberg/warehouse`, or with
+    /// `s3`, `s3://<bucket>/<prefix>/iceberg/warehouse`.
     pub warehouse: Option<String>,
+    /// The writer's S3 storage (`--storage s3`): the warehouse is in its bucket, written
+    /// through its client ([`super::s3_warehouse`]). `None`: local disk.
+    pub s3: Option<Box<S3Config>>,
 }
 
 impl Default for IcebergSettings {
@@ -38,6 +44,7 @@ impl Default for IcebergSettings {
             catalog_name: "feeder".into(),
             namespace: "feeder".into(),
             warehouse: None,
+            s3: None,
         }
     }
 }
@@ -92,9 +99,10 @@ impl IcebergSettings {
 
     /// The warehouse location, the default one resolved against `root`.
     pub fn warehouse(&self, root: &Path) -> String {
-        match &self.warehouse {
-            Some(w) => w.clone(),
-            None => root.join("iceberg").join("warehouse").display().to_string(),
+        match (&self.warehouse, &self.s3) {
+            (Some(w), _) => w.clone(),
+            (None, Some(s3)) => S3Warehouse::default_location(s3),
+            (None, None) => root.join("iceberg").join("warehouse").display().to_string(),
         }
     }
 
@@ -109,6 +117,30 @@ impl IcebergSettings {
                      localhost (docs/datasets.md, \"Iceberg tables\")"
                 )));
             }
+        }
+        match (&self.s3, &self.warehouse) {
+            (Some(_), _) if self.catalog_uri.is_none() => {
+                return Err(Error::Config(
+                    "iceberg on S3 storage needs a catalog (--iceberg-catalog sqlite:///PATH on \
+                     a volume, or postgres://...): the default catalog is a file under --data, \
+                     and --storage s3 has no --data"
+                        .into(),
+                ));
+            }
+            (Some(s3), Some(w)) if !w.starts_with(&format!("s3://{}/", s3.bucket)) => {
+                return Err(Error::Config(format!(
+                    "iceberg warehouse {w:?}: with --storage s3 it must be in the bucket \
+                     (s3://{}/...)",
+                    s3.bucket
+                )));
+            }
+            (None, Some(w)) if w.contains("://") && !w.starts_with("file://") => {
+                return Err(Error::Config(format!(
+                    "iceberg warehouse {w:?}: an object-store warehouse needs --storage s3 \
+                     (its bucket and credentials); this writer's storage is local disk"
+                )));
+            }
+            _ => {}
         }
         if self.namespace.is_empty() || self.namespace.contains('.') {
             return Err(Error::Config(format!(

@@ -89,6 +89,26 @@ impl S3Config {
         )
     }
 
+    /// The bucket's client (the Parquet storage's and the Iceberg warehouse's); connects
+    /// lazily, on the first request.
+    pub fn object_store(&self) -> Result<AmazonS3> {
+        self.validate()?;
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&self.bucket)
+            .with_region(&self.region)
+            .with_allow_http(self.allow_http);
+        if let Some(endpoint) = &self.endpoint {
+            // path-style requests: what local and most self-hosted servers expect
+            b = b
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+        }
+        if let (Some(id), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        Ok(b.build()?)
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.bucket.is_empty() {
             return Err(Error::Config("s3 bucket must not be empty".into()));
@@ -124,22 +144,8 @@ pub struct S3Storage {
 impl S3Storage {
     /// Connects lazily (the first request opens connections); `rt` runs the requests.
     pub fn new(cfg: &S3Config, rt: Handle) -> Result<Self> {
-        cfg.validate()?;
-        let mut b = AmazonS3Builder::new()
-            .with_bucket_name(&cfg.bucket)
-            .with_region(&cfg.region)
-            .with_allow_http(cfg.allow_http);
-        if let Some(endpoint) = &cfg.endpoint {
-            // path-style requests: what local and most self-hosted servers expect
-            b = b
-                .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false);
-        }
-        if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
-            b = b.with_access_key_id(id).with_secret_access_key(secret);
-        }
         Ok(Self {
-            store: Arc::new(b.build()?),
+            store: Arc::new(cfg.object_store()?),
             bucket: cfg.bucket.clone(),
             prefix: cfg.prefix.clone(),
             rt,
