@@ -453,10 +453,7 @@ async fn bad_configs_and_unreachable_targets_are_errors() {
     assert!(matches!(err, feeder_sim::Error::Core(_)), "{err}");
 
     // a port nobody listens on
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = feeder_testkit::free_port();
     let unreachable = LoadgenConfig {
         target: format!("http://127.0.0.1:{port}"),
         ..config(&s)
