@@ -36,9 +36,9 @@ pub struct StreamConfig {
     /// The idle cohort clock runs every min(this, window / 4); `None` turns it off, so
     /// only frames move the cohort windows (tests that replay old timestamps).
     pub cohort_tick: Option<Duration>,
-    /// The registry file the labels came from, watched for changes (`None`: the labels
-    /// are fixed).
-    pub registry: Option<crate::labels_reload::RegistrySource>,
+    /// The registry file the labels came from, watched for changes by
+    /// [`crate::labels_reload`] (`None`: the labels are fixed).
+    pub registry: Option<feeder_core::file_watch::WatchedFile>,
     /// The registry topic to read the labels from instead of a file: read whole before
     /// the first batch, then followed ([`feeder_kafka::registry_follow`]).
     pub registry_topic: Option<feeder_kafka::registry_follow::TopicSource>,
