@@ -893,8 +893,9 @@ pub struct CompactArgs {
     /// `anomalies`, `estimates`, `registry_changes`), or `all`.
     #[arg(long)]
     pub dataset: String,
-    /// The `date=` partition (YYYY-MM-DD); or `--closed-days`.
-    #[arg(long, required_unless_present = "closed_days")]
+    /// The `date=` partition (YYYY-MM-DD); or `--closed-days`. Given on the command
+    /// line, it wins over a config file's `closed_days`.
+    #[arg(long)]
     pub date: Option<feeder_writer::NaiveDate>,
     /// Instead of `--date`: every closed date (before today, UTC) of the last N days,
     /// newest first. What the scheduled compaction runs, so a failed run is caught up by
@@ -913,6 +914,20 @@ pub struct CompactArgs {
     pub encryption_keys: Option<PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+}
+
+impl CompactArgs {
+    /// The dates to compact: `--date`, else the closed dates of `--closed-days`.
+    pub fn dates(
+        &self,
+        today: feeder_writer::NaiveDate,
+    ) -> anyhow::Result<Vec<feeder_writer::NaiveDate>> {
+        match (self.date, self.closed_days) {
+            (Some(date), _) => Ok(vec![date]),
+            (None, Some(days)) => Ok(feeder_writer::compact::closed_dates(today, days)),
+            (None, None) => anyhow::bail!("give --date YYYY-MM-DD or --closed-days N"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1173,8 +1188,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((a.date, a.closed_days), (None, Some(7)));
+        let day = |d| feeder_writer::NaiveDate::from_ymd_opt(2024, 3, d).unwrap();
+        assert_eq!(a.dates(day(10)).unwrap().len(), 7);
+        assert_eq!(a.dates(day(10)).unwrap()[0], day(9));
         assert!(matches!(a.storage.check().unwrap(), Storage::S3(c) if c.bucket == "meters"));
-        assert!(parse(&["--data", "/d"]).is_err(), "a date or closed days");
+        let none = parse(&["--data", "/d"]).unwrap();
+        let err = none.dates(day(10)).unwrap_err().to_string();
+        assert!(err.contains("--closed-days"), "{err}");
         assert!(parse(&["--date", "2024-03-10", "--closed-days", "2"]).is_err());
         assert!(parse(&["--closed-days", "0"]).is_err());
         let v = Cli::try_parse_from([

@@ -278,11 +278,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             use feeder_writer::compact;
             let datasets = compact::datasets_by_name(&a.dataset)
                 .with_context(|| format!("no dataset named {:?}", a.dataset))?;
-            let dates = match (a.date, a.closed_days) {
-                (Some(date), _) => vec![date],
-                (None, Some(days)) => compact::closed_dates(today_utc()?, days),
-                (None, None) => anyhow::bail!("give --date YYYY-MM-DD or --closed-days N"),
-            };
+            let dates = a.dates(today_utc()?)?;
             let kafka = a.kafka.kafka();
             let encryption = encryption_keys(a.encryption_keys.as_deref())?;
             let opts = compact::CompactOptions {
