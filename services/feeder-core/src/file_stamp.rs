@@ -1,7 +1,7 @@
 //! What identifies a version of a file without reading it: modification time, size and
 //! inode (a rename-into-place, as kubelet does for ConfigMap and Secret volumes, changes
-//! the inode even within one mtime tick). Shared by the edge's and the stream's registry
-//! hot reload, which poll it.
+//! the inode even within one mtime tick). What [`crate::file_watch`] polls for, behind the
+//! edge's and the stream's registry hot reload.
 
 use std::path::Path;
 use std::time::SystemTime;
