@@ -1317,7 +1317,7 @@ mod tests {
                         "--table-format",
                         "iceberg",
                     ],
-                    "local disk only",
+                    "needs a catalog",
                 ),
             ];
             for (flags, want) in refused {
