@@ -187,13 +187,14 @@ async fn concurrent_writers_lose_and_duplicate_nothing() {
 }
 
 /// The same SQL catalog on Postgres (`--iceberg-catalog postgres://...`): a range once,
-/// its replay nothing. Needs a server, so it runs only when asked:
-/// `FEEDER_TEST_POSTGRES=postgres://user@127.0.0.1:5432/db cargo test -p feeder-writer
-/// --test iceberg -- --ignored`.
+/// its replay nothing. The server is a real one: tests/run.sh starts it
+/// (tests/setup-postgres.sh) and sets `FEEDER_TEST_POSTGRES`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a Postgres server in FEEDER_TEST_POSTGRES"]
 async fn the_sql_catalog_works_on_postgres() {
-    let uri = std::env::var("FEEDER_TEST_POSTGRES").expect("FEEDER_TEST_POSTGRES");
+    let uri = std::env::var("FEEDER_TEST_POSTGRES").expect(
+        "FEEDER_TEST_POSTGRES is not set: run tests/run.sh, or start a server with \
+         `tests/setup-postgres.sh start DIR` and set it to the URL it prints",
+    );
     let tmp = tempfile::tempdir().unwrap();
     let settings = IcebergSettings {
         catalog_uri: Some(uri),
