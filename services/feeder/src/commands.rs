@@ -264,11 +264,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 date: a.date,
                 encryption: encryption_keys(a.encryption_keys.as_deref())?,
             };
+            let in_bucket = store.local_root().is_none();
             let report = tokio::task::spawn_blocking(move || {
                 feeder_writer::verify::verify_in(&*store, &registry, &opts)
             })
             .await??;
             print!("{report}");
+            // A wrong prefix, or a bucket of Iceberg tables (no catalog file to recognise
+            // it by, as on a local root), must not pass as verified.
+            anyhow::ensure!(
+                !in_bucket || report.files_read > 0,
+                "no dataset files under the bucket's prefix (--s3-bucket, --s3-prefix): \
+                 nothing verified. Iceberg tables are read with pyiceberg or your engine"
+            );
             if !report.is_ok() {
                 anyhow::bail!("verify found {} mismatches", report.mismatch_count);
             }

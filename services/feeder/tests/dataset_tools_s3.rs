@@ -2,7 +2,8 @@
 //! real S3-protocol server, moto, on 127.0.0.1), with the writer's storage flags:
 //! verify passes on what the writer's flush code stored there and finds a deleted frames
 //! object; compact merges every committed range of a date (reading the writer group's
-//! offsets from the broker) and leaves the uncommitted one; verify passes again.
+//! offsets from the broker) and leaves the uncommitted one; verify passes again, and
+//! fails on a prefix that holds nothing.
 
 use std::process::{Command, Output};
 
@@ -223,6 +224,14 @@ fn verify_and_compact_processes_work_on_an_s3_bucket() {
         "mismatches name the objects: {}",
         text(&out)
     );
+    // a prefix holding nothing (a typo, or Iceberg tables) is not a verified bucket
+    let mut args = vec!["verify".to_string(), "--registry".into(), registry.clone()];
+    args.extend(s3_flags(&moto.endpoint));
+    let at = args.iter().position(|a| a == PREFIX).unwrap();
+    args[at] = "feeder/typo".into();
+    let out = feeder(&args);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("no dataset files"), "{}", text(&out));
     drop(broker);
     drop(moto);
 }
