@@ -137,6 +137,18 @@ fn contract(store: &dyn Storage, backend: &str) {
     store.delete(dir, &name).unwrap();
     store.delete(dir, &name).unwrap();
     assert!(store.list_dir(dir).unwrap().is_empty(), "{backend}");
+
+    // several at once, a missing one among them
+    let names: Vec<String> = (0..3)
+        .map(|i| naming::file_name(TOPIC, 0, i * 10, i * 10 + 9))
+        .collect();
+    for n in &names {
+        store.put(dir, n, b"x").unwrap();
+    }
+    store
+        .delete_many(dir, &[&names[0], &names[2], "missing.parquet"])
+        .unwrap();
+    assert_eq!(store.list_dir(dir).unwrap(), names[1..2], "{backend}");
 }
 
 /// Writes signed frames as the writer flushes them (`common::write_signed_root`'s data,

@@ -2,15 +2,16 @@
 //! swap. Each group's merged object is stored first (an S3 `PUT` is atomic: the object
 //! appears whole or not at all), then its inputs are deleted.
 //!
-//! What a reader sees: between that `PUT` and the last `DELETE` of its group (one
-//! request per input, milliseconds each against a nearby store), a reader that lists the
-//! date's objects gets the merged object *and* some inputs, and counts their rows twice.
+//! What a reader sees: between that `PUT` and the `DeleteObjects` request that removes
+//! its inputs (one request per 1,000 inputs, [`Storage::delete_many`]), a reader that
+//! lists the date's objects gets the merged object *and* some inputs, and counts their
+//! rows twice.
 //! That is why compaction runs on closed dates (the CronJob in `deploy/`), at an hour
 //! when nobody queries them, and never on today's date. A reader that listed before the
 //! `PUT` and fetches an input after its `DELETE` gets "not found" (retry; never a wrong
 //! count), as on a local root.
 //!
-//! What a crash leaves: killed after a `PUT` and before its `DELETE`s, the merged object
+//! What a crash leaves: killed after a `PUT` and before its inputs' deletion, the merged object
 //! and some of its inputs are both stored (the duplicate window above, held open until
 //! the next run). The writer's recovery is unaffected: the merged object's name covers
 //! its inputs' ranges, and recovery never writes a piece into a directory where such a
@@ -61,9 +62,8 @@ pub fn compact_objects(
     for group in &groups {
         let merged = merge(store, &dir, dataset, date, group, opts)?;
         store.put(&dir, &merged.name, &merged.bytes)?;
-        for (_, name) in group {
-            store.delete(&dir, name)?;
-        }
+        let inputs: Vec<&str> = group.iter().map(|(_, n)| n.as_str()).collect();
+        store.delete_many(&dir, &inputs)?;
         report.outputs.push(merged.name);
         report.rows += merged.rows;
         report.inputs += group.len();

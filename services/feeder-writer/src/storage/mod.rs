@@ -45,6 +45,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn list(&self, dataset: Dataset) -> Result<Vec<Listed>>;
     /// Removes `<dir>/<name>`; a missing file is not an error.
     fn delete(&self, dir: &str, name: &str) -> Result<()>;
+    /// Removes every `<dir>/<name>` of `names`, as few requests as the backend allows (one
+    /// per 1,000 objects on S3): compaction deletes its inputs so, to keep short the
+    /// moment a reader sees them beside the merged object. Missing files are not errors.
+    fn delete_many(&self, dir: &str, names: &[&str]) -> Result<()> {
+        names.iter().try_for_each(|name| self.delete(dir, name))
+    }
     /// Names of the files directly in `<dir>` (not in its subdirectories); empty if it
     /// does not exist.
     fn list_dir(&self, dir: &str) -> Result<Vec<String>>;

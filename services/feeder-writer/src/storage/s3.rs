@@ -232,6 +232,28 @@ impl Storage for S3Storage {
         }
     }
 
+    fn delete_many(&self, dir: &str, names: &[&str]) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
+        let keys = names
+            .iter()
+            .map(|name| self.key(&format!("{dir}/{name}")))
+            .collect::<Result<Vec<_>>>()?;
+        let store = Arc::clone(&self.store);
+        self.rt.block_on(async move {
+            // object_store batches these into DeleteObjects requests of up to 1,000 keys
+            let locations = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
+            store
+                .delete_stream(locations)
+                .try_for_each(|_| async { Ok(()) })
+                .await
+                .or_else(|e| match e {
+                    object_store::Error::NotFound { .. } => Ok(()),
+                    e => Err(e),
+                })
+        })?;
+        Ok(())
+    }
+
     fn get(&self, dir: &str, name: &str) -> Result<bytes::Bytes> {
         let key = self.key(&format!("{dir}/{name}"))?;
         let store = Arc::clone(&self.store);
