@@ -203,13 +203,25 @@ impl IngestService {
         }
 
         // 3. produce the verified, then wait for the broker
+        self.produce(&cands, &results, &cand_index, received_at_ms, &mut answers)
+            .await;
+        drop(permits);
+        Ok(self.finish(answers, started))
+    }
+
+    /// Produces the verified candidates (one raw record each, with the edge's proof) and
+    /// answers each when the broker acked it or refused; the refused by verification are
+    /// answered with their refusal.
+    async fn produce(
+        &self,
+        cands: &[Candidate],
+        results: &[Result<(), Refusal>],
+        index: &[usize],
+        received_at_ms: i64,
+        answers: &mut Answers,
+    ) {
         let mut produced = Vec::with_capacity(cands.len());
-        for (ci, ((c, res), &i)) in cands
-            .iter()
-            .zip(results.iter())
-            .zip(cand_index.iter())
-            .enumerate()
-        {
+        for (ci, ((c, res), &i)) in cands.iter().zip(results).zip(index).enumerate() {
             let enqueued = res.clone().and_then(|()| {
                 let rec =
                     self.cfg
@@ -222,19 +234,17 @@ impl IngestService {
                 Err(r) => answers.refuse(i, &c.frame, &r),
             }
         }
+        if produced.is_empty() {
+            return;
+        }
         let ack_started = Instant::now();
-        let waited = !produced.is_empty();
         for (i, ci, fut) in produced {
             let outcome = self.producer.wait(fut).await;
             answers.settle(i, &cands[ci].frame, outcome.as_ref().err());
         }
-        if waited {
-            // per request: from the first enqueue to the last broker ack
-            metrics::histogram!("feeder_edge_ack_latency_seconds")
-                .record(ack_started.elapsed().as_secs_f64());
-        }
-        drop(permits);
-        Ok(self.finish(answers, started))
+        // per request: from the first enqueue to the last broker ack
+        metrics::histogram!("feeder_edge_ack_latency_seconds")
+            .record(ack_started.elapsed().as_secs_f64());
     }
 
     /// Admission of every frame ([`crate::admission`]): the refused are answered, the
