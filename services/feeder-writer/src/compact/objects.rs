@@ -24,7 +24,7 @@
 
 use chrono::NaiveDate;
 
-use super::{
+use super::merge::{
     CompactOptions, CompactReport, Plan, SOURCE_RANGES_KEY, final_names, footer, merge, plan,
     source_ranges,
 };

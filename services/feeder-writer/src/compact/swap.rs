@@ -10,7 +10,7 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 
-use super::{CompactOptions, CompactReport, Plan, final_names, merge, plan};
+use super::merge::{CompactOptions, CompactReport, Plan, final_names, merge, plan};
 use crate::naming::{self, RangeName};
 use crate::schema::Dataset;
 use crate::storage::{LocalFs, mode};
