@@ -14,10 +14,14 @@ use chrono::NaiveDate;
 use common::*;
 use feeder_core::Registry;
 use feeder_testkit::MotoS3;
+use feeder_writer::Encryption;
 use feeder_writer::TopicKind;
-use feeder_writer::compact::{CompactOptions, compact_in, compact_objects, partitions_in_store};
+use feeder_writer::compact::{
+    CompactOptions, FOOTER_READ, compact_in, compact_objects, partitions_in_store,
+};
 use feeder_writer::flush::{RangeSpec, write_range};
 use feeder_writer::naming;
+use feeder_writer::parquet_file::{self, FileProvenance};
 use feeder_writer::schema::Dataset;
 use feeder_writer::storage::{LocalFs, S3Config, S3Storage, Storage};
 use feeder_writer::verify::{Problem, VerifyOptions, verify_in};
@@ -87,6 +91,7 @@ fn every_backend_keeps_the_storage_contract_and_runs_verify_and_compact() {
         verify_finds_tampering(&*backend.root("verify"), name);
         compaction_keeps_every_row(&*backend.root("compact"), name);
         an_interrupted_object_compaction_is_finished(&*backend.root("interrupted"), name);
+        a_footer_longer_than_the_tail_read_is_read_whole(&*backend.root("footer"), name);
     }
 }
 
@@ -314,4 +319,42 @@ fn an_interrupted_object_compaction_is_finished(store: &dyn Storage, backend: &s
     assert_eq!(stored_rows(store, Dataset::Readings), rows, "{backend}");
     let v = verify_in(store, &registry, &VerifyOptions::default()).unwrap();
     assert!(v.is_ok(), "{backend}: {v}");
+}
+
+/// Planning reads footers from a file's last [`FOOTER_READ`] bytes; a file whose footer
+/// is longer (here: a large key-value entry) is read whole instead, not refused.
+fn a_footer_longer_than_the_tail_read_is_read_whole(store: &dyn Storage, backend: &str) {
+    write_signed(store, &ranges(2, 10));
+    let dir = naming::date_dir(Dataset::Readings, day());
+    let rows = stored_rows(store, Dataset::Readings);
+    let name = naming::file_name(TOPIC, 0, 0, 9);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(store.get(&dir, &name).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    let batch = arrow::compute::concat_batches(&Dataset::Readings.schema(), &batches).unwrap();
+    let prov = FileProvenance {
+        topic: TOPIC,
+        partition: 0,
+        first_offset: 0,
+        last_offset: 9,
+        writer_id: "w",
+    };
+    let padding = "x".repeat(2 * FOOTER_READ as usize);
+    let bytes = parquet_file::encode_with(
+        Dataset::Readings,
+        &batch,
+        &prov,
+        &[("padding", padding)],
+        &Encryption::none(),
+    )
+    .unwrap();
+    store.put(&dir, &name, &bytes).unwrap();
+    assert!(!store.get_tail(&dir, &name, FOOTER_READ).unwrap().is_whole());
+
+    let opts = CompactOptions::default();
+    let report = compact_in(store, Dataset::Readings, day(), &all_committed, &opts).unwrap();
+    assert_eq!(report.inputs, 2, "{backend}: {report}");
+    assert_eq!(stored_rows(store, Dataset::Readings), rows, "{backend}");
 }
