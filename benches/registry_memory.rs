@@ -96,8 +96,10 @@ fn main() {
 }
 
 /// The same registry as a receiver of the registry topic builds it (device contract
-/// v1.1): one record per line applied to a `TopicRegistry`, then the registry built from
-/// the lines in force, as `feeder_kafka::registry_follow` does at start. The broker's
+/// v1.1): one record per line applied to a `TopicRegistry`, then the registry handed over,
+/// as `feeder_kafka::registry_follow` does at start; then one revocation applied and
+/// handed over while the previous registry is still held (what a reader sees), timed:
+/// the time for a change to be in force at this size. The broker's
 /// delivery is not in it (that depends on the broker); the provisioning signature check
 /// is timed on a sample of records and multiplied out, printed apart from the load.
 fn topic_receiver(path: &std::path::Path, n: usize, file_load_s: f64) {
@@ -115,12 +117,34 @@ fn topic_receiver(path: &std::path::Path, n: usize, file_load_s: f64) {
             .apply(key_of(i).as_bytes(), Some(line.as_bytes()))
             .expect("a valid record");
     }
-    let registry = topic.registry("bench").expect("the registry builds");
+    let registry = topic.registry();
     let load = t.elapsed().as_secs_f64();
     let stats = region.change();
     let retained = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
         + stats.bytes_reallocated as i64;
     assert_eq!(registry.len(), n);
+
+    // one revocation while readers hold `registry`: applied, then handed over
+    let revoked = text
+        .lines()
+        .next()
+        .expect("a line")
+        .replace("\"active\"", "\"revoked\"");
+    let t = Instant::now();
+    topic
+        .apply(key_of(0).as_bytes(), Some(revoked.as_bytes()))
+        .expect("a valid record");
+    let after = topic.registry();
+    let change_ms = t.elapsed().as_secs_f64() * 1e3;
+    let dev = key_of(0).trim_end_matches("/k1").to_string();
+    assert!(after.device(&dev).expect("device").is_revoked());
+    assert!(!registry.device(&dev).expect("device").is_revoked());
+    assert_eq!(
+        registry.shared_shards(),
+        255,
+        "the registry held before shares all but the shard the change copied"
+    );
+    drop(after);
 
     // the signature check per record, on a sample signed here
     let seed: Vec<u8> = (0u8..32).collect();
@@ -145,13 +169,15 @@ fn topic_receiver(path: &std::path::Path, n: usize, file_load_s: f64) {
     }
     let verify_us = t.elapsed().as_secs_f64() * 1e6 / sample.len() as f64;
     println!(
-        "{:>10} topic receiver: load {:.2} s ({:.2}x the file loader), heap {:.1} B/dev (lines in force + registry), \
-         peak {:.0} MB; signature check {:.1} us/record, {:.1} s for all {} records on one core",
+        "{:>10} topic receiver: load {:.2} s ({:.2}x the file loader), heap {:.1} B/dev, \
+         peak {:.0} MB; a revocation in force (applied and handed over) in {:.2} ms; \
+         signature check {:.1} us/record, {:.1} s for all {} records on one core",
         n,
         load,
         load / file_load_s,
         retained as f64 / n as f64,
         peak_mb(),
+        change_ms,
         verify_us,
         verify_us * n as f64 / 1e6,
         n

@@ -10,6 +10,8 @@
 //! Revocation: a line with `"status":"revoked"` revokes that key (frames signed with it
 //! get code 16). A device all of whose keys are revoked is a revoked device (code 7).
 
+pub mod shards;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -117,10 +119,11 @@ impl RegistryEntry {
     }
 }
 
-/// An immutable, loaded registry. Lookups are O(1) by device id.
+/// A loaded registry. Lookups are O(1) by device id; a copy is cheap and shares the
+/// devices until one side changes them ([`shards`]).
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    devices: HashMap<Box<str>, RegistryEntry>,
+    devices: shards::Shards<RegistryEntry>,
     keys: usize,
 }
 
@@ -142,7 +145,25 @@ impl Registry {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &RegistryEntry)> {
-        self.devices.iter().map(|(k, v)| (&**k, v))
+        self.devices.iter()
+    }
+
+    /// Puts `entry` in force for `device_id` (`None` removes the device). Copies only
+    /// the shard of the device if a copy of this registry shares it.
+    pub fn set_device(&mut self, device_id: &str, entry: Option<RegistryEntry>) {
+        let old = match entry {
+            Some(e) => {
+                self.keys += e.keys.len();
+                self.devices.insert(device_id.into(), e)
+            }
+            None => self.devices.remove(device_id),
+        };
+        self.keys -= old.map_or(0, |e| e.keys.len());
+    }
+
+    /// Shards this registry shares with its copies (see [`shards`]).
+    pub fn shared_shards(&self) -> usize {
+        self.devices.shared_shards()
     }
 
     /// Loads a registry file; `Error::Invalid` lists every malformed line. Reads line by
@@ -183,6 +204,7 @@ impl Registry {
             .clone();
         let entry = self
             .devices
+            .shard_mut(&line.device_id)
             .entry(line.device_id.clone().into_boxed_str())
             .or_insert_with(|| RegistryEntry {
                 kind: line.kind,
@@ -294,7 +316,7 @@ pub(crate) fn check_hmac_secret_len(len: usize) -> std::result::Result<(), Strin
     Ok(())
 }
 
-fn verifying_key(l: &RegistryLine) -> std::result::Result<VerifyingKey, String> {
+pub(crate) fn verifying_key(l: &RegistryLine) -> std::result::Result<VerifyingKey, String> {
     if l.serial.is_some() && l.alg != Alg::Ocmf {
         return Err("serial is for ocmf keys only".into());
     }

@@ -11,14 +11,18 @@
 //! the provisioning key itself can be rotated.
 //!
 //! # What a receiver holds
-//! [`TopicRegistry`] keeps the latest accepted line per record key
-//! (`<device_id>/<key_id>`) and builds a [`Registry`] from them with the file loader's
-//! rules, so a line means the same in a file and in the topic. A refused record leaves
-//! the entry in force as it was.
+//! [`TopicRegistry`] changes the registry in force record by record (a line is checked
+//! as the file loader checks it, so it means the same in a file and in the topic) and
+//! hands over copies that share what did not change ([`in_force`]). A refused record
+//! leaves the entry in force as it was.
 
-use std::collections::{BTreeMap, HashMap};
+mod in_force;
 
-use crate::registry::{Registry, RegistryLine};
+pub use in_force::{Applied, TopicRegistry};
+
+use std::collections::HashMap;
+
+use crate::registry::RegistryLine;
 use crate::{Error, Result};
 
 /// Domain separation of the signing input.
@@ -207,53 +211,6 @@ pub fn parse_record(key: &[u8], value: Option<&[u8]>) -> std::result::Result<Cha
     })
 }
 
-/// The registry lines a receiver holds, by record key, fed in topic order.
-#[derive(Debug, Default)]
-pub struct TopicRegistry {
-    lines: BTreeMap<String, String>,
-}
-
-impl TopicRegistry {
-    /// Takes one record (after [`ProvisioningKeys::check`]): a line replaces the key's
-    /// line, a tombstone (`None`) removes it. A line that does not parse, or whose device
-    /// and key differ from its record key, is refused and the entry in force stays.
-    pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> std::result::Result<(), Refused> {
-        match parse_record(key, value)? {
-            Change::Removed { key } => {
-                self.lines.remove(&key);
-            }
-            Change::Line { key, line, .. } => {
-                self.lines.insert(key, line);
-            }
-        }
-        Ok(())
-    }
-
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
-    /// The line in force for a record key.
-    pub fn line(&self, key: &str) -> Option<&str> {
-        self.lines.get(key).map(String::as_str)
-    }
-
-    /// The registry of the lines in force, with the file loader's rules (a device's keys
-    /// must agree on kind and labels; `topic` names the source in errors).
-    pub fn registry(&self, topic: &str) -> Result<Registry> {
-        let mut text = String::with_capacity(self.lines.values().map(|l| l.len() + 1).sum());
-        for l in self.lines.values() {
-            text.push_str(l);
-            text.push('\n');
-        }
-        Registry::parse(topic, &text)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,8 +317,11 @@ mod tests {
         let mut t = TopicRegistry::default();
         let active = LINE.replace("revoked", "active");
         t.apply(b"mtr-000001/k1", Some(active.as_bytes())).unwrap();
-        let reg = t.registry("registry").unwrap();
-        assert_eq!(reg.len(), 1);
+        let status = |t: &TopicRegistry| {
+            let r = t.registry();
+            r.device("mtr-000001").unwrap().key("k1").unwrap().status
+        };
+        assert_eq!(t.registry().len(), 1);
         // a line filed under another record key is refused: the entry stays active
         assert_eq!(
             t.apply(b"mtr-000002/k1", Some(LINE.as_bytes())),
@@ -371,11 +331,11 @@ mod tests {
             t.apply(b"mtr-000001/k1", Some(b"{not json")),
             Err(Refused::Malformed)
         );
-        assert_eq!(t.line("mtr-000001/k1"), Some(active.as_str()));
+        assert_eq!(status(&t), crate::registry::KeyStatus::Active);
         t.apply(b"mtr-000001/k1", Some(LINE.as_bytes())).unwrap();
-        assert!(t.line("mtr-000001/k1").unwrap().contains("revoked"));
+        assert_eq!(status(&t), crate::registry::KeyStatus::Revoked);
         t.apply(b"mtr-000001/k1", None).unwrap();
         assert!(t.is_empty());
-        assert_eq!(t.registry("registry").unwrap().len(), 0);
+        assert_eq!(t.registry().len(), 0);
     }
 }

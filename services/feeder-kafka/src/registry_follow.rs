@@ -11,15 +11,17 @@
 //! # How
 //! One thread per receiver owns a consumer assigned to every partition of the topic. It
 //! reads up to the ends it saw at start, hands the registry to the receiver's sink, and
-//! signals [`follow`]'s caller; then it keeps polling, and hands over a rebuilt registry
-//! after each burst of changes (at most every [`REBUILD_EVERY`]). Records refused by
+//! signals [`follow`]'s caller; then it keeps polling, and hands over the registry after
+//! each burst of changes (at most every [`REBUILD_EVERY`]). Records refused by
 //! the provisioning keys (unsigned, unknown signer, bad signature) or that do not parse
 //! are counted (`feeder_<stage>_registry_records_refused_total{reason}`) and logged by
 //! record key only (never the line), and the entry in force stays.
 //!
-//! Rebuilding takes the file loader's time (about 7.6 s for 10^6 devices here): fine
-//! for the fleets a Secret cannot hold up to about 10^6 keys; past that an incremental
-//! registry is the next step.
+//! Each record changes its device in place ([`TopicRegistry`]) and a hand-over is a copy
+//! sharing every unchanged shard of the registry, so a revocation is in force within
+//! [`REBUILD_EVERY`] whatever the fleet's size. A record that makes a device's keys
+//! disagree on its kind or labels takes effect for its key (a revocation always does)
+//! and is counted in `feeder_<stage>_registry_devices_disagreeing` until they agree.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use feeder_core::Registry;
 use feeder_core::registry_topic::{
-    ProvisioningKeys, Refused, SIGNATURE_HEADER, SIGNER_HEADER, TopicRegistry,
+    Applied, ProvisioningKeys, Refused, SIGNATURE_HEADER, SIGNER_HEADER, TopicRegistry,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -81,7 +83,7 @@ pub async fn follow(
                     src,
                     stage,
                     sink,
-                    lines: TopicRegistry::default(),
+                    in_force: TopicRegistry::default(),
                     stats: s,
                     dirty: false,
                 },
@@ -112,7 +114,7 @@ struct State {
     src: TopicSource,
     stage: &'static str,
     sink: Sink,
-    lines: TopicRegistry,
+    in_force: TopicRegistry,
     stats: Arc<TopicStats>,
     dirty: bool,
 }
@@ -171,7 +173,8 @@ impl Follower {
                 None => {}
             }
         }
-        self.state.swap()
+        self.state.swap();
+        Ok(())
     }
 
     /// Polls until `shutdown`, swapping a rebuilt registry in after changes.
@@ -191,15 +194,7 @@ impl Follower {
                 None => {}
             }
             if self.state.dirty && last_swap.elapsed() >= REBUILD_EVERY {
-                if let Err(e) = self.state.swap() {
-                    tracing::error!(error = %e, "registry from the topic refused; the last good registry stays in force");
-                    metrics::counter!(format!(
-                        "feeder_{}_registry_reload_failures_total",
-                        self.state.stage
-                    ))
-                    .increment(1);
-                    self.state.dirty = false;
-                }
+                self.state.swap();
                 last_swap = Instant::now();
             }
         }
@@ -220,11 +215,19 @@ impl State {
             .src
             .keys
             .check(key, value, header(SIGNER_HEADER), header(SIGNATURE_HEADER))
-            .and_then(|()| self.lines.apply(key, value));
+            .and_then(|()| self.in_force.apply(key, value));
         match outcome {
-            Ok(()) => {
+            Ok(applied) => {
                 self.stats.applied.fetch_add(1, Ordering::Relaxed);
                 self.dirty = true;
+                if applied == Applied::KindOrLabelsHeld {
+                    let key: String = String::from_utf8_lossy(key).chars().take(64).collect();
+                    tracing::warn!(
+                        key,
+                        "registry record in force for its key, but the device's keys disagree \
+                         on its kind or labels: those in force stay until they agree"
+                    );
+                }
             }
             Err(why) => self.refused(key, why),
         }
@@ -242,16 +245,18 @@ impl State {
         tracing::warn!(key, reason = %why, "registry record refused; the entry in force stays");
     }
 
-    fn swap(&mut self) -> Result<()> {
-        let reg = self
-            .lines
-            .registry(&self.src.topic)
-            .map_err(|e| Error::Registry(e.to_string()))?;
+    /// Hands the registry in force to the sink: a copy sharing every unchanged shard.
+    fn swap(&mut self) {
+        let reg = self.in_force.registry();
         tracing::info!(devices = reg.len(), keys = reg.key_count(), topic = %self.src.topic, "registry from the topic in force");
         metrics::counter!(format!("feeder_{}_registry_reloads_total", self.stage)).increment(1);
+        metrics::gauge!(format!(
+            "feeder_{}_registry_devices_disagreeing",
+            self.stage
+        ))
+        .set(self.in_force.disagreeing() as f64);
         (self.sink)(reg);
         self.stats.swaps.fetch_add(1, Ordering::Relaxed);
         self.dirty = false;
-        Ok(())
     }
 }
