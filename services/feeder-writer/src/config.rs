@@ -43,8 +43,10 @@ pub struct WriterConfig {
     pub encryption: Encryption,
     /// What the files become: Hive-partitioned Parquet (default) or Iceberg tables.
     pub tables: TableFormat,
+    // named from feeder-kafka, not `registry_changes`: that module reports through
+    // `observe`, which knows the buffer, which knows this config (no module cycle)
     /// The registry topic to audit into `registry_changes` (none: no such dataset).
-    pub registry_audit: Option<crate::registry_changes::RegistryAudit>,
+    pub registry_audit: Option<feeder_kafka::registry_follow::TopicSource>,
 }
 
 impl Default for WriterConfig {
