@@ -279,9 +279,14 @@ impl Loader {
 /// key material for its algorithm); the rules across lines (a device's keys agree on
 /// kind and labels, no duplicate key) apply when a registry is built.
 pub fn check_line(line: &str) -> std::result::Result<RegistryLine, String> {
+    checked_line(line).map(|(l, _)| l)
+}
+
+/// [`check_line`], with the key it names (decoded and checked once).
+pub fn checked_line(line: &str) -> std::result::Result<(RegistryLine, VerifyingKey), String> {
     let l = parse_line(line)?;
-    verifying_key(&l)?;
-    Ok(l)
+    let key = verifying_key(&l)?;
+    Ok((l, key))
 }
 
 fn parse_line(line: &str) -> std::result::Result<RegistryLine, String> {
@@ -316,7 +321,7 @@ pub(crate) fn check_hmac_secret_len(len: usize) -> std::result::Result<(), Strin
     Ok(())
 }
 
-pub(crate) fn verifying_key(l: &RegistryLine) -> std::result::Result<VerifyingKey, String> {
+fn verifying_key(l: &RegistryLine) -> std::result::Result<VerifyingKey, String> {
     if l.serial.is_some() && l.alg != Alg::Ocmf {
         return Err("serial is for ocmf keys only".into());
     }

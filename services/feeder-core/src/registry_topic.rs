@@ -176,6 +176,8 @@ pub enum Change {
         key: String,
         line: String,
         parsed: Box<RegistryLine>,
+        /// The key the line names, decoded and checked.
+        verifying_key: Box<crate::signing::VerifyingKey>,
     },
 }
 
@@ -200,7 +202,8 @@ pub fn parse_record(key: &[u8], value: Option<&[u8]>) -> std::result::Result<Cha
     };
     let line = std::str::from_utf8(value).map_err(|_| Refused::Malformed)?;
     // the line must be valid on its own, and name the record key's device and key
-    let parsed = crate::registry::check_line(line).map_err(|_| Refused::Malformed)?;
+    let (parsed, verifying_key) =
+        crate::registry::checked_line(line).map_err(|_| Refused::Malformed)?;
     if record_key(&parsed.device_id, &parsed.key_id) != key {
         return Err(Refused::Malformed);
     }
@@ -208,6 +211,7 @@ pub fn parse_record(key: &[u8], value: Option<&[u8]>) -> std::result::Result<Cha
         key: key.to_string(),
         line: line.trim().to_string(),
         parsed: Box::new(parsed),
+        verifying_key: Box::new(verifying_key),
     })
 }
 

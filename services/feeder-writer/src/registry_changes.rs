@@ -144,7 +144,9 @@ impl PartitionAudit {
                     signer,
                 }),
             },
-            Change::Line { key, line, parsed } => {
+            Change::Line {
+                key, line, parsed, ..
+            } => {
                 let now = Held {
                     digest: digest(&line),
                     status: parsed.status.as_str(),

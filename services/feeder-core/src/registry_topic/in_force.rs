@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{Change, Refused, parse_record};
-use crate::registry::{DeviceKind, Registry, RegistryEntry, RegistryKey, verifying_key};
+use crate::registry::{DeviceKind, Registry, RegistryEntry, RegistryKey};
 
 type Labels = Arc<BTreeMap<String, String>>;
 
@@ -68,8 +68,11 @@ impl TopicRegistry {
                 let (device, key_id) = key.split_once('/').ok_or(Refused::Malformed)?;
                 Ok(self.update(device, |keys| keys.retain(|k| &*k.key.key_id != key_id)))
             }
-            Change::Line { parsed, .. } => {
-                let key = verifying_key(&parsed).map_err(|_| Refused::Malformed)?;
+            Change::Line {
+                parsed,
+                verifying_key: key,
+                ..
+            } => {
                 let labels = match self.label_sets.get(&parsed.labels) {
                     Some(l) => l.clone(),
                     None => {
@@ -81,7 +84,7 @@ impl TopicRegistry {
                 let line = KeyLine {
                     key: RegistryKey {
                         key_id: parsed.key_id.as_str().into(),
-                        key,
+                        key: *key,
                         status: parsed.status,
                     },
                     kind: parsed.kind,
