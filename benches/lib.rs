@@ -57,3 +57,63 @@ pub fn fixture(devices: usize, frames_per_device: usize) -> Fixture {
         hmac,
     }
 }
+
+/// Raw-topic records (`RawFrame`, as the edge writes them) of `devices` simulated devices
+/// of `kind` with HMAC keys, `frames` each, interleaved device by device, starting a year
+/// before 2025-11-25 (meters backfill); returns them and their rows (readings + samples).
+pub fn raw_records(
+    kind: feeder_core::DeviceKind,
+    devices: usize,
+    frames: usize,
+) -> (Vec<Vec<u8>>, u64) {
+    raw_records_where(kind, devices, frames, |_, _| true)
+}
+
+/// [`raw_records`] without the frames `keep(frame, device)` refuses (a device that missed
+/// a report: it is made, so the device's clock and seq move on, and left out).
+pub fn raw_records_where(
+    kind: feeder_core::DeviceKind,
+    devices: usize,
+    frames: usize,
+    keep: impl Fn(usize, usize) -> bool,
+) -> (Vec<Vec<u8>>, u64) {
+    const NOW_MS: i64 = 1_764_028_800_000;
+    const DAY_MS: i64 = 86_400_000;
+    let start = (NOW_MS / DAY_MS - 365) * DAY_MS;
+    let mut devs: Vec<SimDevice> = (0..devices)
+        .map(|i| {
+            SimDevice::from_key(
+                feeder_core::keyfile::DeviceKey {
+                    device_id: format!("{kind:?}-{i:06}"),
+                    key_id: "k1".into(),
+                    kind,
+                    labels: feeder_sim::labels::labels_for(kind, i),
+                    key: feeder_core::SigningKey::hmac(&[7; 32]),
+                },
+                start,
+            )
+        })
+        .collect();
+    let (mut out, mut rows) = (Vec::new(), 0u64);
+    let mut clock = NOW_MS;
+    for n in 0..frames {
+        for (i, d) in devs.iter_mut().enumerate() {
+            clock += 5;
+            let f = d.next_frame(clock);
+            if !keep(n, i) {
+                continue;
+            }
+            rows += (f.readings + f.samples) as u64;
+            out.push(
+                feeder_proto::pipeline::RawFrame {
+                    signed_frame: f.frame.encode_to_vec().into(),
+                    received_at_ms: clock + 30,
+                    edge_id: "e".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            );
+        }
+    }
+    (out, rows)
+}

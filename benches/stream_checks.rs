@@ -11,65 +11,23 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use feeder_core::keyfile::DeviceKey;
-use feeder_core::{DeviceKind, SigningKey};
+use feeder_benches::raw_records;
+use feeder_core::DeviceKind;
 use feeder_proto::pipeline::RawFrame;
 use feeder_proto::v1::{Frame, SignedFrame};
-use feeder_sim::fleet::SimDevice;
-use feeder_sim::labels::labels_for;
 use feeder_stream::checks::PartitionState;
 use feeder_stream::rules::RulesConfig;
 use prost::Message;
-
-const NOW_MS: i64 = 1_764_028_800_000;
-const DAY_MS: i64 = 86_400_000;
-
-/// `devices` of `kind`, `frames` each, interleaved; returns raw records and their rows.
-fn frames(kind: DeviceKind, devices: usize, frames: usize) -> (Vec<Vec<u8>>, u64) {
-    let start = (NOW_MS / DAY_MS - 365) * DAY_MS;
-    let mut devs: Vec<SimDevice> = (0..devices)
-        .map(|i| {
-            SimDevice::from_key(
-                DeviceKey {
-                    device_id: format!("{kind:?}-{i:06}"),
-                    key_id: "k1".into(),
-                    kind,
-                    labels: labels_for(kind, i),
-                    key: SigningKey::hmac(&[7; 32]),
-                },
-                start,
-            )
-        })
-        .collect();
-    let (mut out, mut rows) = (Vec::new(), 0u64);
-    let mut clock = NOW_MS;
-    for _ in 0..frames {
-        for d in &mut devs {
-            clock += 5;
-            let f = d.next_frame(clock);
-            rows += (f.readings + f.samples) as u64;
-            out.push(
-                RawFrame {
-                    signed_frame: f.frame.encode_to_vec().into(),
-                    received_at_ms: clock + 30,
-                    edge_id: "e".into(),
-                    ..Default::default()
-                }
-                .encode_to_vec(),
-            );
-        }
-    }
-    (out, rows)
-}
 
 fn bench(c: &mut Criterion) {
     let rules = Arc::new(RulesConfig::default());
     // meters: 100 devices x 14 days (the spike rule judges from day 5);
     // vehicles: 100 devices x 10 one-minute frames
     for (name, (raw, rows)) in [
-        ("meters", frames(DeviceKind::Meter, 100, 14)),
-        ("vehicles", frames(DeviceKind::Vehicle, 100, 10)),
+        ("meters", raw_records(DeviceKind::Meter, 100, 14)),
+        ("vehicles", raw_records(DeviceKind::Vehicle, 100, 10)),
     ] {
+        println!("{name}: {} raw records, {rows} rows", raw.len());
         let mut g = c.benchmark_group(format!("stream_{name}"));
         g.throughput(Throughput::Elements(rows));
         g.sample_size(20);
@@ -97,7 +55,7 @@ fn bench(c: &mut Criterion) {
         g.finish();
     }
 
-    let (raw, _) = frames(DeviceKind::Meter, 100, 14);
+    let (raw, _) = raw_records(DeviceKind::Meter, 100, 14);
     let processed = || {
         let mut st = PartitionState::with_rules(4096, rules.clone(), Default::default());
         for (i, v) in raw.iter().enumerate() {

@@ -11,58 +11,17 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use feeder_core::keyfile::DeviceKey;
-use feeder_core::{DeviceKind, SigningKey};
-use feeder_proto::pipeline::RawFrame;
-use feeder_sim::fleet::SimDevice;
-use feeder_sim::labels::labels_for;
+use feeder_benches::raw_records_where;
+use feeder_core::DeviceKind;
 use feeder_stream::checks::{Outcome, PartitionState};
 use feeder_stream::rules::RulesConfig;
-use prost::Message;
-
-const NOW_MS: i64 = 1_764_028_800_000;
-const DAY_MS: i64 = 86_400_000;
 
 /// 100 meters x `days`, interleaved; meter `i` misses day `d` when `gaps` and
 /// `(d + i) % 7 == 3` (from day 8 on). Returns the raw records and their readings.
 fn meter_frames(days: usize, gaps: bool) -> (Vec<Vec<u8>>, u64) {
-    let start = (NOW_MS / DAY_MS - 365) * DAY_MS;
-    let mut devs: Vec<SimDevice> = (0..100)
-        .map(|i| {
-            SimDevice::from_key(
-                DeviceKey {
-                    device_id: format!("mtr-{i:06}"),
-                    key_id: "k1".into(),
-                    kind: DeviceKind::Meter,
-                    labels: labels_for(DeviceKind::Meter, i),
-                    key: SigningKey::hmac(&[7; 32]),
-                },
-                start,
-            )
-        })
-        .collect();
-    let (mut out, mut rows) = (Vec::new(), 0u64);
-    let mut clock = NOW_MS;
-    for d in 0..days {
-        for (i, dev) in devs.iter_mut().enumerate() {
-            clock += 5;
-            let f = dev.next_frame(clock);
-            if gaps && d >= 8 && (d + i) % 7 == 3 {
-                continue;
-            }
-            rows += f.readings as u64;
-            out.push(
-                RawFrame {
-                    signed_frame: f.frame.encode_to_vec().into(),
-                    received_at_ms: clock + 30,
-                    edge_id: "e".into(),
-                    ..Default::default()
-                }
-                .encode_to_vec(),
-            );
-        }
-    }
-    (out, rows)
+    raw_records_where(DeviceKind::Meter, 100, days, |d, i| {
+        !(gaps && d >= 8 && (d + i) % 7 == 3)
+    })
 }
 
 fn process(rules: &Arc<RulesConfig>, raw: &[Vec<u8>]) -> usize {

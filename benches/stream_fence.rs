@@ -7,19 +7,24 @@
 //! cluster's ~5 MiB a partition), starts the stage and times it from its first record
 //! to its last (group join and partition claims are outside the timing, counted
 //! apart), then stops it. Prints readings/s per round, the best of each setting and
-//! their ratio. The fence adds one 20-byte header to each output record and four
+//! their ratio, and beside them the same records through the checks alone
+//! (`PartitionState::process` on one thread, the `stream_checks` bench's measure): the
+//! stage's cost through Kafka against its checks, which issue 13 wants within 1.5x. The
+//! fence adds one 20-byte header to each output record and four
 //! acknowledged claim records per partition at assignment.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use feeder_benches::thread_cpu::process_cpu_secs;
 use feeder_core::keyfile::DeviceKey;
 use feeder_core::{DeviceKind, SigningKey};
 use feeder_kafka::{EmbeddedBroker, KafkaConfig, Topics};
 use feeder_proto::pipeline::RawFrame;
 use feeder_sim::fleet::SimDevice;
 use feeder_sim::labels::labels_for;
+use feeder_stream::checks::PartitionState;
 use feeder_stream::{StreamConfig, StreamStats};
 use prost::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -67,8 +72,19 @@ fn records() -> (Vec<(String, Vec<u8>)>, u64) {
     (out, rows)
 }
 
-/// One round: returns (readings/s from first to last record, seconds to the first).
-async fn round(prefix: &str, recs: &[(String, Vec<u8>)], rows: u64, fence: bool) -> (f64, f64) {
+/// What one round of the stage measured.
+struct Round {
+    /// Readings/s from its first record to its last.
+    rate: f64,
+    /// Readings per CPU-second of the whole process over the same span (the stage, its
+    /// Kafka clients and the embedded broker serving them).
+    per_cpu_sec: f64,
+    /// Seconds to the first record.
+    join: f64,
+}
+
+/// One round of the stage on a fresh broker.
+async fn round(prefix: &str, recs: &[(String, Vec<u8>)], rows: u64, fence: bool) -> Round {
     let topics = Topics::with_prefix(prefix, PARTITIONS, 1);
     // a broker per round: each starts empty, well under the mock's eviction threshold
     let broker = EmbeddedBroker::start(1, &topics.all_topics(), PARTITIONS).expect("broker");
@@ -104,11 +120,11 @@ async fn round(prefix: &str, recs: &[(String, Vec<u8>)], rows: u64, fence: bool)
     });
     let started = Instant::now();
     let n = recs.len() as u64;
-    let mut first: Option<(Instant, u64)> = None;
+    let mut first: Option<(Instant, u64, f64)> = None;
     loop {
         let seen = stats.records_in.load(Ordering::Relaxed);
         if first.is_none() && seen > 0 {
-            first = Some((Instant::now(), seen));
+            first = Some((Instant::now(), seen, process_cpu_secs()));
         }
         if seen >= n {
             break;
@@ -119,15 +135,35 @@ async fn round(prefix: &str, recs: &[(String, Vec<u8>)], rows: u64, fence: bool)
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let done = Instant::now();
+    let (done, cpu_done) = (Instant::now(), process_cpu_secs());
     stop.cancel();
     task.await.expect("join").expect("stage");
-    let (t0, n0) = first.expect("a first record");
+    let (t0, n0, cpu0) = first.expect("a first record");
     let timed_rows = rows as f64 * (n - n0) as f64 / n as f64;
-    (
-        timed_rows / done.duration_since(t0).as_secs_f64(),
-        t0.duration_since(started).as_secs_f64(),
-    )
+    Round {
+        rate: timed_rows / done.duration_since(t0).as_secs_f64(),
+        per_cpu_sec: timed_rows / (cpu_done - cpu0),
+        join: t0.duration_since(started).as_secs_f64(),
+    }
+}
+
+/// The same records through `PartitionState::process` alone (one state per partition,
+/// as the stage keeps them; the stage's rules), on this thread: readings/s.
+fn checks_alone(recs: &[(String, Vec<u8>)], rows: u64) -> f64 {
+    let mut cfg = StreamConfig::default();
+    cfg.rules.cohort.groupings.clear();
+    let mut parts: Vec<PartitionState> = (0..PARTITIONS)
+        .map(|_| PartitionState::from_config(&cfg))
+        .collect();
+    let t0 = Instant::now();
+    for (i, (_, value)) in recs.iter().enumerate() {
+        let p = &mut parts[i % PARTITIONS as usize];
+        std::hint::black_box(p.process(i as i64, value));
+        if i % 256 == 0 {
+            std::hint::black_box(p.take_anomalies());
+        }
+    }
+    rows as f64 / t0.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -142,22 +178,38 @@ fn main() {
             "stream stage through the embedded broker: {} frames, {rows} readings a round",
             recs.len()
         );
-        let (mut best_off, mut best_on) = (0f64, 0f64);
+        let (mut best_off, mut best_on, mut best_checks) = (0f64, 0f64, 0f64);
+        let mut best_cpu_off = 0f64;
         for r in 0..ROUNDS {
+            let checks = checks_alone(&recs, rows);
+            println!("round {r} checks alone: {checks:>10.0} readings/s (one thread)");
+            best_checks = best_checks.max(checks);
             for fence in [false, true] {
                 let label = if fence { "on" } else { "off" };
-                let (rate, join) = round(&format!("fence-{label}-{r}"), &recs, rows, fence).await;
-                println!("round {r} fence {label:>3}: {rate:>10.0} readings/s (first record after {join:.2} s)");
+                let got = round(&format!("fence-{label}-{r}"), &recs, rows, fence).await;
+                println!(
+                    "round {r} fence {label:>3}: {:>10.0} readings/s, {:>10.0} per CPU-second \
+                     (first record after {:.2} s)",
+                    got.rate, got.per_cpu_sec, got.join
+                );
                 if fence {
-                    best_on = best_on.max(rate);
+                    best_on = best_on.max(got.rate);
                 } else {
-                    best_off = best_off.max(rate);
+                    best_off = best_off.max(got.rate);
+                    best_cpu_off = best_cpu_off.max(got.per_cpu_sec);
                 }
             }
         }
         println!(
             "best: without the fence {best_off:.0} readings/s, with it {best_on:.0}: ratio {:.3}",
             best_on / best_off
+        );
+        println!(
+            "checks alone {best_checks:.0} readings/s on one thread; the stage (no fence) \
+             {best_off:.0} readings/s = {:.2}x slower, {best_cpu_off:.0} per CPU-second = \
+             {:.2}x the CPU per reading (issue 13 asks for at most 1.5x)",
+            best_checks / best_off,
+            best_checks / best_cpu_off
         );
     });
 }

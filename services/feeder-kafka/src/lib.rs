@@ -25,7 +25,7 @@ pub mod redact;
 pub mod registry_follow;
 pub mod topics;
 
-pub use config::KafkaConfig;
+pub use config::{Compression, KafkaConfig, PRODUCER_COMPRESSION};
 pub use embedded::EmbeddedBroker;
 pub use error::{Error, Result};
 pub use membership::InstanceId;
