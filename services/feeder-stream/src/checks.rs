@@ -694,8 +694,8 @@ mod tests {
                 let l = BTreeMap::from([("module".to_string(), "m1".to_string())]);
                 (format!("d{i}"), Arc::new(l))
             })
-            .collect();
-        PartitionState::with_rules(4096, Arc::new(rules), Arc::new(labels))
+            .collect::<std::collections::HashMap<_, _>>();
+        PartitionState::with_rules(4096, Arc::new(rules), DeviceLabels::from(labels))
     }
 
     fn raw_at(device: &str, seq: u64, at_ms: i64) -> Vec<u8> {

@@ -144,7 +144,7 @@ async fn run_partitions(mut ctx: Context, shutdown: CancellationToken) -> Result
     } else if let Some(src) = ctx.cfg.registry_topic.clone() {
         // the whole topic before the first batch, which takes its labels
         let sink = Box::new(move |reg: feeder_core::Registry| {
-            let _ = labels_tx.send(crate::config::labels_from_registry(&reg));
+            let _ = labels_tx.send(crate::config::DeviceLabels::sharing(reg));
         });
         feeder_kafka::registry_follow::follow(&ctx.kafka, src, "stream", sink, watcher).await?;
     }

@@ -50,11 +50,7 @@ struct Fleet {
 impl Fleet {
     fn new() -> Self {
         Self {
-            st: PartitionState::with_rules(
-                4096,
-                Arc::new(RulesConfig::default()),
-                Arc::new(labels()),
-            ),
+            st: PartitionState::with_rules(4096, Arc::new(RulesConfig::default()), labels().into()),
             agg: FleetAggregator::new(RulesConfig::default().cohort, 1, 60_000),
             seq: vec![0; N],
             firmware: vec!["v1".to_string(); N],

@@ -86,16 +86,15 @@ fn fleet(meters: usize, days: usize, late_by: Option<usize>) -> Fleet {
 }
 
 fn labels(meters: usize) -> DeviceLabels {
-    Arc::new(
-        (0..meters)
-            .map(|i| {
-                (
-                    format!("mtr-{i:06}"),
-                    Arc::new(labels_for(DeviceKind::Meter, i)),
-                )
-            })
-            .collect::<HashMap<_, _>>(),
-    )
+    (0..meters)
+        .map(|i| {
+            (
+                format!("mtr-{i:06}"),
+                Arc::new(labels_for(DeviceKind::Meter, i)),
+            )
+        })
+        .collect::<HashMap<_, _>>()
+        .into()
 }
 
 /// The estimate in force per (device, interval end): value and method.

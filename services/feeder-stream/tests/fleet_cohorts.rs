@@ -69,7 +69,7 @@ fn config() -> StreamConfig {
             },
             ..RulesConfig::default()
         },
-        device_labels: Arc::new(labels()),
+        device_labels: labels().into(),
         // the frames carry 2025 timestamps: only they move the cohort clock here (the
         // wall-clock idle clock has its own tests below)
         cohort_tick: None,
@@ -288,7 +288,7 @@ fn clock_config() -> StreamConfig {
             },
             ..RulesConfig::default()
         },
-        device_labels: Arc::new(labels()),
+        device_labels: labels().into(),
         cohort_grace: std::time::Duration::from_secs(600),
         cohort_lateness: std::time::Duration::from_millis(300),
         cohort_tick: Some(std::time::Duration::from_millis(100)),

@@ -99,7 +99,7 @@ fn labels(meters: usize, vehicles: usize) -> DeviceLabels {
             Arc::new(labels_for(DeviceKind::Vehicle, i)),
         );
     }
-    Arc::new(m)
+    m.into()
 }
 
 #[test]
