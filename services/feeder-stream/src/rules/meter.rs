@@ -155,10 +155,7 @@ impl SlotHistory {
             return None;
         }
         let med = median(scratch);
-        for v in scratch.iter_mut() {
-            *v = (*v - med as f32).abs();
-        }
-        Some((med, median(scratch)))
+        Some((med, median_deviation(scratch, med as f32)))
     }
 
     fn push(&mut self, slot: usize, v: f64) {
@@ -169,6 +166,50 @@ impl SlotHistory {
 
     fn bytes(&self) -> usize {
         self.values.len() * 4 + self.next.len()
+    }
+}
+
+/// The median of `|v - med|` over `sorted` (ascending by `total_cmp`), what [`median`]
+/// of the deviations gives, without sorting them again (the spike rule asks once per
+/// interval reading): the deviations of the values below `med` grow leftwards and those
+/// of the rest rightwards, so the middle ones are found by merging the two runs. Values
+/// that are not all finite (a NaN deviation would break the runs) take the sort.
+fn median_deviation(sorted: &mut [f32], med: f32) -> f64 {
+    let n = sorted.len();
+    let finite = |v: Option<&f32>| v.is_some_and(|v| v.is_finite());
+    if !(finite(sorted.first()) && finite(sorted.last())) {
+        for v in sorted.iter_mut() {
+            *v = (*v - med).abs();
+        }
+        return median(sorted);
+    }
+    let split = sorted.partition_point(|v| *v < med);
+    let (mut left, mut right) = (split, split);
+    let (mut prev, mut cur) = (0f32, 0f32);
+    for _ in 0..=n / 2 {
+        let dl = left.checked_sub(1).map(|i| (sorted[i] - med).abs());
+        let dr = sorted.get(right).map(|v| (v - med).abs());
+        prev = cur;
+        cur = match (dl, dr) {
+            (Some(a), Some(b)) if a.total_cmp(&b).is_le() => {
+                left -= 1;
+                a
+            }
+            (Some(a), None) => {
+                left -= 1;
+                a
+            }
+            (_, Some(b)) => {
+                right += 1;
+                b
+            }
+            (None, None) => unreachable!("n / 2 + 1 steps over n values"),
+        };
+    }
+    if n % 2 == 1 {
+        f64::from(cur)
+    } else {
+        (f64::from(prev) + f64::from(cur)) / 2.0
     }
 }
 
@@ -310,6 +351,17 @@ impl MeterState {
         }
     }
 
+    /// The reading's OBIS groups: those parsed when its channel or register was first
+    /// seen (the same text parses the same), else parsed now.
+    fn code_of(&self, r: &Reading) -> Option<Obis> {
+        let known = self.channels.iter().map(|c| (&c.obis, c.code));
+        let mut known = known.chain(self.registers.iter().map(|g| (&g.obis, g.code)));
+        match known.find(|(obis, _)| **obis == r.obis) {
+            Some((_, code)) => code,
+            None => Obis::parse(&r.obis),
+        }
+    }
+
     fn check_unit(
         &self,
         eff: &Effective<'_>,
@@ -317,7 +369,7 @@ impl MeterState {
         r: &Reading,
         out: &mut Findings,
     ) -> Option<Obis> {
-        let code = Obis::parse(&r.obis);
+        let code = self.code_of(r);
         if let Some(want) = code.and_then(Obis::expected_unit)
             && want as i32 != r.unit
             && eff.enabled(UNIT_MISMATCH)
@@ -876,6 +928,46 @@ mod tests {
         #[test]
         fn parse_agrees_with_the_reference_on_any_text(s in "[0-9+\\-:.*é a]{0,16}") {
             proptest::prop_assert_eq!(Obis::parse(&s), parse_by_splitting(&s));
+        }
+    }
+
+    /// The sort-based MAD the spike rule used before `median_deviation`, the reference.
+    fn mad_by_sorting(sorted: &[f32], med: f32) -> f64 {
+        let mut d: Vec<f32> = sorted.iter().map(|v| (v - med).abs()).collect();
+        median(&mut d)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn median_deviation_is_the_sorted_one(
+            mut v in proptest::collection::vec(
+                proptest::prop_oneof![
+                    -5i8..5i8,
+                    proptest::strategy::Just(i8::MAX),
+                    proptest::strategy::Just(i8::MIN),
+                ],
+                1..32,
+            ),
+            scale in proptest::prop_oneof![
+                proptest::strategy::Just(1f32),
+                proptest::strategy::Just(0.1f32),
+                proptest::strategy::Just(3e37f32),
+            ],
+        ) {
+            // i8::MAX/MIN stand for +/- infinity, -0 for negative zero
+            let mut v: Vec<f32> = v
+                .drain(..)
+                .map(|x| match x {
+                    i8::MAX => f32::INFINITY,
+                    i8::MIN => f32::NEG_INFINITY,
+                    0 if scale < 1.0 => -0.0,
+                    x => f32::from(x) * scale,
+                })
+                .collect();
+            let med = median(&mut v);
+            let want = mad_by_sorting(&v, med as f32);
+            let got = median_deviation(&mut v.clone(), med as f32);
+            proptest::prop_assert_eq!(got.to_bits(), want.to_bits(), "{:?}", v);
         }
     }
 }
