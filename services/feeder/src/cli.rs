@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::arg_parsers::{parse_bytes_u32, parse_bytes_usize, parse_duration};
 use crate::writer_storage::{Storage, StorageArgs};
 
 #[derive(Debug, Parser)]
@@ -418,7 +419,7 @@ pub struct EdgeArgs {
     pub edge_id: String,
     #[arg(long, env = "FEEDER_MAX_FRAMES_PER_REQUEST", default_value_t = 1000)]
     pub max_frames_per_request: usize,
-    #[arg(long, env = "FEEDER_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    #[arg(long, env = "FEEDER_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024, value_parser = parse_bytes_usize)]
     pub max_payload_bytes: usize,
     /// Frames admitted and not yet answered, across all calls; beyond it: code 8.
     #[arg(long, env = "FEEDER_MAX_FRAMES_IN_FLIGHT", default_value_t = 50_000)]
@@ -474,7 +475,7 @@ pub struct EdgeArgs {
     pub reflection: bool,
     /// Cap on one encoded request, bytes (the limit is also at most what
     /// max-frames-per-request frames of max-payload-bytes need); longer: INVALID_ARGUMENT.
-    #[arg(long, env = "FEEDER_MAX_REQUEST_BYTES", default_value_t = EDGE.max_request_bytes)]
+    #[arg(long, env = "FEEDER_MAX_REQUEST_BYTES", default_value_t = EDGE.max_request_bytes, value_parser = parse_bytes_usize)]
     pub max_request_bytes: usize,
     /// Open device connections at most; one more is closed at once.
     #[arg(long, env = "FEEDER_MAX_CONNECTIONS", default_value_t = EDGE.max_connections)]
@@ -483,7 +484,7 @@ pub struct EdgeArgs {
     #[arg(long, env = "FEEDER_MAX_CONCURRENT_STREAMS", default_value_t = EDGE.max_concurrent_streams)]
     pub max_concurrent_streams: u32,
     /// HTTP/2 request header list size, bytes.
-    #[arg(long, env = "FEEDER_MAX_HEADER_LIST_BYTES", default_value_t = EDGE.max_header_list_bytes)]
+    #[arg(long, env = "FEEDER_MAX_HEADER_LIST_BYTES", default_value_t = EDGE.max_header_list_bytes, value_parser = parse_bytes_u32)]
     pub max_header_list_bytes: u32,
     /// HTTP/2 PING interval on idle connections.
     #[arg(long, env = "FEEDER_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
@@ -516,30 +517,6 @@ pub struct EdgeArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
-}
-
-/// `250ms`, `10s`, `2m`, `12h`, `400d` or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600.0)
-    } else if let Some(n) = s.strip_suffix('d') {
-        (n, 86_400.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s or 2m"))?;
-    std::time::Duration::try_from_secs_f64(v * scale)
-        .map_err(|_| format!("{s:?} is not a valid duration"))
 }
 
 /// The writer's built-in limits: the flags' defaults are these, defined once.
@@ -600,7 +577,7 @@ pub struct StreamArgs {
     /// An output record (checked, anomaly, quarantine) larger than this, bytes, becomes
     /// an `output_too_large` quarantine entry; the producer's message.max.bytes. Keep it
     /// at or under the topics' max.message.bytes.
-    #[arg(long, env = "FEEDER_MAX_OUTPUT_RECORD_BYTES", default_value_t = STREAM.max_output_record_bytes)]
+    #[arg(long, env = "FEEDER_MAX_OUTPUT_RECORD_BYTES", default_value_t = STREAM.max_output_record_bytes, value_parser = parse_bytes_usize)]
     pub max_output_record_bytes: usize,
     /// Rows (readings + samples + events) one frame may carry; more: `too_many_rows`.
     #[arg(long, env = "FEEDER_MAX_ROWS_PER_FRAME", default_value_t = STREAM.frame_limits.max_rows)]
@@ -638,14 +615,14 @@ pub struct WriterArgs {
     #[arg(long, env = "FEEDER_FLUSH_MAX_FRAMES", default_value_t = 20_000)]
     pub flush_max_frames: usize,
     /// ...or this many buffered payload bytes...
-    #[arg(long, env = "FEEDER_FLUSH_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "FEEDER_FLUSH_MAX_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = parse_bytes_usize)]
     pub flush_max_bytes: usize,
     /// ...or when its oldest record is this old (data visible at least this often).
     #[arg(long, env = "FEEDER_FLUSH_MAX_AGE", default_value = "5s", value_parser = parse_duration)]
     pub flush_max_age: std::time::Duration,
     /// Cap on payload bytes buffered over all assigned partitions: above it the largest
     /// buffers are flushed early (never a replay of an uncommitted range).
-    #[arg(long, env = "FEEDER_MAX_BUFFERED_BYTES", default_value_t = 256 * 1024 * 1024)]
+    #[arg(long, env = "FEEDER_MAX_BUFFERED_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = parse_bytes_usize)]
     pub max_buffered_bytes: usize,
     /// Distinct `date=` partitions one flush may write into (one file per dataset and
     /// date each); a record that would pass it flushes the buffer first.
@@ -1111,6 +1088,63 @@ mod tests {
             let err = parse("not ok/").unwrap_err().to_string();
             assert!(err.contains("letters, digits"), "{err}");
         }
+    }
+
+    /// Sizes and durations take units in every flag that holds one (`arg_parsers`).
+    #[test]
+    fn sizes_and_durations_take_units() {
+        let c = Cli::try_parse_from([
+            "feeder",
+            "writer",
+            "--brokers",
+            "b:9092",
+            "--data",
+            "/d",
+            "--flush-max-bytes",
+            "64MiB",
+            "--max-buffered-bytes",
+            "1GiB",
+            "--flush-max-age",
+            "1m 30s",
+        ])
+        .unwrap();
+        let Command::Writer(w) = c.command else {
+            panic!("writer")
+        };
+        assert_eq!(w.flush_max_bytes, 64 << 20);
+        assert_eq!(w.max_buffered_bytes, 1 << 30);
+        assert_eq!(w.flush_max_age, std::time::Duration::from_secs(90));
+        let c = Cli::try_parse_from([
+            "feeder",
+            "edge",
+            "--brokers",
+            "b:9092",
+            "--registry",
+            "r",
+            "--max-payload-bytes",
+            "128KiB",
+            "--max-header-list-bytes",
+            "32KiB",
+        ])
+        .unwrap();
+        let Command::Edge(e) = c.command else {
+            panic!("edge")
+        };
+        assert_eq!(
+            (e.max_payload_bytes, e.max_header_list_bytes),
+            (128 << 10, 32 << 10)
+        );
+        let bad = Cli::try_parse_from([
+            "feeder",
+            "writer",
+            "--brokers",
+            "b:9092",
+            "--data",
+            "/d",
+            "--flush-max-bytes",
+            "64mb",
+        ]);
+        assert!(bad.unwrap_err().to_string().contains("unknown unit"));
     }
 
     #[test]

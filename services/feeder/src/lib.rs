@@ -3,6 +3,7 @@
 //! `feeder-stream`, `feeder-writer`); this crate only parses settings, starts them, and
 //! stops them in order.
 
+pub mod arg_parsers;
 pub mod attacks;
 pub mod cli;
 pub mod commands;
