@@ -214,6 +214,24 @@ mod tests {
     }
 
     #[test]
+    fn producers_compress_with_the_one_setting_unless_told_otherwise() {
+        let p = with(&[]).producer("t", 10, 1000);
+        assert_eq!(
+            p.get("compression.type"),
+            Some(PRODUCER_COMPRESSION.as_str())
+        );
+        let p = with(&[("compression.type", "none")]).producer("t", 10, 1000);
+        assert_eq!(p.get("compression.type"), Some("none"));
+        // every codec the enum names is one this build's librdkafka accepts
+        for c in Compression::ALL {
+            with(&[("compression.type", c.as_str())])
+                .producer("t", 10, 1000)
+                .create::<BaseProducer>()
+                .unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        }
+    }
+
+    #[test]
     fn group_members_carry_their_instance_id_and_probes_none() {
         let c = with(&[("group.instance.id", "from-properties")]);
         let id: crate::InstanceId = "feeder-writer-1".parse().unwrap();
