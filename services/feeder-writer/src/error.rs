@@ -29,8 +29,16 @@ pub enum Error {
     KeyFile { path: PathBuf, message: String },
     #[error("encryption: {0}")]
     Encryption(String),
+    /// What Feeder refuses about a table (a missing column, a date out of range).
     #[error("iceberg: {0}")]
     Iceberg(String),
+    /// What iceberg-rust (or the catalog behind it) reported, with what was being done.
+    #[error("iceberg: {context}: {source}")]
+    IcebergCall {
+        context: String,
+        #[source]
+        source: Box<iceberg::Error>,
+    },
     #[error("registry topic: {0}")]
     Registry(String),
     #[error("rebalance handling failed: {0}")]

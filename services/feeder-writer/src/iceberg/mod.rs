@@ -48,5 +48,8 @@ pub use settings::{CatalogKind, IcebergSettings, TableFormat};
 
 /// An iceberg-rust error as the crate's error.
 pub(crate) fn err(context: &str, e: iceberg::Error) -> crate::Error {
-    crate::Error::Iceberg(format!("{context}: {e}"))
+    crate::Error::IcebergCall {
+        context: context.to_string(),
+        source: Box::new(e),
+    }
 }
