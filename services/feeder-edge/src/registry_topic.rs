@@ -1,7 +1,7 @@
 //! The edge's registry read from its compacted Kafka topic (device contract v1.1):
-//! [`feeder_kafka::registry_follow`] swapping each rebuilt registry into the
-//! [`SharedRegistry`] the calls read, so a revocation written to the topic is refused
-//! within seconds at every edge.
+//! [`feeder_kafka::registry_follow`] swapping each registry it hands over (a copy sharing
+//! every unchanged shard) into the [`SharedRegistry`] the calls read, so a revocation
+//! written to the topic is refused within a second at every edge.
 
 use std::sync::Arc;
 

@@ -57,7 +57,7 @@ pub struct TopicStats {
     pub swaps: AtomicU64,
 }
 
-/// Where a rebuilt registry goes (the edge swaps it in; the stream takes its labels).
+/// Where a handed-over registry goes (the edge swaps it in; the stream reads its labels).
 pub type Sink = Box<dyn FnMut(Registry) + Send>;
 
 /// Reads `src` from its beginning and hands the registry to `sink`, then follows the
@@ -177,7 +177,7 @@ impl Follower {
         Ok(())
     }
 
-    /// Polls until `shutdown`, swapping a rebuilt registry in after changes.
+    /// Polls until `shutdown`, handing the registry over after each burst of changes.
     fn follow(&mut self, shutdown: &CancellationToken) {
         let mut last_swap = Instant::now();
         while !shutdown.is_cancelled() {
