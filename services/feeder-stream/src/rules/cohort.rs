@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Finding, Severity};
 
-pub const COHORT_SILENCE: &str = "cohort_silence";
-pub const COHORT_FIRMWARE_CHANGE: &str = "cohort_firmware_change";
+pub const COHORT_SILENCE: &str = crate::rules::names::FleetRule::CohortSilence.as_str();
+pub const COHORT_FIRMWARE_CHANGE: &str =
+    crate::rules::names::FleetRule::CohortFirmwareChange.as_str();
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -8,11 +8,11 @@ use feeder_proto::v1::{EventKind, Frame};
 
 use super::{Effective, Findings, Severity};
 
-pub const COVER_OPENED: &str = "cover_opened";
-pub const MAGNETIC_TAMPER: &str = "magnetic_tamper";
-pub const MODULE_RESET: &str = "module_reset";
-pub const FIRMWARE_UPDATED: &str = "firmware_updated";
-pub const CLOCK_ADJUSTED: &str = "clock_adjusted";
+pub const COVER_OPENED: &str = crate::rules::names::DeviceRule::CoverOpened.as_str();
+pub const MAGNETIC_TAMPER: &str = crate::rules::names::DeviceRule::MagneticTamper.as_str();
+pub const MODULE_RESET: &str = crate::rules::names::DeviceRule::ModuleReset.as_str();
+pub const FIRMWARE_UPDATED: &str = crate::rules::names::DeviceRule::FirmwareUpdated.as_str();
+pub const CLOCK_ADJUSTED: &str = crate::rules::names::DeviceRule::ClockAdjusted.as_str();
 
 /// The anomaly rule and severity of an event kind, if it raises one.
 pub fn rule_of(kind: EventKind) -> Option<(&'static str, Severity)> {

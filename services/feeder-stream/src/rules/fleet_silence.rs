@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use super::cohort::CohortConfig;
 use super::{Finding, Severity};
 
-pub const FLEET_SILENCE: &str = "fleet_silence";
+pub const FLEET_SILENCE: &str = crate::rules::names::FleetRule::FleetSilence.as_str();
 /// The `cohort` of a `fleet_silence` finding: it is about every device.
 pub const FLEET_COHORT: &str = "fleet";
 

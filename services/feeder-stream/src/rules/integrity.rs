@@ -14,10 +14,10 @@ use feeder_proto::v1::{Frame, Reading};
 
 use super::{Effective, Findings, FrameCtx};
 
-pub const CLOCK_SKEW: &str = "clock_skew";
-pub const FUTURE_READING: &str = "future_reading";
-pub const INTERVAL_MISMATCH: &str = "interval_mismatch";
-pub const DUPLICATE_READING: &str = "duplicate_reading";
+pub const CLOCK_SKEW: &str = crate::rules::names::DeviceRule::ClockSkew.as_str();
+pub const FUTURE_READING: &str = crate::rules::names::DeviceRule::FutureReading.as_str();
+pub const INTERVAL_MISMATCH: &str = crate::rules::names::DeviceRule::IntervalMismatch.as_str();
+pub const DUPLICATE_READING: &str = crate::rules::names::DeviceRule::DuplicateReading.as_str();
 
 /// Frame-level integrity checks (the interval check runs with the meter channels).
 pub fn check(eff: &Effective<'_>, ctx: FrameCtx<'_>, frame: &Frame, out: &mut Findings) {

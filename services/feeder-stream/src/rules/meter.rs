@@ -19,15 +19,15 @@ use feeder_proto::v1::{EventKind, Frame, Reading, Unit};
 use super::integrity::{INTERVAL_MISMATCH, UsualInterval};
 use super::{Effective, Findings, FrameCtx, Severity};
 
-pub const MISSING_INTERVALS: &str = "missing_intervals";
-pub const SPIKE: &str = "spike";
-pub const ZERO_RUN: &str = "zero_run";
-pub const REVERSE_FLOW: &str = "reverse_flow";
-pub const REGISTER_DECREASE: &str = "register_decrease";
-pub const REGISTER_ROLLOVER: &str = "register_rollover";
-pub const SUM_MISMATCH: &str = "sum_mismatch";
-pub const VOLTAGE_OUT_OF_BAND: &str = "voltage_out_of_band";
-pub const UNIT_MISMATCH: &str = "unit_mismatch";
+pub const MISSING_INTERVALS: &str = crate::rules::names::DeviceRule::MissingIntervals.as_str();
+pub const SPIKE: &str = crate::rules::names::DeviceRule::Spike.as_str();
+pub const ZERO_RUN: &str = crate::rules::names::DeviceRule::ZeroRun.as_str();
+pub const REVERSE_FLOW: &str = crate::rules::names::DeviceRule::ReverseFlow.as_str();
+pub const REGISTER_DECREASE: &str = crate::rules::names::DeviceRule::RegisterDecrease.as_str();
+pub const REGISTER_ROLLOVER: &str = crate::rules::names::DeviceRule::RegisterRollover.as_str();
+pub const SUM_MISMATCH: &str = crate::rules::names::DeviceRule::SumMismatch.as_str();
+pub const VOLTAGE_OUT_OF_BAND: &str = crate::rules::names::DeviceRule::VoltageOutOfBand.as_str();
+pub const UNIT_MISMATCH: &str = crate::rules::names::DeviceRule::UnitMismatch.as_str();
 
 /// Interval channels with time-series state per device; more are checked per reading only.
 pub const MAX_CHANNELS: usize = 4;

@@ -24,6 +24,7 @@ pub mod events;
 pub mod fleet_silence;
 pub mod integrity;
 pub mod meter;
+pub mod names;
 pub mod telematics;
 
 use std::collections::BTreeMap;
@@ -35,45 +36,13 @@ pub use config::{LabelOverride, RulesConfig};
 
 /// Every rule judged per device: what `disabled` and a label override's `disable` may
 /// name (checked when the configuration is loaded, so a misspelt name is an error rather
-/// than a rule left running).
-pub const DEVICE_RULES: &[&str] = &[
-    integrity::CLOCK_SKEW,
-    integrity::FUTURE_READING,
-    integrity::INTERVAL_MISMATCH,
-    integrity::DUPLICATE_READING,
-    meter::MISSING_INTERVALS,
-    meter::SPIKE,
-    meter::ZERO_RUN,
-    meter::REVERSE_FLOW,
-    meter::REGISTER_DECREASE,
-    meter::REGISTER_ROLLOVER,
-    meter::SUM_MISMATCH,
-    meter::VOLTAGE_OUT_OF_BAND,
-    meter::UNIT_MISMATCH,
-    telematics::NULL_ISLAND,
-    telematics::IMPOSSIBLE_SPEED,
-    telematics::TELEPORT,
-    telematics::ODOMETER_ROLLBACK,
-    telematics::ODOMETER_MISMATCH,
-    telematics::MOVING_IGNITION_OFF,
-    events::COVER_OPENED,
-    events::MAGNETIC_TAMPER,
-    events::MODULE_RESET,
-    events::FIRMWARE_UPDATED,
-    events::CLOCK_ADJUSTED,
-    estimate::REGISTER_PRORATION,
-    estimate::LINEAR,
-    estimate::PROFILE,
-    estimate::GAP_NOT_ESTIMATED,
-];
+/// than a rule left running). The names of [`names::DeviceRule`], in its order.
+pub const DEVICE_RULES: &[&str] = &names::device_rule_names();
 
 /// Rules judged over the whole fleet by the cohort aggregator (`cohort_fleet`): only
-/// `disabled` switches them off, since they concern no single device's labels.
-pub const FLEET_RULES: &[&str] = &[
-    cohort::COHORT_SILENCE,
-    cohort::COHORT_FIRMWARE_CHANGE,
-    fleet_silence::FLEET_SILENCE,
-];
+/// `disabled` switches them off, since they concern no single device's labels. The names
+/// of [`names::FleetRule`].
+pub const FLEET_RULES: &[&str] = &names::fleet_rule_names();
 
 /// Anomaly severity, as the `anomalies` dataset spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

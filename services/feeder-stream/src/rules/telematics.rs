@@ -16,12 +16,12 @@ use feeder_proto::v1::{Frame, Sample};
 
 use super::{Effective, Findings, Severity};
 
-pub const NULL_ISLAND: &str = "null_island";
-pub const IMPOSSIBLE_SPEED: &str = "impossible_speed";
-pub const TELEPORT: &str = "teleport";
-pub const ODOMETER_ROLLBACK: &str = "odometer_rollback";
-pub const ODOMETER_MISMATCH: &str = "odometer_mismatch";
-pub const MOVING_IGNITION_OFF: &str = "moving_ignition_off";
+pub const NULL_ISLAND: &str = crate::rules::names::DeviceRule::NullIsland.as_str();
+pub const IMPOSSIBLE_SPEED: &str = crate::rules::names::DeviceRule::ImpossibleSpeed.as_str();
+pub const TELEPORT: &str = crate::rules::names::DeviceRule::Teleport.as_str();
+pub const ODOMETER_ROLLBACK: &str = crate::rules::names::DeviceRule::OdometerRollback.as_str();
+pub const ODOMETER_MISMATCH: &str = crate::rules::names::DeviceRule::OdometerMismatch.as_str();
+pub const MOVING_IGNITION_OFF: &str = crate::rules::names::DeviceRule::MovingIgnitionOff.as_str();
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Fix {

@@ -46,11 +46,11 @@ use self::profile::Profile;
 use super::meter::Obis;
 use super::{Effective, Findings, FrameCtx, Severity};
 
-pub const REGISTER_PRORATION: &str = "register_proration";
-pub const LINEAR: &str = "linear";
-pub const PROFILE: &str = "profile";
+pub const REGISTER_PRORATION: &str = crate::rules::names::DeviceRule::RegisterProration.as_str();
+pub const LINEAR: &str = crate::rules::names::DeviceRule::Linear.as_str();
+pub const PROFILE: &str = crate::rules::names::DeviceRule::Profile.as_str();
 /// The anomaly of a gap left unestimated (outage, tamper, too long, over the cap).
-pub const GAP_NOT_ESTIMATED: &str = "gap_not_estimated";
+pub const GAP_NOT_ESTIMATED: &str = crate::rules::names::DeviceRule::GapNotEstimated.as_str();
 /// `estimates.rule_version`: bump when a method's arithmetic changes.
 pub const RULE_VERSION: &str = "feeder-vee/1";
 
