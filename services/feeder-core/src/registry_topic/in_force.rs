@@ -49,9 +49,16 @@ pub struct TopicRegistry {
     registry: Registry,
     /// Each key's line of the devices whose keys disagree on kind or labels.
     disagreeing: HashMap<Box<str>, Vec<KeyLine>>,
-    /// One copy of each distinct label set (as the file loader shares them).
+    /// One copy of each distinct label set (as the file loader shares them). Sets no
+    /// key uses any more are dropped once the map has doubled ([`Self::intern`]), so
+    /// label changes over the years do not pile up.
     label_sets: HashMap<BTreeMap<String, String>, Labels>,
+    /// Size of `label_sets` that triggers the next sweep.
+    sweep_at: usize,
 }
+
+/// The smallest `sweep_at`.
+const MIN_SWEEP: usize = 1024;
 
 impl TopicRegistry {
     /// Takes one record (after [`super::ProvisioningKeys::check`]): a line replaces its
@@ -73,14 +80,7 @@ impl TopicRegistry {
                 verifying_key: key,
                 ..
             } => {
-                let labels = match self.label_sets.get(&parsed.labels) {
-                    Some(l) => l.clone(),
-                    None => {
-                        let l = Arc::new(parsed.labels.clone());
-                        self.label_sets.insert(parsed.labels.clone(), l.clone());
-                        l
-                    }
-                };
+                let labels = self.intern(&parsed.labels);
                 let line = KeyLine {
                     key: RegistryKey {
                         key_id: parsed.key_id.as_str().into(),
@@ -100,12 +100,29 @@ impl TopicRegistry {
         }
     }
 
+    /// The shared copy of `labels`; sweeps out sets no key holds when the map has
+    /// doubled since the last sweep (amortised O(1) per record).
+    fn intern(&mut self, labels: &BTreeMap<String, String>) -> Labels {
+        if let Some(l) = self.label_sets.get(labels) {
+            return l.clone();
+        }
+        if self.label_sets.len() >= self.sweep_at.max(MIN_SWEEP) {
+            self.label_sets.retain(|_, l| Arc::strong_count(l) > 1);
+            self.sweep_at = (self.label_sets.len() * 2).max(MIN_SWEEP);
+        }
+        let l = Arc::new(labels.clone());
+        self.label_sets.insert(labels.clone(), l.clone());
+        l
+    }
+
     /// Changes `device`'s key lines with `change` and puts the result in force.
     fn update(&mut self, device: &str, change: impl FnOnce(&mut Vec<KeyLine>)) -> Applied {
-        let before = self.registry.device(device).cloned();
+        let in_force = self.registry.device(device);
+        // what stays in force if the keys come to disagree
+        let before = in_force.map(|e| (e.kind, e.labels.clone()));
         let mut keys = match self.disagreeing.remove(device) {
             Some(keys) => keys,
-            None => before.as_ref().map_or_else(Vec::new, |e| {
+            None => in_force.map_or_else(Vec::new, |e| {
                 e.keys
                     .iter()
                     .map(|k| KeyLine {
@@ -135,7 +152,7 @@ impl TopicRegistry {
         }
         // the keys follow their records; kind and labels stay those in force (a device
         // first seen disagreeing takes its first key's)
-        let (kind, labels) = before.map_or((kind, labels), |e| (e.kind, e.labels));
+        let (kind, labels) = before.unwrap_or((kind, labels));
         self.registry
             .set_device(device, Some(entry(kind, labels, &keys)));
         self.disagreeing.insert(device.into(), keys);
@@ -260,6 +277,64 @@ mod tests {
         assert_eq!(t.disagreeing(), 1);
         t.apply(b"mtr-000001/k2", None).unwrap();
         assert_eq!((region(&t), t.disagreeing()), ("west".to_string(), 0));
+    }
+
+    /// Records anyone with write access could put on the topic: none of them is taken,
+    /// none leaves anything held, and the entry in force stays.
+    #[test]
+    fn hostile_records_are_refused_and_nothing_of_them_is_kept() {
+        let mut t = TopicRegistry::default();
+        put(&mut t, "k1", &line("k1", PK1, "active", "n"));
+        let huge_label = line("k1", PK1, "revoked", &"x".repeat(4 << 20));
+        let many_labels = format!(
+            r#"{{"device_id":"mtr-000001","key_id":"k1","alg":"ed25519","public_key":"{PK1}","kind":"meter","status":"revoked","labels":{{{}}}}}"#,
+            (0..10_000)
+                .map(|i| format!(r#""l{i}":"v""#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let hostile: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![
+            (b"mtr-000001/k1".to_vec(), Some(vec![0xff, 0xfe, 0x00])),
+            (
+                vec![0xff; 64],
+                Some(line("k1", PK1, "revoked", "n").into_bytes()),
+            ),
+            (b"mtr-000001/k1".to_vec(), Some(b"{\"device_id\":".to_vec())),
+            (b"mtr-000001/k1".to_vec(), Some(vec![b' '; 4 << 20])),
+            (vec![b'a'; 4 << 20], None),
+            (
+                b"mtr-000001/k1".to_vec(),
+                Some(line("k1", "00", "revoked", "n").into_bytes()),
+            ),
+        ];
+        for (key, value) in &hostile {
+            assert_eq!(t.apply(key, value.as_deref()), Err(Refused::Malformed));
+        }
+        // valid but oversized lines are taken as any line would be (their size is the
+        // broker's message limit)
+        assert!(
+            t.apply(b"mtr-000001/k1", Some(huge_label.as_bytes()))
+                .is_ok()
+        );
+        assert!(
+            t.apply(b"mtr-000001/k1", Some(many_labels.as_bytes()))
+                .is_ok()
+        );
+        put(&mut t, "k1", &line("k1", PK1, "active", "n"));
+        assert_eq!((t.len(), t.disagreeing()), (1, 0));
+        // label sets no key holds any more do not pile up: thousands of distinct ones
+        // published over one key leave at most one sweep's worth behind
+        for i in 0..5_000 {
+            put(&mut t, "k1", &line("k1", PK1, "active", &format!("r{i}")));
+        }
+        assert!(
+            t.label_sets.len() <= 2 * MIN_SWEEP,
+            "{}",
+            t.label_sets.len()
+        );
+        put(&mut t, "k1", &line("k1", PK1, "active", "n"));
+        assert_eq!(status(&t, "k1"), KeyStatus::Active);
+        assert_eq!(region(&t), "n");
     }
 
     #[test]
