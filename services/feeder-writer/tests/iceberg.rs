@@ -221,15 +221,7 @@ async fn the_sql_catalog_works_on_postgres() {
 async fn tables_on_s3_are_written_once_and_read_by_pyiceberg() {
     let moto = feeder_testkit::MotoS3::start("feeder-ice");
     let tmp = tempfile::tempdir().unwrap();
-    let s3 = feeder_writer::storage::S3Config {
-        endpoint: Some(moto.endpoint.clone()),
-        bucket: "feeder-ice".into(),
-        prefix: "utility/feeder".into(),
-        region: "us-east-1".into(),
-        access_key_id: Some(feeder_testkit::ACCESS_KEY.into()),
-        secret_access_key: Some(feeder_testkit::SECRET_KEY.into()),
-        allow_http: true,
-    };
+    let s3 = s3_config(&moto.endpoint, "feeder-ice", "utility/feeder");
     let catalog = tmp.path().join("catalog.db");
     let settings = IcebergSettings {
         catalog_uri: Some(format!("sqlite://{}?mode=rwc", catalog.display())),

@@ -24,15 +24,7 @@ const TOPIC: &str = "s3.checked";
 const BUCKET: &str = "feeder-data";
 
 fn config(endpoint: &str, prefix: &str) -> S3Config {
-    S3Config {
-        endpoint: Some(endpoint.into()),
-        bucket: BUCKET.into(),
-        prefix: prefix.into(),
-        region: "us-east-1".into(),
-        access_key_id: Some(feeder_testkit::ACCESS_KEY.into()),
-        secret_access_key: Some(feeder_testkit::SECRET_KEY.into()),
-        allow_http: true,
-    }
+    s3_config(endpoint, BUCKET, prefix)
 }
 
 fn spec(first: i64, last: i64, writer_id: &'static str) -> RangeSpec<'static> {

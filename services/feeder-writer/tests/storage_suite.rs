@@ -23,7 +23,7 @@ use feeder_writer::flush::{RangeSpec, write_range};
 use feeder_writer::naming;
 use feeder_writer::parquet_file::{self, FileProvenance};
 use feeder_writer::schema::Dataset;
-use feeder_writer::storage::{LocalFs, S3Config, S3Storage, Storage};
+use feeder_writer::storage::{LocalFs, S3Storage, Storage};
 use feeder_writer::verify::{Problem, VerifyOptions, verify_in};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -61,15 +61,7 @@ impl Backend for S3 {
         "s3"
     }
     fn root(&self, case: &str) -> Box<dyn Storage> {
-        let cfg = S3Config {
-            endpoint: Some(self.moto.endpoint.clone()),
-            bucket: BUCKET.into(),
-            prefix: format!("suite/{case}"),
-            region: "us-east-1".into(),
-            access_key_id: Some(feeder_testkit::ACCESS_KEY.into()),
-            secret_access_key: Some(feeder_testkit::SECRET_KEY.into()),
-            allow_http: true,
-        };
+        let cfg = s3_config(&self.moto.endpoint, BUCKET, &format!("suite/{case}"));
         Box::new(S3Storage::new(&cfg, self.rt.handle().clone()).unwrap())
     }
 }

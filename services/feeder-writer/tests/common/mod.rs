@@ -304,3 +304,17 @@ pub async fn produce(
         .map_err(|(e, _)| e)
         .unwrap();
 }
+
+/// The settings of bucket `bucket` under `prefix` on a local S3 test server (moto) at
+/// `endpoint`, with the test credentials.
+pub fn s3_config(endpoint: &str, bucket: &str, prefix: &str) -> feeder_writer::storage::S3Config {
+    feeder_writer::storage::S3Config {
+        endpoint: Some(endpoint.into()),
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+        region: "us-east-1".into(),
+        access_key_id: Some(feeder_testkit::ACCESS_KEY.into()),
+        secret_access_key: Some(feeder_testkit::SECRET_KEY.into()),
+        allow_http: true,
+    }
+}
